@@ -1,0 +1,36 @@
+"""gaternet_zoo: GaterNets (input-dependent filter gating, Chen et al. CVPR 2019) over timm backbones.
+
+The public API is re-exported here explicitly; everything else lives in private ``_``-modules.
+"""
+from . import plugins as _plugins_registration  # noqa: F401  (registers the built-in gating plugins)
+from .models import CifarResNet as CifarResNet
+from .models import GaterNet as GaterNet
+from ._convert import load_official_checkpoint as load_official_checkpoint
+from ._factory import create_model as create_model
+from ._factory import gate as gate
+from ._factory import parse_model_name as parse_model_name
+from ._hub import ChecksumError as ChecksumError
+from ._hub import HubLoadError as HubLoadError
+from ._hub import StateDictMismatchError as StateDictMismatchError
+from ._plugins import GateSite as GateSite
+from ._plugins import GatingPlugin as GatingPlugin
+from ._plugins import UnsupportedBackboneError as UnsupportedBackboneError
+from ._plugins import get_plugin as get_plugin
+from ._plugins import list_plugins as list_plugins
+from ._plugins import register_gating_plugin as register_gating_plugin
+from ._registry import UnknownModelError as UnknownModelError
+from ._registry import get_pretrained_cfg as get_pretrained_cfg
+from ._registry import is_model as is_model
+from ._registry import list_backbones as list_backbones
+from ._registry import list_models as list_models
+from ._registry import list_pretrained as list_pretrained
+from .losses import gate_l1_loss as gate_l1_loss
+from .utils import GateStatistics as GateStatistics
+from .version import __version__ as __version__
+
+__all__ = [
+    'CifarResNet', 'ChecksumError', 'GateSite', 'GateStatistics', 'GaterNet', 'GatingPlugin', 'HubLoadError',
+    'StateDictMismatchError', 'UnknownModelError', 'UnsupportedBackboneError', '__version__', 'create_model',
+    'gate', 'gate_l1_loss', 'get_plugin', 'get_pretrained_cfg', 'is_model', 'list_backbones', 'list_models',
+    'list_plugins', 'list_pretrained', 'load_official_checkpoint', 'parse_model_name', 'register_gating_plugin',
+]

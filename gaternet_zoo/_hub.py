@@ -1,0 +1,391 @@
+"""Hugging Face Hub format: ``model.safetensors`` + timm-schema ``config.json`` + model card, and their loading.
+
+Built on huggingface_hub's own machinery: :class:`ZooHubMixin` is a ``ModelHubMixin`` (``save_pretrained``,
+``push_to_hub``, card metadata), downloads go through ``hf_hub_download`` (its cache, ``HF_HUB_OFFLINE``,
+``local_files_only``, revisions), weights are written with ``safetensors.torch.save_model`` and read with
+``safetensors.torch.load_model``.
+
+Loading is strict and verified, and never leaves a half-loaded model behind: the sha256 of ``model.safetensors``
+is checked against the config (or the registry pin) and the key sets are compared *before* any tensor is copied.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from huggingface_hub import ModelHubMixin, constants, hf_hub_download
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from torch import nn
+
+from ._pretrained import EXTRA_CFG_KEYS, resolve_hub_id, split_pretrained_cfg
+from .version import __version__
+
+__all__ = [
+    'ZooHubMixin', 'WEIGHTS_NAME', 'CONFIG_NAME', 'HubLoadError', 'ChecksumError', 'StateDictMismatchError',
+    'sha256_file', 'download', 'read_config', 'load_pretrained', 'load_weights', 'model_config',
+    'save_pretrained', 'clean_state_dict_keys',
+]
+
+_logger = logging.getLogger(__name__)
+
+WEIGHTS_NAME = 'model.safetensors'
+CONFIG_NAME = 'config.json'
+CARD_NAME = 'README.md'
+
+# Input and provenance fields of timm's PretrainedCfg that belong in a published config.json.
+_PUBLISHED_CFG_KEYS = (
+    'tag', 'input_size', 'test_input_size', 'min_input_size', 'fixed_input_size', 'interpolation', 'crop_pct',
+    'test_crop_pct', 'crop_mode', 'mean', 'std', 'num_classes', 'label_names', 'pool_size', 'first_conv',
+    'classifier', 'license', 'description', 'origin_url', 'paper_name', 'paper_ids', 'notes',
+)
+
+
+class HubLoadError(OSError):
+    """A repository, revision or file could not be obtained; the message says why and what to do."""
+
+
+class ChecksumError(ValueError):
+    """``model.safetensors`` does not have the sha256 its config or registry entry records."""
+
+
+class StateDictMismatchError(RuntimeError):
+    """A checkpoint's keys or shapes do not match the model; nothing was loaded."""
+
+
+def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(chunk_size), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download(
+        repo_id: str,
+        filename: str,
+        revision: str | None = None,
+        *,
+        cache_dir: str | os.PathLike | None = None,
+        local_files_only: bool = False,
+        force_download: bool = False,
+        token: str | bool | None = None,
+) -> Path:
+    """``hf_hub_download`` with errors that say what went wrong and how to go on.
+
+    Raises:
+        HubLoadError: Repository, revision or file not found, or the Hub unreachable with nothing cached.
+    """
+    where = f'{repo_id}@{revision}' if revision else repo_id
+    try:
+        return Path(hf_hub_download(
+            repo_id, filename, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
+            force_download=force_download, token=token, library_name='gaternet_zoo', library_version=__version__))
+    except RevisionNotFoundError as e:
+        raise HubLoadError(
+            f'Revision {revision!r} not found in Hub repository {repo_id!r}. Check the branch, tag or commit sha '
+            f'(list them with huggingface_hub.list_repo_refs({repo_id!r})).') from e
+    except RepositoryNotFoundError as e:
+        # Some Hub-compatible servers report a missing revision or file as a missing repository.
+        raise HubLoadError(
+            f'Could not find {filename!r} in Hub repository {where!r} ({constants.ENDPOINT}): the repository, the '
+            f'revision or the file does not exist, or it is private and no token was given. Check the name; for a '
+            f'private repository log in with `hf auth login` or pass token=...') from e
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as e:
+        if constants.HF_HUB_OFFLINE or local_files_only:
+            raise HubLoadError(
+                f'{filename!r} of {where!r} is not in the local cache ({cache_dir or constants.HF_HUB_CACHE}) and '
+                f'offline mode is on (HF_HUB_OFFLINE=1 or local_files_only=True). Download it once while online, '
+                f'or load a saved folder with create_model("local-dir:/path/to/folder").') from e
+        raise HubLoadError(
+            f'Could not reach the Hugging Face Hub at {constants.ENDPOINT} to download {filename!r} of {where!r}, '
+            f'and it is not in the cache. To work offline with weights downloaded before, set HF_HUB_OFFLINE=1 '
+            f'(or pass local_files_only=True); to use a mirror set HF_ENDPOINT; or load a saved folder with '
+            f'create_model("local-dir:/path/to/folder").') from e
+    except EntryNotFoundError as e:
+        raise HubLoadError(f'File {filename!r} not found in Hub repository {where!r}.') from e
+    except HfHubHTTPError as e:
+        raise HubLoadError(f'The Hub at {constants.ENDPOINT} refused {filename!r} of {where!r}: {e}') from e
+
+
+def read_config(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and validate a timm-schema ``config.json``.
+
+    Raises:
+        HubLoadError: If the file is missing or not a config of this schema.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise HubLoadError(
+            f'No {CONFIG_NAME} in {path.parent}: a model folder holds {WEIGHTS_NAME}, {CONFIG_NAME} and {CARD_NAME} '
+            f'as written by model.save_pretrained(folder).')
+    try:
+        config = json.loads(path.read_text(encoding='utf-8'))
+    except json.JSONDecodeError as e:
+        raise HubLoadError(f'{path} is not valid JSON: {e}') from e
+    missing = [k for k in ('architecture', 'pretrained_cfg') if k not in config]
+    if missing:
+        raise HubLoadError(f'{path} lacks {missing}: it is not a timm/gaternet_zoo model config.')
+    return config
+
+
+def clean_state_dict_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Strip the ``module.`` (DataParallel/DDP) and ``_orig_mod.`` (``torch.compile``) prefixes."""
+    cleaned = {}
+    for key, value in state_dict.items():
+        while True:
+            for prefix in ('module.', '_orig_mod.'):
+                if key.startswith(prefix):
+                    key = key[len(prefix):]
+                    break
+            else:
+                break
+        cleaned[key] = value
+    return cleaned
+
+
+def _classifier_keys(model: nn.Module) -> tuple[str, ...]:
+    name = model.get_classifier(name_only=True) if hasattr(model, 'get_classifier') else None
+    if not isinstance(name, str):
+        return ()
+    return tuple(f'{name}.{p}' for p, _ in model.get_submodule(name).named_parameters())
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike, *, sha256: str | None = None, label: str = '') -> None:
+    """Load ``model.safetensors`` strictly into ``model``, after verifying it.
+
+    A classifier whose shape differs from the model's (``num_classes`` changed for fine-tuning) is left at its
+    fresh initialisation, with a log line; every other key must match exactly.
+
+    Raises:
+        ChecksumError: sha256 mismatch.
+        HubLoadError: Missing or corrupt file.
+        StateDictMismatchError: Missing, unexpected or mis-shaped keys (all listed); the model is untouched.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, load_model
+
+    path = Path(path)
+    label = label or path.parent.name
+    if not path.is_file():
+        raise HubLoadError(f'Weights file {path} not found.')
+    if sha256:
+        actual = sha256_file(path)
+        if actual != sha256:
+            raise ChecksumError(
+                f'sha256 mismatch for the weights of {label} ({path}): expected {sha256}, got {actual}. The file is '
+                f'corrupt or was changed after publishing; download it again with force_download=True, and if it '
+                f'persists do not use it.')
+    try:
+        state_dict = load_file(path, device='cpu')
+    except (SafetensorError, OSError, ValueError) as e:
+        raise HubLoadError(
+            f'{path} is not a readable safetensors file ({e}). Download it again with force_download=True or '
+            f'save the model again.') from e
+
+    cleaned = clean_state_dict_keys(state_dict)
+    expected = model.state_dict()
+    dropped = []
+    for key in _classifier_keys(model):
+        if key in cleaned and key in expected and cleaned[key].shape != expected[key].shape:
+            dropped.append(key)
+    missing = sorted(set(expected) - set(cleaned) - set(dropped))
+    unexpected = sorted(set(cleaned) - set(expected))
+    mis_shaped = sorted(
+        f'{k}: checkpoint {tuple(cleaned[k].shape)} vs model {tuple(expected[k].shape)}'
+        for k in set(cleaned) & set(expected) if k not in dropped and cleaned[k].shape != expected[k].shape)
+    if missing or unexpected or mis_shaped:
+        parts = [f'{n} {t}: {_short(v)}' for n, t, v in (
+            (len(missing), 'missing keys', missing), (len(unexpected), 'unexpected keys', unexpected),
+            (len(mis_shaped), 'shape mismatches', mis_shaped)) if v]
+        raise StateDictMismatchError(
+            f'The weights in {path} do not fit {label}: ' + '; '.join(parts) + '. The checkpoint was saved from '
+            f'a different architecture or configuration; nothing was loaded.')
+
+    if dropped or len(cleaned) != len(state_dict) or any(a != b for a, b in zip(cleaned, state_dict)):
+        if dropped:
+            _logger.info('%s: classifier %s left newly initialised (checkpoint has %s, model has %s).', label,
+                         dropped, tuple(cleaned[dropped[0]].shape), tuple(expected[dropped[0]].shape))
+            for key in dropped:
+                cleaned[key] = expected[key]
+        model.load_state_dict(cleaned, strict=True)
+    else:
+        load_model(model, path, strict=True, device='cpu')
+
+
+def _short(keys: list[str], limit: int = 8) -> str:
+    shown = ', '.join(keys[:limit])
+    return shown + (f', ... (+{len(keys) - limit} more)' if len(keys) > limit else '')
+
+
+def load_pretrained(
+        model: nn.Module,
+        *,
+        cache_dir: str | os.PathLike | None = None,
+        local_files_only: bool = False,
+        force_download: bool = False,
+        token: str | bool | None = None,
+) -> None:
+    """Load the weights that ``model.pretrained_cfg`` names (a local folder/file, or a Hub repo at a revision).
+
+    Raises:
+        ValueError: If the configuration names no weights (the message lists the tags that have some).
+    """
+    cfg = model.pretrained_cfg
+    architecture, tag = cfg.get('architecture'), cfg.get('tag')
+    label = f'{architecture}.{tag}' if tag else str(architecture)
+    if cfg.get('file'):
+        path = Path(cfg['file'])
+        weights = path / WEIGHTS_NAME if path.is_dir() else path
+    elif cfg.get('hf_hub_id'):
+        repo_id, revision = resolve_hub_id(cfg['hf_hub_id'], cfg.get('revision'))
+        label = f'{label} ({repo_id}@{revision or "main"})'
+        weights = download(repo_id, WEIGHTS_NAME, revision, cache_dir=cache_dir, local_files_only=local_files_only,
+                           force_download=force_download, token=token)
+    else:
+        from ._registry import list_models
+
+        with_weights = list_models(f'{architecture}*', pretrained=True) if architecture else []
+        hint = f' Tags with weights: {", ".join(with_weights)}.' if with_weights else (
+            ' No tag of this architecture has published weights yet.')
+        raise ValueError(
+            f'{label} has no pretrained weights.{hint} Use pretrained=False, train one with '
+            f'`accelerate launch recipes/train.py --model {architecture}`, or load a saved folder with '
+            f'create_model("local-dir:/path").')
+    load_weights(model, weights, sha256=cfg.get('sha256'), label=label)
+
+
+def model_config(model: nn.Module, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The timm-schema ``config.json`` content describing ``model`` (without the weights' sha256)."""
+    cfg = dict(getattr(model, 'pretrained_cfg', {}) or {})
+    published = {k: cfg[k] for k in _PUBLISHED_CFG_KEYS if cfg.get(k) is not None}
+    published.update({k: cfg[k] for k in EXTRA_CFG_KEYS if cfg.get(k) is not None and k not in ('sha256', 'revision')})
+    published.update(extra or {})
+    published['num_classes'] = model.num_classes
+    model_args = dict(getattr(model, '_hub_mixin_config', None) or {})
+    if 'num_classes' in model_args or hasattr(model, 'gate_size'):
+        model_args['num_classes'] = model.num_classes
+    for key in ('backbone_args', 'gater_args'):
+        # Sub-model weights are inside model.safetensors: rebuilding must not download timm's weights again.
+        if isinstance(model_args.get(key), dict):
+            model_args[key] = {k: v for k, v in model_args[key].items() if k != 'pretrained'}
+    return {
+        'architecture': cfg.get('architecture') or type(model).__name__.lower(),
+        'num_classes': model.num_classes,
+        'num_features': model.num_features,
+        'model_args': model_args,
+        'pretrained_cfg': published,
+        'library_name': 'gaternet_zoo',
+        'library_version': __version__,
+    }
+
+
+def save_pretrained(model: nn.Module, save_directory: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``model.safetensors`` and ``config.json`` (with the weights' sha256) into ``save_directory``."""
+    from safetensors.torch import save_model
+
+    save_directory = Path(save_directory)
+    save_directory.mkdir(parents=True, exist_ok=True)
+    model = getattr(model, '_orig_mod', model)
+    weights = save_directory / WEIGHTS_NAME
+    save_model(model, str(weights), metadata={'format': 'pt'})
+    config = model_config(model, extra)
+    config['pretrained_cfg']['sha256'] = sha256_file(weights)
+    (save_directory / CONFIG_NAME).write_text(json.dumps(_jsonable(config), indent=2, sort_keys=True) + '\n')
+    return save_directory
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+class ZooHubMixin(
+    ModelHubMixin,
+    library_name='gaternet_zoo',
+    license='apache-2.0',
+    pipeline_tag='image-classification',
+    tags=['gaternet', 'dynamic-network', 'image-classification', 'timm'],
+    repo_url='https://github.com/gaternet-zoo/gaternet_zoo',
+    paper_url='https://arxiv.org/abs/1811.11205',
+):
+    """Hub integration of the zoo's models: ``save_pretrained``, ``from_pretrained`` and ``push_to_hub``.
+
+    The saved ``config.json`` follows timm's schema (``architecture``, ``num_classes``, ``num_features``,
+    ``model_args``, ``pretrained_cfg``), so the folder also loads with ``create_model("local-dir:...")`` and
+    ``timm.create_model("hf-hub:...")``. ``from_pretrained`` is strict, verifies the sha256 and leaves the
+    train/eval mode as built (train) for the caller to choose.
+    """
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        save_pretrained(self, save_directory, getattr(self, '_card_extra', None))
+
+    def generate_model_card(self, *args: Any, **kwargs: Any):  # noqa: D102
+        from ._model_card import render_model_card
+
+        return render_model_card(self, **kwargs)
+
+    @classmethod
+    def from_pretrained(
+            cls,
+            pretrained_model_name_or_path: str | os.PathLike,
+            *,
+            force_download: bool = False,
+            token: str | bool | None = None,
+            cache_dir: str | os.PathLike | None = None,
+            local_files_only: bool = False,
+            revision: str | None = None,
+            **model_kwargs: Any,
+    ) -> nn.Module:
+        """Load a model from a Hub repository id (``org/name``) or a local folder saved by ``save_pretrained``.
+
+        Args:
+            pretrained_model_name_or_path: Repository id or folder.
+            force_download: Download again even if cached.
+            token: Hub token for private repositories.
+            cache_dir: Hub cache folder.
+            local_files_only: Use the cache only (as ``HF_HUB_OFFLINE=1``).
+            revision: Branch, tag or commit sha to pin.
+            **model_kwargs: Overrides of the saved model arguments, e.g. ``num_classes=5`` for fine-tuning.
+        """
+        from ._factory import load_from_source
+
+        source = str(pretrained_model_name_or_path)
+        kind = 'local-dir' if os.path.isdir(source) else 'hf-hub'
+        model = load_from_source(
+            kind, source, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
+            force_download=force_download, token=token, **model_kwargs)
+        if not isinstance(model, cls):
+            raise TypeError(
+                f'{source} holds a {type(model).__name__} ({model.pretrained_cfg.get("architecture")}), not a '
+                f'{cls.__name__}; load it with gaternet_zoo.create_model instead.')
+        return model
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, revision: str | None, cache_dir: str | os.PathLike | None,
+                         force_download: bool, local_files_only: bool, token: str | bool | None,
+                         **model_kwargs: Any) -> nn.Module:
+        model_kwargs.pop('config', None)
+        return cls.from_pretrained(model_id, revision=revision, cache_dir=cache_dir, force_download=force_download,
+                                   local_files_only=local_files_only, token=token, **model_kwargs)
+
+
+def split_config(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return (timm pretrained_cfg, zoo extras) of a loaded ``config.json``."""
+    timm_cfg, extras = split_pretrained_cfg(dict(config.get('pretrained_cfg') or {}))
+    return timm_cfg or {}, extras

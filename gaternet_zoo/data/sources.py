@@ -1,0 +1,379 @@
+"""Resolve a data source (Hub id, local folder, in-memory dataset, built-in subset) to train/eval splits.
+
+Everything ends up as ``datasets.Dataset`` objects loaded through ``datasets.load_dataset`` (or given in memory),
+so Hub datasets and their local parquet copies follow exactly the same code path after loading.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+import datasets
+import numpy as np
+
+__all__ = [
+    "BUILTIN_DATASETS",
+    "DEFAULT_SOURCE",
+    "DataSourceError",
+    "ImageDataSource",
+    "load_image_dataset",
+]
+
+SourceLike = Union[str, os.PathLike, datasets.Dataset, datasets.DatasetDict]
+
+_BUILTIN_ROOT = Path(__file__).resolve().parent / "builtin"
+#: Built-in data sets shipped as package data, addressed as ``"builtin:<name>"``.
+BUILTIN_DATASETS: dict[str, Path] = {"cifar10-subset": _BUILTIN_ROOT / "cifar10_subset"}
+#: The source used when the caller does not name one.
+DEFAULT_SOURCE = "builtin:cifar10-subset"
+
+# Column names tried, in order, when no column carries the right feature type.
+_IMAGE_NAMES = ("img", "image", "images", "picture", "photo")
+# ``label`` first so CIFAR-100's ``coarse_label`` never wins over ``fine_label`` by column order.
+_LABEL_NAMES = ("label", "fine_label", "labels", "target", "targets", "class")
+_DATA_FILE_BUILDERS = {".parquet": "parquet", ".arrow": "arrow"}
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+_SHARD_SUFFIX = re.compile(r"-\d+-of-\d+$")
+_SPLIT_DIR_NAMES = {"train", "test", "validation", "valid", "val", "eval", "dev"}
+# Same shape as huggingface_hub's repo-id check: optional namespace, then a name; no path-like prefixes.
+_HUB_ID = re.compile(r"^(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]{0,95}$")
+
+_ACCEPTED_FORMS = (
+    "accepted sources are: a Hugging Face Hub dataset id such as 'uoft-cs/cifar10' or 'uoft-cs/cifar100'; "
+    "a local folder of parquet/arrow files named by split (e.g. 'train-00000-of-00002.parquet', 'test.parquet'); "
+    "an imagefolder directory ('<dir>/train/<class>/*.png'); a folder written by Dataset.save_to_disk; "
+    "an in-memory datasets.Dataset or DatasetDict; or one of "
+    + ", ".join(f"'builtin:{name}'" for name in BUILTIN_DATASETS)
+)
+
+
+class DataSourceError(ValueError):
+    """A data source, split or column could not be resolved; the message says what was expected."""
+
+
+@dataclass(frozen=True)
+class ImageDataSource:
+    """Train/eval splits of an image classification data set with their resolved schema.
+
+    Attributes:
+        train: Training split.
+        eval: Evaluation split, or ``None`` when none was requested or the source is a bare ``Dataset``.
+        image_column: Name of the column holding images (a ``datasets.Image`` feature).
+        label_column: Name of the integer class-index column.
+        num_classes: Number of classes; every label is in ``[0, num_classes)``.
+        class_names: Class name of every index (``str(i)`` when the labels carry no names).
+        description: Human-readable description of where the data came from, for logs.
+    """
+
+    train: datasets.Dataset
+    eval: datasets.Dataset | None
+    image_column: str
+    label_column: str
+    num_classes: int
+    class_names: tuple[str, ...]
+    description: str
+
+    def splits(self) -> dict[str, datasets.Dataset]:
+        """Return the non-empty splits as ``{"train": ..., "eval": ...}``."""
+        out = {"train": self.train}
+        if self.eval is not None:
+            out["eval"] = self.eval
+        return out
+
+
+def load_image_dataset(
+    source: SourceLike = DEFAULT_SOURCE,
+    *,
+    split_train: str = "train",
+    split_eval: str | None = "test",
+    image_column: str | None = None,
+    label_column: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> ImageDataSource:
+    """Load an image classification data set and resolve its splits, columns and classes.
+
+    Args:
+        source: One of
+
+            * a Hub dataset id (``"uoft-cs/cifar10"``, ``"uoft-cs/cifar100"``, an ImageNet-style id), loaded with
+              ``datasets.load_dataset(id)``;
+            * a local folder of ``.parquet`` (or ``.arrow``) files with the Hub schema; the split of a file is its
+              name without the ``-NNNNN-of-NNNNN`` shard suffix (``train-00000-of-00002.parquet`` -> ``train``),
+              or its parent folder when that folder is named like a split (``train/part-0.parquet``);
+            * an imagefolder directory (``<dir>/<split>/<class>/<image>``), loaded with ``"imagefolder"``;
+            * a folder written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``;
+            * an in-memory ``datasets.DatasetDict``, or a ``datasets.Dataset``, which becomes the train split
+              (no eval split);
+            * ``"builtin:cifar10-subset"`` (the default): a class-balanced CIFAR-10 subset shipped in the package.
+
+            An existing local path always wins over a Hub id of the same spelling.
+        split_train: Name of the training split.
+        split_eval: Name of the evaluation split, or ``None`` for no eval split.
+        image_column: Image column; by default the column whose feature is ``datasets.Image``, else the first of
+            ``img``, ``image``, ... that exists (cast to ``Image``).
+        label_column: Label column; by default the ``ClassLabel`` column, preferring ``label``, ``fine_label`` and
+            ``labels``; else an integer column with one of those names (classes are then ``0..max``).
+        cache_dir: ``datasets`` cache folder (``None`` uses the ``datasets`` default).
+
+    Returns:
+        The resolved splits and schema.
+
+    Raises:
+        DataSourceError: Unknown dataset or missing path, missing split or column, no image/label column, or a
+            label outside ``[0, num_classes)``.
+    """
+    cache = os.fspath(cache_dir) if cache_dir is not None else None
+    if isinstance(source, datasets.Dataset):
+        split_eval = None  # A bare Dataset is only training data; there is no split to evaluate on.
+    wanted = [split_train] if split_eval is None else [split_train, split_eval]
+    splits, description = _load_splits(source, wanted, cache)
+    _require_splits(wanted, splits, description)
+    train = splits[split_train]
+    eval_split = splits[split_eval] if split_eval is not None else None
+
+    parts = [(split_train, train)] + ([(split_eval, eval_split)] if eval_split is not None else [])
+    image_col = _resolve_image_column(parts, image_column, description)
+    parts = [(name, _ensure_image_feature(ds, image_col)) for name, ds in parts]
+    label_col = _resolve_label_column(parts, label_column, image_col, description)
+    num_classes, class_names = _resolve_classes(parts, label_col)
+    for name, ds in parts:
+        _check_label_range(ds, label_col, num_classes, f"split {name!r} of {description}")
+
+    return ImageDataSource(
+        train=parts[0][1],
+        eval=parts[1][1] if len(parts) > 1 else None,
+        image_column=image_col,
+        label_column=label_col,
+        num_classes=num_classes,
+        class_names=class_names,
+        description=description,
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Source resolution
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _load_splits(source: SourceLike, wanted: list[str], cache_dir: str | None) -> tuple[dict, str]:
+    """Turn ``source`` into ``{split_name: Dataset}`` (possibly only the ``wanted`` ones) and a description."""
+    if isinstance(source, datasets.DatasetDict):
+        return dict(source), "the in-memory DatasetDict"
+    if isinstance(source, datasets.Dataset):
+        # A bare Dataset has no split names of its own: it is the training data, under whatever name was asked.
+        return {wanted[0]: source}, "the in-memory Dataset"
+    if not isinstance(source, (str, os.PathLike)):
+        raise DataSourceError(f"unsupported source type {type(source).__name__}; {_ACCEPTED_FORMS}")
+
+    text = os.fspath(source)
+    if isinstance(source, str) and text.startswith("builtin:"):
+        name = text.removeprefix("builtin:")
+        if name not in BUILTIN_DATASETS:
+            raise DataSourceError(f"unknown built-in dataset {text!r}; {_ACCEPTED_FORMS}")
+        return _load_local(BUILTIN_DATASETS[name], wanted, cache_dir, f"built-in dataset {text!r}")
+
+    path = Path(text).expanduser()
+    if path.exists():
+        return _load_local(path, wanted, cache_dir, f"local path '{path}'")
+    if isinstance(source, os.PathLike) or _looks_like_path(text) or not _HUB_ID.match(text):
+        raise DataSourceError(f"path '{text}' does not exist and is not a Hub dataset id; {_ACCEPTED_FORMS}")
+    return _load_hub(text, cache_dir), f"Hub dataset {text!r}"
+
+
+def _require_splits(wanted: list[str], available: Sequence[str], description: str) -> None:
+    for name in wanted:
+        if name not in available:
+            raise DataSourceError(
+                f"split {name!r} does not exist in {description}; available splits: {sorted(available)}"
+            )
+
+
+def _looks_like_path(text: str) -> bool:
+    """True for strings that can only be meant as a filesystem path, never as a Hub id."""
+    return text.startswith(("/", "./", "../", "~", "\\")) or text.count("/") > 1 or os.sep != "/" and os.sep in text
+
+
+def _load_hub(dataset_id: str, cache_dir: str | None) -> dict[str, datasets.Dataset]:
+    """Load every split of a Hub dataset with plain ``datasets.load_dataset``."""
+    try:
+        loaded = datasets.load_dataset(dataset_id, cache_dir=cache_dir)
+    except Exception as err:  # Offline, unknown id, gated repo ...: all surface as one clear error.
+        raise DataSourceError(
+            f"could not load {dataset_id!r} from the Hugging Face Hub ({type(err).__name__}: {err}); "
+            f"{_ACCEPTED_FORMS}"
+        ) from err
+    return dict(loaded)
+
+
+def _load_local(path: Path, wanted: list[str], cache_dir: str | None, description: str) -> tuple[dict, str]:
+    """Load a local file or folder, choosing the ``datasets`` builder from what it contains."""
+    if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
+        loaded = datasets.load_from_disk(os.fspath(path))
+        if isinstance(loaded, datasets.Dataset):
+            return {wanted[0]: loaded}, description
+        return dict(loaded), description
+
+    files = [path] if path.is_file() else _visible_files(path)
+    data_files = [p for p in files if p.suffix in _DATA_FILE_BUILDERS]
+    if data_files:
+        builders = {_DATA_FILE_BUILDERS[p.suffix] for p in data_files}
+        if len(builders) > 1:
+            raise DataSourceError(f"{description} mixes .parquet and .arrow files; keep one format per folder")
+        by_split = _group_by_split(data_files, path if path.is_dir() else path.parent)
+        # Only the requested splits are prepared; the others are still listed if a requested one is missing.
+        selected = {name: [os.fspath(p) for p in by_split[name]] for name in wanted if name in by_split}
+        _require_splits(wanted, by_split, description)
+        loaded = datasets.load_dataset(builders.pop(), data_files=selected, cache_dir=cache_dir)
+        return dict(loaded), description
+
+    if path.is_dir() and any(p.suffix.lower() in _IMAGE_SUFFIXES for p in files):
+        loaded = datasets.load_dataset("imagefolder", data_dir=os.fspath(path), cache_dir=cache_dir)
+        return dict(loaded), description
+
+    raise DataSourceError(
+        f"{description} holds no .parquet/.arrow data files and no images (looked for "
+        f"{', '.join(sorted(_IMAGE_SUFFIXES))}); {_ACCEPTED_FORMS}"
+    )
+
+
+def _visible_files(root: Path) -> list[Path]:
+    """All files under ``root``, skipping hidden files and folders (caches, VCS metadata)."""
+    out = []
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts):
+            out.append(p)
+    return out
+
+
+def _group_by_split(files: Sequence[Path], root: Path) -> dict[str, list[Path]]:
+    """Group data files by split name (see ``load_image_dataset`` for the naming rule)."""
+    groups: dict[str, list[Path]] = {}
+    for p in files:
+        split = _SHARD_SUFFIX.sub("", p.stem)
+        parent = p.parent.name if p.parent != root else None
+        if parent is not None and parent.lower() in _SPLIT_DIR_NAMES:
+            split = parent
+        groups.setdefault(split, []).append(p)
+    return {name: sorted(paths) for name, paths in groups.items()}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Column and class resolution
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _common_columns(parts: list[tuple[str, datasets.Dataset]]) -> list[str]:
+    first = parts[0][1].column_names
+    return [c for c in first if all(c in ds.column_names for _, ds in parts[1:])]
+
+
+def _check_named_column(parts: list[tuple[str, datasets.Dataset]], column: str, kind: str, where: str) -> None:
+    for split, ds in parts:
+        if column not in ds.column_names:
+            raise DataSourceError(
+                f"{kind} column {column!r} does not exist in split {split!r} of {where}; "
+                f"columns: {ds.column_names}"
+            )
+
+
+def _resolve_image_column(parts: list[tuple[str, datasets.Dataset]], requested: str | None, where: str) -> str:
+    if requested is not None:
+        _check_named_column(parts, requested, "image", where)
+        return requested
+    columns = _common_columns(parts)
+    features = parts[0][1].features
+    typed = [c for c in columns if isinstance(features[c], datasets.Image)]
+    if typed:
+        # Several Image columns (rare): a conventional name is the most likely intent, else the first.
+        return next((c for c in _IMAGE_NAMES if c in typed), typed[0])
+    named = [c for c in _IMAGE_NAMES if c in columns]
+    if named:
+        return named[0]
+    raise DataSourceError(
+        f"no image column found in {where}: no column has the datasets.Image feature and none is named "
+        f"{list(_IMAGE_NAMES)}; columns: {columns}; pass image_column=..."
+    )
+
+
+def _ensure_image_feature(ds: datasets.Dataset, column: str) -> datasets.Dataset:
+    """Cast ``column`` to ``datasets.Image`` when it holds paths/bytes without the feature type."""
+    feature = ds.features[column]
+    if isinstance(feature, datasets.Image):
+        return ds
+    try:
+        return ds.cast_column(column, datasets.Image())
+    except Exception as err:
+        raise DataSourceError(
+            f"column {column!r} has feature {feature} and cannot be read as images "
+            f"(expected datasets.Image, file paths or {{'bytes', 'path'}} structs): {err}"
+        ) from err
+
+
+def _is_integer_feature(feature: object) -> bool:
+    return isinstance(feature, datasets.Value) and feature.dtype.startswith(("int", "uint"))
+
+
+def _resolve_label_column(
+    parts: list[tuple[str, datasets.Dataset]], requested: str | None, image_column: str, where: str
+) -> str:
+    features = parts[0][1].features
+    if requested is not None:
+        _check_named_column(parts, requested, "label", where)
+        feature = features[requested]
+        if not isinstance(feature, datasets.ClassLabel) and not _is_integer_feature(feature):
+            raise DataSourceError(
+                f"label column {requested!r} has feature {feature}; expected ClassLabel or an integer Value"
+            )
+        return requested
+    columns = [c for c in _common_columns(parts) if c != image_column]
+    class_labels = [c for c in columns if isinstance(features[c], datasets.ClassLabel)]
+    if class_labels:
+        return next((c for c in _LABEL_NAMES if c in class_labels), class_labels[0])
+    integers = [c for c in _LABEL_NAMES if c in columns and _is_integer_feature(features[c])]
+    if integers:
+        return integers[0]
+    raise DataSourceError(
+        f"no label column found in {where}: no ClassLabel column and no integer column named {list(_LABEL_NAMES)}; "
+        f"columns: {columns}; pass label_column=..."
+    )
+
+
+def _label_array(ds: datasets.Dataset, column: str) -> np.ndarray:
+    """Labels as a numpy array, honouring any indices mapping (select/shuffle) of ``ds``."""
+    table = ds.select_columns([column]).with_format("arrow")[:]
+    col = table.column(0)
+    if col.null_count:
+        raise DataSourceError(f"label column {column!r} has {col.null_count} missing (null) values")
+    return col.to_numpy()
+
+
+def _resolve_classes(parts: list[tuple[str, datasets.Dataset]], column: str) -> tuple[int, tuple[str, ...]]:
+    feature = parts[0][1].features[column]
+    if isinstance(feature, datasets.ClassLabel):
+        for split, ds in parts[1:]:
+            other = ds.features[column]
+            if not isinstance(other, datasets.ClassLabel) or list(other.names) != list(feature.names):
+                raise DataSourceError(f"split {split!r} has different classes in {column!r} than the train split")
+        return feature.num_classes, tuple(feature.names)
+    # Plain integers: the classes are 0..max seen in any split (negative values are caught by the range check).
+    highest = max(int(arr.max()) if len(arr) else -1 for arr in (_label_array(ds, column) for _, ds in parts))
+    num_classes = highest + 1
+    if num_classes < 1:
+        raise DataSourceError(f"label column {column!r} has no non-negative labels")
+    return num_classes, tuple(str(i) for i in range(num_classes))
+
+
+def _check_label_range(ds: datasets.Dataset, column: str, num_classes: int, where: str) -> None:
+    labels = _label_array(ds, column)
+    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if len(bad):
+        first = int(bad[0])
+        raise DataSourceError(
+            f"label out of range in {where}: row {first} has {column}={int(labels[first])}, expected "
+            f"[0, {num_classes}) ({len(bad)} bad row(s) in total)"
+        )

@@ -1,0 +1,143 @@
+"""Gate binarisation and the slots that apply gates inside a backbone.
+
+GaterNet (Chen et al., CVPR 2019) binarises the gater's logits with *Improved SemHash* (Kaiser & Bengio, 2018).
+The float operations below follow the released GaterNet code in the same order (sigmoid, ``1.2 * g - 0.1``,
+clamp, ``> 0.49999``), so that evaluation gates are bit-identical to the official implementation.
+
+Gates reach the backbone through :class:`GateSlot` modules that a gating plugin places at each gate site. All
+slots of one model share a :class:`GateContext`; the GaterNet writes the current gate vector into it before the
+backbone runs and clears it afterwards. A slot with no gates in its context is the identity, so the gated
+backbone still runs as the plain backbone when called on its own.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ['GateContext', 'GateSlot', 'ImprovedSemHash', 'step_ste', 'DEFAULT_THRESHOLD']
+
+#: The step threshold of the released GaterNet code (not 0.5: ``clamp`` maps a logit of 0 to exactly 0.5).
+DEFAULT_THRESHOLD = 0.49999
+
+
+class _StepSTE(torch.autograd.Function):
+    """Hard step in the forward pass, identity gradient in the backward pass (straight-through estimator)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, threshold: float) -> torch.Tensor:  # noqa: D102
+        return (x > threshold).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: D102
+        return grad_output, None
+
+
+def step_ste(x: torch.Tensor, threshold: float = DEFAULT_THRESHOLD) -> torch.Tensor:
+    """Binarise ``x`` at ``threshold`` with a straight-through gradient.
+
+    Args:
+        x: Values in [0, 1].
+        threshold: Values strictly above it become 1, the rest 0.
+
+    Returns:
+        A tensor of 0s and 1s of the dtype of ``x`` whose gradient is passed to ``x`` unchanged.
+    """
+    return _StepSTE.apply(x, threshold)
+
+
+class ImprovedSemHash(nn.Module):
+    """Improved SemHash binarisation of gate logits.
+
+    Training: add ``N(0, noise_std^2)`` noise, ``g_a = clamp(1.2 * sigmoid(.) - 0.1, 0, 1)``, ``g_b = step(g_a)``
+    with a straight-through gradient, and for each sample independently use ``g_b`` with probability
+    ``discrete_prob``, else ``g_a``. Evaluation: no noise, always ``g_b`` (binary and deterministic).
+
+    Args:
+        noise_std: Standard deviation of the training noise (1.0 in the paper and the official code).
+        discrete_prob: Per-sample probability of the discrete gate in training (0.5 in the official code).
+        threshold: Step threshold.
+    """
+
+    def __init__(
+            self,
+            noise_std: float = 1.0,
+            discrete_prob: float = 0.5,
+            threshold: float = DEFAULT_THRESHOLD,
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= discrete_prob <= 1.0:
+            raise ValueError(f'discrete_prob must be in [0, 1], got {discrete_prob}.')
+        if noise_std < 0:
+            raise ValueError(f'noise_std must be >= 0, got {noise_std}.')
+        self.noise_std = noise_std
+        self.discrete_prob = discrete_prob
+        self.threshold = threshold
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        """Turn gate logits (B x C) into gates (B x C)."""
+        if self.training and self.noise_std > 0:
+            logits = logits + torch.randn_like(logits) * self.noise_std
+        # Same op order as the official code: sigmoid, then 1.2 * g - 0.1, then clamp.
+        continuous = torch.clamp(1.2 * torch.sigmoid(logits) - 0.1, min=0.0, max=1.0)
+        discrete = step_ste(continuous, self.threshold)
+        if not self.training:
+            return discrete
+        use_discrete = torch.rand(logits.shape[0], 1, device=logits.device) < self.discrete_prob
+        return torch.where(use_discrete, discrete, continuous)
+
+    def extra_repr(self) -> str:
+        return f'noise_std={self.noise_std}, discrete_prob={self.discrete_prob}, threshold={self.threshold}'
+
+
+class GateContext:
+    """Holds the gate vector of the forward pass in progress; shared by every :class:`GateSlot` of a model.
+
+    It is a plain object rather than a module so that it adds nothing to ``state_dict`` and is not visited by
+    ``model.apply``; ``copy.deepcopy`` of the model (EMA, for instance) copies it together with its slots.
+    """
+
+    def __init__(self) -> None:
+        self.gates: torch.Tensor | None = None
+
+
+class GateSlot(nn.Module):
+    """Multiplies a feature map by its slice of the current gate vector.
+
+    Args:
+        context: The context shared with the other slots of the model.
+        offset: Index of this site's first gate in the flat gate vector.
+        num_channels: Number of gated channels (filters) at this site.
+        name: Name of the block the slot sits in, for error messages and statistics.
+        after: An optional parameter-free module run after the gate (timm's ``drop_path`` slot holds it).
+    """
+
+    def __init__(
+            self,
+            context: GateContext,
+            offset: int,
+            num_channels: int,
+            name: str = '',
+            after: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.context = context
+        self.offset = offset
+        self.num_channels = num_channels
+        self.name = name
+        self.after = after
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gates = self.context.gates
+        if gates is not None:
+            if x.shape[1] != self.num_channels:
+                raise RuntimeError(
+                    f'Gate site {self.name!r} expects {self.num_channels} channels but the feature map has '
+                    f'{x.shape[1]}: the backbone was changed after the gates were installed.')
+            gate = gates[:, self.offset:self.offset + self.num_channels]
+            x = x * gate.reshape(gate.shape[0], self.num_channels, 1, 1).to(x.dtype)
+        if self.after is not None:
+            x = self.after(x)
+        return x
+
+    def extra_repr(self) -> str:
+        return f'name={self.name!r}, offset={self.offset}, num_channels={self.num_channels}'

@@ -1,0 +1,327 @@
+"""CIFAR ResNets that timm lacks, registered into timm's own registry.
+
+* ``cifar_resnet20/32/44/56/110``: He et al., "Deep Residual Learning for Image Recognition" (CVPR 2016), CIFAR
+  variant: 3x3 stem with 16 filters, three stages of basic blocks with 16/32/64 filters, global average pooling.
+  Module names, the 1x1 projection shortcuts (only where the width changes) and the weight initialisation follow
+  the released GaterNet code (google-research/google-research ``gaternet/``, Apache-2.0), so that its checkpoints
+  map onto these models key for key.
+* ``cifar_resnet164``: He et al., "Identity Mappings in Deep Residual Networks" (ECCV 2016): pre-activation
+  bottleneck blocks, 16/32/64 bottleneck widths expanded 4x.
+* ``cifar_wrn28_10``: Zagoruyko & Komodakis, "Wide Residual Networks" (BMVC 2016): pre-activation basic blocks,
+  widths 160/320/640, optional dropout between the two convs.
+
+Every residual block has a ``gate`` slot (an ``nn.Identity`` until a GaterNet installs a gate there) right after
+the last conv of its residual branch (after its norm, for post-activation blocks) and before the residual add,
+and declares ``gate_channels``. After ``import gaternet_zoo`` the models are available as
+``timm.create_model("cifar_resnet20")``.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+import torch
+from timm.layers import create_classifier
+from timm.models import checkpoint_seq, register_model
+from torch import nn
+
+from .._builder import build_with_cfg
+from .._hub import ZooHubMixin
+from .._pretrained import generate_default_cfgs
+
+__all__ = ['CifarResNet', 'BasicBlock', 'PreActBasicBlock', 'PreActBottleneck']
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+
+def _conv3x3(in_chs: int, out_chs: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_chs, out_chs, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+def _projection(in_chs: int, out_chs: int, stride: int, norm: bool) -> nn.Sequential:
+    layers: OrderedDict[str, nn.Module] = OrderedDict(
+        conv=nn.Conv2d(in_chs, out_chs, kernel_size=1, stride=stride, bias=False))
+    if norm:
+        layers['bn'] = nn.BatchNorm2d(out_chs)
+    return nn.Sequential(layers)
+
+
+class BasicBlock(nn.Module):
+    """Post-activation basic block: ``relu(gate(bn2(conv2(relu(bn1(conv1(x)))))) + shortcut(x))``."""
+
+    def __init__(self, in_chs: int, out_chs: int, stride: int = 1, drop_rate: float = 0.0) -> None:
+        super().__init__()
+        self.conv1 = _conv3x3(in_chs, out_chs, stride)
+        self.bn1 = nn.BatchNorm2d(out_chs)
+        self.act1 = nn.ReLU(inplace=True)
+        self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
+        self.conv2 = _conv3x3(out_chs, out_chs)
+        self.bn2 = nn.BatchNorm2d(out_chs)
+        self.gate = nn.Identity()
+        # The official code projects only when the width changes (which is also where the stride is 2).
+        self.shortcut = _projection(in_chs, out_chs, stride, norm=True) if in_chs != out_chs else nn.Identity()
+        self.act2 = nn.ReLU(inplace=True)
+        self.gate_channels = out_chs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.drop(self.act1(self.bn1(self.conv1(x))))
+        y = self.gate(self.bn2(self.conv2(y)))
+        return self.act2(y + self.shortcut(x))
+
+
+class PreActBasicBlock(nn.Module):
+    """Pre-activation (wide) basic block: ``gate(conv2(drop(relu(bn2(conv1(relu(bn1(x)))))))) + shortcut``."""
+
+    def __init__(self, in_chs: int, out_chs: int, stride: int = 1, drop_rate: float = 0.0) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_chs)
+        self.act1 = nn.ReLU(inplace=True)
+        self.conv1 = _conv3x3(in_chs, out_chs, stride)
+        self.bn2 = nn.BatchNorm2d(out_chs)
+        self.act2 = nn.ReLU(inplace=True)
+        self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
+        self.conv2 = _conv3x3(out_chs, out_chs)
+        self.gate = nn.Identity()
+        needs_projection = in_chs != out_chs or stride != 1
+        self.shortcut = _projection(in_chs, out_chs, stride, norm=False) if needs_projection else None
+        self.gate_channels = out_chs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre = self.act1(self.bn1(x))
+        # A projection shortcut sees the pre-activated input, as in the WRN and pre-act ResNet papers.
+        shortcut = self.shortcut(pre) if self.shortcut is not None else x
+        y = self.conv1(pre)
+        y = self.conv2(self.drop(self.act2(self.bn2(y))))
+        return self.gate(y) + shortcut
+
+
+class PreActBottleneck(nn.Module):
+    """Pre-activation bottleneck: 1x1 reduce, 3x3 (strided), 1x1 expand (x4); the expanding conv is gated."""
+
+    expansion = 4
+
+    def __init__(self, in_chs: int, mid_chs: int, stride: int = 1, drop_rate: float = 0.0) -> None:
+        super().__init__()
+        out_chs = mid_chs * self.expansion
+        self.bn1 = nn.BatchNorm2d(in_chs)
+        self.act1 = nn.ReLU(inplace=True)
+        self.conv1 = nn.Conv2d(in_chs, mid_chs, kernel_size=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(mid_chs)
+        self.act2 = nn.ReLU(inplace=True)
+        self.conv2 = _conv3x3(mid_chs, mid_chs, stride)
+        self.bn3 = nn.BatchNorm2d(mid_chs)
+        self.act3 = nn.ReLU(inplace=True)
+        self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
+        self.conv3 = nn.Conv2d(mid_chs, out_chs, kernel_size=1, bias=False)
+        self.gate = nn.Identity()
+        needs_projection = in_chs != out_chs or stride != 1
+        self.shortcut = _projection(in_chs, out_chs, stride, norm=False) if needs_projection else None
+        self.gate_channels = out_chs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre = self.act1(self.bn1(x))
+        shortcut = self.shortcut(pre) if self.shortcut is not None else x
+        y = self.conv1(pre)
+        y = self.conv2(self.act2(self.bn2(y)))
+        y = self.conv3(self.drop(self.act3(self.bn3(y))))
+        return self.gate(y) + shortcut
+
+
+_BLOCKS: dict[str, type[nn.Module]] = {
+    'basic': BasicBlock,
+    'preact_basic': PreActBasicBlock,
+    'preact_bottleneck': PreActBottleneck,
+}
+
+
+class CifarResNet(nn.Module, ZooHubMixin):
+    """ResNet for 32x32 inputs: 3x3 stem, three stages (strides 1, 2, 2), global pooling and a linear classifier.
+
+    Follows timm's model contract (``forward_features``, ``forward_head``, ``get_classifier``,
+    ``reset_classifier``, ``num_features``, ``feature_info``), so timm tooling works with it.
+
+    Args:
+        block: ``"basic"`` (post-activation, the original CIFAR ResNet), ``"preact_basic"`` (WRN) or
+            ``"preact_bottleneck"`` (ResNet-164).
+        layers: Number of blocks in each of the three stages.
+        widths: Output width of the basic blocks or bottleneck width of each stage.
+        stem_width: Filters of the stem conv.
+        num_classes: Classifier outputs; 0 gives pooled features.
+        in_chans: Input channels.
+        global_pool: timm pooling type.
+        drop_rate: Dropout before the classifier.
+        block_drop_rate: Dropout inside each block, between its convs (WRN's dropout).
+    """
+
+    def __init__(
+            self,
+            block: str = 'basic',
+            layers: tuple[int, ...] = (3, 3, 3),
+            widths: tuple[int, ...] = (16, 32, 64),
+            stem_width: int = 16,
+            num_classes: int = 10,
+            in_chans: int = 3,
+            global_pool: str = 'avg',
+            drop_rate: float = 0.0,
+            block_drop_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if block not in _BLOCKS:
+            raise ValueError(f'Unknown block type {block!r}; choose one of {sorted(_BLOCKS)}.')
+        if len(layers) != len(widths):
+            raise ValueError(f'layers {layers} and widths {widths} must have the same length.')
+        block_cls = _BLOCKS[block]
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.drop_rate = drop_rate
+        self.grad_checkpointing = False
+        pre_activation = block.startswith('preact')
+
+        self.conv = _conv3x3(in_chans, stem_width)
+        # Pre-activation nets normalise inside the first block; the stem is then a bare conv.
+        self.bn = nn.Identity() if pre_activation else nn.BatchNorm2d(stem_width)
+        self.act = nn.Identity() if pre_activation else nn.ReLU(inplace=True)
+        self.feature_info = [dict(num_chs=stem_width, reduction=1, module='act')]
+
+        in_chs = stem_width
+        reduction = 1
+        for stage_idx, (num_blocks, width) in enumerate(zip(layers, widths)):
+            stride = 1 if stage_idx == 0 else 2
+            reduction *= stride
+            blocks: OrderedDict[str, nn.Module] = OrderedDict()
+            for block_idx in range(num_blocks):
+                blk = block_cls(in_chs, width, stride if block_idx == 0 else 1, drop_rate=block_drop_rate)
+                blocks[f'block{block_idx + 1}'] = blk
+                in_chs = blk.gate_channels
+            stage_name = f'stage{stage_idx + 1}'
+            self.add_module(stage_name, nn.Sequential(blocks))
+            self.feature_info.append(dict(num_chs=in_chs, reduction=reduction, module=stage_name))
+        self.num_stages = len(layers)
+
+        self.final_norm = nn.BatchNorm2d(in_chs) if pre_activation else nn.Identity()
+        self.final_act = nn.ReLU(inplace=True) if pre_activation else nn.Identity()
+        self.num_features = self.head_hidden_size = in_chs
+        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """Initialise as the released GaterNet code: He-normal (fan-out) convs, unit BN scale, zero biases."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode='fan_out')
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.zeros_(m.bias)
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        return dict(stem=r'^conv|^bn\b', blocks=r'^stage(\d+)' if coarse else r'^stage(\d+)\.block(\d+)')
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self, name_only: bool = False) -> str | nn.Module:
+        return 'fc' if name_only else self.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str = 'avg') -> None:
+        self.num_classes = num_classes
+        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool)
+
+    def stages(self) -> list[nn.Sequential]:
+        return [getattr(self, f'stage{i + 1}') for i in range(self.num_stages)]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.bn(self.conv(x)))
+        for stage in self.stages():
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                x = checkpoint_seq(stage, x)
+            else:
+                x = stage(x)
+        return self.final_act(self.final_norm(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.global_pool(x)
+        if self.drop_rate:
+            x = nn.functional.dropout(x, p=float(self.drop_rate), training=self.training)
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def _create_cifar_resnet(variant: str, pretrained: bool = False, **kwargs: Any) -> CifarResNet:
+    return build_with_cfg(CifarResNet, variant, pretrained, **kwargs)
+
+
+def _cfg(**kwargs: Any) -> dict[str, Any]:
+    return {
+        'num_classes': 10, 'input_size': (3, 32, 32), 'pool_size': (8, 8), 'crop_pct': 1.0,
+        'interpolation': 'bilinear', 'mean': CIFAR10_MEAN, 'std': CIFAR10_STD, 'first_conv': 'conv',
+        'classifier': 'fc', 'license': 'apache-2.0', **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs({
+    'cifar_resnet20': _cfg(paper_ids='arXiv:1512.03385'),
+    'cifar_resnet32': _cfg(paper_ids='arXiv:1512.03385'),
+    'cifar_resnet44': _cfg(paper_ids='arXiv:1512.03385'),
+    'cifar_resnet56': _cfg(paper_ids='arXiv:1512.03385'),
+    'cifar_resnet110': _cfg(paper_ids='arXiv:1512.03385'),
+    'cifar_resnet164': _cfg(paper_ids='arXiv:1603.05027'),
+    'cifar_wrn28_10': _cfg(paper_ids='arXiv:1605.07146'),
+})
+
+
+def _basic_resnet(variant: str, depth: int, pretrained: bool, **kwargs: Any) -> CifarResNet:
+    n = (depth - 2) // 6
+    model_args = dict(block='basic', layers=(n, n, n), widths=(16, 32, 64))
+    return _create_cifar_resnet(variant, pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def cifar_resnet20(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
+    """ResNet-20 for CIFAR (0.27M params): 3 basic blocks per stage."""
+    return _basic_resnet('cifar_resnet20', 20, pretrained, **kwargs)
+
+
+@register_model
+def cifar_resnet32(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
+    """ResNet-32 for CIFAR: 5 basic blocks per stage."""
+    return _basic_resnet('cifar_resnet32', 32, pretrained, **kwargs)
+
+
+@register_model
+def cifar_resnet44(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
+    """ResNet-44 for CIFAR: 7 basic blocks per stage."""
+    return _basic_resnet('cifar_resnet44', 44, pretrained, **kwargs)
+
+
+@register_model
+def cifar_resnet56(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
+    """ResNet-56 for CIFAR (0.85M params): 9 basic blocks per stage."""
+    return _basic_resnet('cifar_resnet56', 56, pretrained, **kwargs)
+
+
+@register_model
+def cifar_resnet110(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
+    """ResNet-110 for CIFAR (1.7M params): 18 basic blocks per stage."""
+    return _basic_resnet('cifar_resnet110', 110, pretrained, **kwargs)
+
+
+@register_model
+def cifar_resnet164(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
+    """Pre-activation ResNet-164 for CIFAR (1.7M params): 18 bottleneck blocks per stage."""
+    model_args = dict(block='preact_bottleneck', layers=(18, 18, 18), widths=(16, 32, 64))
+    return _create_cifar_resnet('cifar_resnet164', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def cifar_wrn28_10(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
+    """Wide ResNet-28-10 for CIFAR (36.5M params); ``block_drop_rate=0.3`` gives the paper's dropout variant."""
+    model_args = dict(block='preact_basic', layers=(4, 4, 4), widths=(160, 320, 640))
+    return _create_cifar_resnet('cifar_wrn28_10', pretrained, **dict(model_args, **kwargs))

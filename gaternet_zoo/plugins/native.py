@@ -1,0 +1,48 @@
+"""Plugin for backbones written with gate slots: blocks that declare ``gate_channels`` and hold a ``gate`` module.
+
+The CIFAR ResNets of this package (``cifar_resnet*``, ``cifar_wrn*``) are written that way, and so can any
+third-party block: give it a ``gate = nn.Identity()`` attribute applied to the residual branch's last output and a
+``gate_channels`` integer, and this plugin gates it.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from .._plugins import GateSite, GatingPlugin, offsets_in_order, register_gating_plugin
+from ..layers.gates import GateSlot
+
+
+def _slot_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [
+        (name, m) for name, m in model.named_modules()
+        if isinstance(getattr(m, 'gate_channels', None), int) and isinstance(getattr(m, 'gate', None), nn.Module)
+    ]
+
+
+def _last_conv(block: nn.Module) -> str:
+    # The gated conv is the last conv of the residual branch: the last registered conv outside the shortcut.
+    convs = [n for n, m in block.named_modules() if isinstance(m, nn.Conv2d) and not n.startswith('shortcut')]
+    return convs[-1] if convs else ''
+
+
+@register_gating_plugin
+class NativeSlotPlugin(GatingPlugin):
+    """Gates every block that exposes a ``gate`` slot and ``gate_channels``."""
+
+    name = 'native'
+    description = 'blocks with a `gate` slot and `gate_channels` (cifar_resnet20/32/44/56/110/164, cifar_wrn28_10)'
+    model_patterns = ('cifar_resnet*', 'cifar_wrn*')
+
+    def supports(self, model: nn.Module) -> bool:
+        return len(_slot_blocks(model)) > 0
+
+    def gate_sites(self, model: nn.Module) -> list[GateSite]:
+        return offsets_in_order(
+            GateSite(name, block.gate_channels, conv=f'{name}.{_last_conv(block)}')
+            for name, block in _slot_blocks(model))
+
+    def install(self, model: nn.Module, site: GateSite, slot: GateSlot) -> None:
+        block = model.get_submodule(site.name)
+        if not isinstance(block.gate, nn.Identity):
+            raise RuntimeError(f'Block {site.name!r} already holds a gate ({type(block.gate).__name__}).')
+        block.gate = slot

@@ -1,0 +1,56 @@
+"""Plugin for timm's ``ResNet`` family (``timm/models/resnet.py``): ``BasicBlock`` and ``Bottleneck``.
+
+That covers resnet18/26/34/50/101/152 and their ``d``/``t``/``s`` stems, ResNeXt, wide_resnet, SE-/ECA-ResNets,
+resnetrs, resnetblur and the other timm models built by the same class. The gate of a block multiplies the output
+of its last conv after that conv's norm and after the block's attention module (SE, ECA), right before the
+residual add. timm's blocks run ``self.drop_path`` exactly there, so the slot takes that attribute's place (and
+runs any original drop-path module after the gate): the model's ``state_dict`` keys do not change, and timm's
+pretrained backbone weights load into a gated backbone unchanged.
+"""
+from __future__ import annotations
+
+from timm.models.resnet import BasicBlock, Bottleneck, ResNet
+from torch import nn
+
+from .._plugins import GateSite, GatingPlugin, offsets_in_order, register_gating_plugin
+from ..layers.gates import GateSlot
+
+
+def _blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, (BasicBlock, Bottleneck))]
+
+
+@register_gating_plugin
+class TimmResNetPlugin(GatingPlugin):
+    """Gates the last conv of every residual branch of a timm ``ResNet``."""
+
+    name = 'timm_resnet'
+    description = ('timm ResNet with BasicBlock/Bottleneck (resnet18-152 and d/t variants, resnext, wide_resnet, '
+                   'seresnet, ecaresnet, resnetrs, ...)')
+    model_patterns = (
+        'resnet*', 'resnext*', 'wide_resnet*', 'seresne*', 'ecaresne*', 'resnetrs*', 'resnetblur*',
+        'gcresne*',
+    )
+
+    def supported_models(self) -> list[str]:
+        import timm
+        return timm.list_models(module='resnet')
+
+    def supports(self, model: nn.Module) -> bool:
+        return isinstance(model, ResNet) and len(_blocks(model)) > 0
+
+    def gate_sites(self, model: nn.Module) -> list[GateSite]:
+        sites = []
+        for name, block in _blocks(model):
+            if isinstance(block, Bottleneck):
+                sites.append(GateSite(name, block.bn3.num_features, conv=f'{name}.conv3'))
+            else:
+                sites.append(GateSite(name, block.bn2.num_features, conv=f'{name}.conv2'))
+        return offsets_in_order(sites)
+
+    def install(self, model: nn.Module, site: GateSite, slot: GateSlot) -> None:
+        block = model.get_submodule(site.name)
+        if isinstance(block.drop_path, GateSlot):
+            raise RuntimeError(f'Block {site.name!r} already holds a gate.')
+        slot.after = block.drop_path
+        block.drop_path = slot

@@ -1,0 +1,98 @@
+"""Gate statistics over a data set: open fractions, and which gates are always on, always off or input-dependent.
+
+The paper's analysis (Sec. 5) classifies each gate by how it fires over the test set: never (always off), for
+every image (always on), or for some images only (input-dependent). :class:`GateStatistics` accumulates what is
+needed for that in one pass, batch by batch, with memory independent of the data set size.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+__all__ = ['GateStatistics']
+
+
+@dataclass
+class GateStatistics:
+    """Running gate statistics.
+
+    Args:
+        gate_sites: The model's ``gate_sites`` (name, num_channels, offset) for per-block figures.
+        num_classes: When set, also accumulate the class x gate mean-activity matrix (needs labels).
+    """
+
+    gate_sites: tuple[Any, ...]
+    num_classes: int | None = None
+    count: int = 0
+    fired: torch.Tensor | None = None
+    class_sum: torch.Tensor | None = None
+    class_count: torch.Tensor | None = None
+    _open_sum: float = field(default=0.0, repr=False)
+
+    @property
+    def gate_size(self) -> int:
+        return sum(s.num_channels for s in self.gate_sites)
+
+    @torch.no_grad()
+    def update(self, gates: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+        """Add a batch of gates (B x gate_size; eval gates are binary) and optionally its labels."""
+        if gates.ndim != 2 or gates.shape[1] != self.gate_size:
+            raise ValueError(f'gates must be (B, {self.gate_size}), got {tuple(gates.shape)}.')
+        gates = gates.detach().float().cpu()
+        on = gates > 0.5
+        if self.fired is None:
+            self.fired = torch.zeros(self.gate_size, dtype=torch.long)
+        self.fired += on.sum(0)
+        self.count += gates.shape[0]
+        self._open_sum += gates.sum().item()
+        if self.num_classes is not None:
+            if labels is None:
+                raise ValueError('labels are needed for per-class statistics (num_classes was set).')
+            labels = labels.detach().cpu().long()
+            if self.class_sum is None:
+                self.class_sum = torch.zeros(self.num_classes, self.gate_size)
+                self.class_count = torch.zeros(self.num_classes)
+            self.class_sum.index_add_(0, labels, gates)
+            self.class_count += torch.bincount(labels, minlength=self.num_classes).float()
+
+    def _require(self) -> torch.Tensor:
+        if self.fired is None or self.count == 0:
+            raise ValueError('No gates accumulated yet: call update() first.')
+        return self.fired
+
+    @property
+    def firing_rate(self) -> torch.Tensor:
+        """Per gate: fraction of samples for which it is open."""
+        return self._require().float() / self.count
+
+    @property
+    def mean_open_fraction(self) -> float:
+        """Mean fraction of open gates per sample."""
+        self._require()
+        return self._open_sum / (self.count * self.gate_size)
+
+    def per_site_open_fraction(self) -> dict[str, float]:
+        """Mean open fraction of each gate site (block)."""
+        rate = self.firing_rate
+        return {s.name: rate[s.offset:s.offset + s.num_channels].mean().item() for s in self.gate_sites}
+
+    def counts(self) -> dict[str, int]:
+        """Numbers of always-on, always-off and input-dependent gates."""
+        fired = self._require()
+        always_on = int((fired == self.count).sum())
+        always_off = int((fired == 0).sum())
+        return dict(always_on=always_on, always_off=always_off,
+                    input_dependent=self.gate_size - always_on - always_off)
+
+    def class_gate_matrix(self) -> torch.Tensor:
+        """num_classes x gate_size mean gate activity per class (NaN for classes never seen)."""
+        if self.class_sum is None:
+            raise ValueError('Per-class statistics were not accumulated (pass num_classes and labels).')
+        return self.class_sum / self.class_count.unsqueeze(1)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready summary: samples, mean open fraction, counts and per-site open fractions."""
+        return dict(samples=self.count, gate_size=self.gate_size, mean_open_fraction=self.mean_open_fraction,
+                    **self.counts(), per_site_open_fraction=self.per_site_open_fraction())
