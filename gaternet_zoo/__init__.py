@@ -3,8 +3,6 @@
 The public API is re-exported here explicitly; everything else lives in private ``_``-modules.
 """
 from . import plugins as _plugins_registration  # noqa: F401  (registers the built-in gating plugins)
-from .models import CifarResNet as CifarResNet
-from .models import GaterNet as GaterNet
 from ._convert import load_official_checkpoint as load_official_checkpoint
 from ._factory import create_model as create_model
 from ._factory import gate as gate
@@ -25,6 +23,8 @@ from ._registry import list_backbones as list_backbones
 from ._registry import list_models as list_models
 from ._registry import list_pretrained as list_pretrained
 from .losses import gate_l1_loss as gate_l1_loss
+from .models import CifarResNet as CifarResNet
+from .models import GaterNet as GaterNet
 from .utils import GateStatistics as GateStatistics
 from .version import __version__ as __version__
 

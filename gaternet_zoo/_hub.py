@@ -212,7 +212,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike, *, sha256: str | Non
             (len(mis_shaped), 'shape mismatches', mis_shaped)) if v]
         raise StateDictMismatchError(
             f'The weights in {path} do not fit {label}: ' + '; '.join(parts) + '. The checkpoint was saved from '
-            f'a different architecture or configuration; nothing was loaded.')
+            'a different architecture or configuration; nothing was loaded.')
 
     if dropped or len(cleaned) != len(state_dict) or any(a != b for a, b in zip(cleaned, state_dict)):
         if dropped:
@@ -292,7 +292,8 @@ def model_config(model: nn.Module, extra: dict[str, Any] | None = None) -> dict[
     }
 
 
-def save_pretrained(model: nn.Module, save_directory: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
+def save_pretrained(model: nn.Module, save_directory: str | os.PathLike,
+                    extra: dict[str, Any] | None = None) -> Path:
     """Write ``model.safetensors`` and ``config.json`` (with the weights' sha256) into ``save_directory``."""
     from safetensors.torch import save_model
 
@@ -333,7 +334,12 @@ class ZooHubMixin(
     """
 
     def _save_pretrained(self, save_directory: Path) -> None:
-        save_pretrained(self, save_directory, getattr(self, '_card_extra', None))
+        save_pretrained(self, save_directory)
+        # The card quotes the weights' sha256: record it, and drop a card left from earlier weights (the mixin
+        # only writes README.md when there is none).
+        config = json.loads((save_directory / CONFIG_NAME).read_text())
+        self.pretrained_cfg['sha256'] = config['pretrained_cfg']['sha256']
+        (save_directory / CARD_NAME).unlink(missing_ok=True)
 
     def generate_model_card(self, *args: Any, **kwargs: Any):  # noqa: D102
         from ._model_card import render_model_card

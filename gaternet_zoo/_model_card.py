@@ -112,7 +112,8 @@ def render_model_card(model: nn.Module, repo_id: str | None = None, **kwargs: An
     dataset = cfg.get('dataset')
     is_gaternet = hasattr(model, 'gate_size')
 
-    details = [('Parameters', f'{count_params(model) / 1e6:.3f} M')]
+    details = [('Parameters', f'{count_params(model) / 1e6:.3f} M'),
+               ('sha256 of model.safetensors', f'`{cfg.get("sha256") or "not recorded"}`')]
     metrics = [(f'top-1 on {dataset or "its dataset"} (%)', _fmt(metrics_cfg.get('top1'), '{:.2f}')),
                (f'top-5 on {dataset or "its dataset"} (%)', _fmt(metrics_cfg.get('top5'), '{:.2f}'))]
     if is_gaternet:
@@ -132,8 +133,9 @@ def render_model_card(model: nn.Module, repo_id: str | None = None, **kwargs: An
              ' / '.join(_fmt(gate_stats.get(k)) for k in ('always_on', 'always_off', 'input_dependent'))),
         ]
     else:
-        from .utils.macs import count_macs
         import torch
+
+        from .utils.macs import count_macs
 
         was_training = model.training
         model.eval()

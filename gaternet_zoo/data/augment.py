@@ -179,6 +179,7 @@ class Normalize(torch.nn.Module):
         self.dtype = dtype
 
     def extra_repr(self) -> str:
+        """Show the constants in ``repr(module)``."""
         return f"mean={self.mean}, std={self.std}, channels_last={self.channels_last}, dtype={self.dtype}"
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -104,7 +104,7 @@ def create_timm_transforms(
     pretrained_cfg: Mapping[str, Any] | None = None,
     train_kwargs: Mapping[str, Any] | None = None,
 ) -> tuple[Callable, Callable, dict[str, Any]]:
-    """timm train and eval transforms for a model's data config.
+    """Return timm train and eval transforms for a model's data config.
 
     Args:
         model: A timm model; its ``pretrained_cfg`` gives input size, interpolation, crop and mean/std.
@@ -129,7 +129,7 @@ def create_timm_transforms(
 
 
 class _TimmBatchTransform:
-    """``Dataset.with_transform`` callable: PIL images -> ``pixel_values`` tensors (a class so workers can pickle it)."""
+    """``Dataset.with_transform`` callable: PIL images -> ``pixel_values`` (a class, so workers can pickle it)."""
 
     def __init__(self, transform: Callable, image_column: str, label_column: str) -> None:
         self.transform = transform

@@ -11,7 +11,6 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
 
 import datasets
 import numpy as np
@@ -24,7 +23,7 @@ __all__ = [
     "load_image_dataset",
 ]
 
-SourceLike = Union[str, os.PathLike, datasets.Dataset, datasets.DatasetDict]
+SourceLike = str | os.PathLike | datasets.Dataset | datasets.DatasetDict
 
 _BUILTIN_ROOT = Path(__file__).resolve().parent / "builtin"
 #: Built-in data sets shipped as package data, addressed as ``"builtin:<name>"``.

@@ -1,7 +1,7 @@
 """Model families; importing this package registers every model into timm's registry."""
 from .cifar_resnet import *  # noqa: F403
-from .gaternet import *  # noqa: F403
 from .cifar_resnet import CifarResNet
+from .gaternet import *  # noqa: F403
 from .gaternet import GaterNet
 
 #: timm registry modules that hold the zoo's models (timm keys its registry by the last module name).

@@ -230,13 +230,13 @@ default_cfgs = generate_default_cfgs({
 })
 
 
-def _cifar(variant: str, backbone: str, pretrained: bool, **kwargs: Any) -> GaterNet:
-    model_args = dict(backbone=backbone, gater='cifar_resnet20', bottleneck=8)
+def _cifar(variant: str, default_backbone: str, pretrained: bool, **kwargs: Any) -> GaterNet:
+    model_args = dict(backbone=default_backbone, gater='cifar_resnet20', bottleneck=8)
     return _create_gaternet(variant, pretrained, **dict(model_args, **kwargs))
 
 
-def _imagenet(variant: str, backbone: str, pretrained: bool, **kwargs: Any) -> GaterNet:
-    model_args = dict(backbone=backbone, gater='resnet18', bottleneck=8)
+def _imagenet(variant: str, default_backbone: str, pretrained: bool, **kwargs: Any) -> GaterNet:
+    model_args = dict(backbone=default_backbone, gater='resnet18', bottleneck=8)
     return _create_gaternet(variant, pretrained, **dict(model_args, **kwargs))
 
 

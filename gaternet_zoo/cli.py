@@ -1,0 +1,149 @@
+"""The ``gaternet-zoo`` command line: list, info, convert-official, push (and eval/analyze from the recipes)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+__all__ = ['main', 'COMMANDS']
+
+#: Sub-command name -> (register(subparsers) function); other modules add theirs here.
+COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {}
+
+
+def command(name: str) -> Callable:
+    def deco(fn: Callable[[argparse._SubParsersAction], None]) -> Callable:
+        COMMANDS[name] = fn
+        return fn
+    return deco
+
+
+@command('list')
+def _add_list(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser('list', help='list the zoo models')
+    p.add_argument('filter', nargs='?', default='', help='wildcard filter, e.g. "gaternet_resnet*"')
+    p.add_argument('--pretrained', action='store_true', help='only name.tag entries with published weights')
+    p.add_argument('--backbones', action='store_true', help='also list the plain CIFAR backbones')
+    p.add_argument('--plugins', action='store_true', help='list the gating plugins instead')
+
+    def run(args: argparse.Namespace) -> int:
+        import gaternet_zoo as gz
+
+        if args.plugins:
+            for name in gz.list_plugins():
+                print(f'{name}: {gz.get_plugin(name).description}')
+            return 0
+        for name in gz.list_models(args.filter, pretrained=args.pretrained, include_backbones=args.backbones):
+            print(name)
+        return 0
+    p.set_defaults(func=run)
+
+
+@command('info')
+def _add_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser('info', help='parameters, gate count and MACs of a model')
+    p.add_argument('model', help='model name, name.tag, hf-hub:org/repo or local-dir:/path')
+    p.add_argument('--input-size', type=int, nargs=3, metavar=('C', 'H', 'W'), help='override the input size')
+    p.add_argument('--json', action='store_true', help='print JSON')
+
+    def run(args: argparse.Namespace) -> int:
+        import gaternet_zoo as gz
+        from gaternet_zoo.utils.macs import count_macs, count_params, gaternet_macs
+
+        model = gz.create_model(args.model).eval()
+        input_size = tuple(args.input_size or model.pretrained_cfg.get('input_size', (3, 224, 224)))
+        info: dict = dict(model=args.model, architecture=model.pretrained_cfg.get('architecture'),
+                          input_size=list(input_size), num_classes=model.num_classes, params=count_params(model))
+        if isinstance(model, gz.GaterNet):
+            macs = gaternet_macs(model, input_size)
+            info.update(backbone=model.backbone_name, gater=model.gater_name, plugin=model.plugin_name,
+                        gate_size=model.gate_size, gate_sites=len(model.gate_sites),
+                        params_backbone=count_params(model.backbone), params_gater=count_params(model.gater),
+                        macs_backbone=macs['backbone'], macs_gater=macs['gater'], macs_total=macs['total'])
+        else:
+            import torch
+            info['macs'] = count_macs(model, torch.zeros(1, *input_size))[0]
+        if args.json:
+            print(json.dumps(info, indent=2))
+        else:
+            width = max(len(k) for k in info)
+            for key, value in info.items():
+                shown = f'{value:,}' if isinstance(value, int) and not isinstance(value, bool) else value
+                print(f'{key:<{width}}  {shown}')
+        return 0
+    p.set_defaults(func=run)
+
+
+@command('convert-official')
+def _add_convert(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser('convert-official', help='convert a released GaterNet .pth checkpoint to Hub format')
+    p.add_argument('checkpoint', type=Path, help='ResNet-20-Gated.pth or ResNet-56-Gated.pth')
+    p.add_argument('output_dir', type=Path, help='folder to write model.safetensors, config.json, README.md')
+
+    def run(args: argparse.Namespace) -> int:
+        import gaternet_zoo as gz
+
+        model = gz.load_official_checkpoint(args.checkpoint)
+        model.pretrained_cfg['tag'] = 'official_c10'
+        model.save_pretrained(args.output_dir)
+        print(f'{model.pretrained_cfg["architecture"]}: {model.gate_size} gates -> {args.output_dir}')
+        return 0
+    p.set_defaults(func=run)
+
+
+@command('push')
+def _add_push(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser('push', help='validate a saved model folder and upload it to the Hub in one commit')
+    p.add_argument('folder', type=Path, help='folder written by save_pretrained')
+    p.add_argument('repo_id', help='target Hub repository, org/name')
+    p.add_argument('--revision', help='branch to commit to (default: main)')
+    p.add_argument('--private', action='store_true', help='create the repository as private')
+    p.add_argument('--create-pr', action='store_true', help='open a pull request instead of committing')
+    p.add_argument('--commit-message', default='Upload GaterNet weights (gaternet_zoo)')
+
+    def run(args: argparse.Namespace) -> int:
+        from gaternet_zoo._publish import push_folder, validate_folder
+
+        report = validate_folder(args.folder)
+        print(report)
+        url = push_folder(args.folder, args.repo_id, revision=args.revision, private=args.private,
+                          create_pr=args.create_pr, commit_message=args.commit_message)
+        print(f'uploaded: {url}')
+        return 0
+    p.set_defaults(func=run)
+
+
+def _load_extra_commands() -> None:
+    # Commands that need the training stack register themselves on import; a missing extra must not break `list`.
+    for module in ('gaternet_zoo.recipes_cli',):
+        try:
+            __import__(module)
+        except ImportError:
+            pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    _load_extra_commands()
+    parser = argparse.ArgumentParser(prog='gaternet-zoo', description='GaterNet model zoo')
+    sub = parser.add_subparsers(dest='command', required=True)
+    for register in COMMANDS.values():
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (errors print one clear line, exit code 2)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (KeyError, ValueError, OSError, RuntimeError, TypeError) as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f'gaternet-zoo {args.command}: error: {message}', file=sys.stderr)
+        return 2
+
+
+if __name__ == '__main__':
+    sys.exit(main())
