@@ -6,7 +6,7 @@ default. Decoding happens once before timing (it is cached by ``datasets``) and 
 Usage::
 
     python bench/bench_data.py                       # default workers, batch 128, CPU
-    python bench/bench_data.py --num-workers 2 --channels-last
+    python bench/bench_data.py --num-workers 2 --channels-last --torch-threads 1
 """
 
 from __future__ import annotations
@@ -110,7 +110,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--seconds", type=float, default=3.0)
+    # On a shared 2-core machine torch's 2 intra-op threads stall whenever another process holds a core;
+    # 1 thread gives a stable figure there.
+    parser.add_argument("--torch-threads", type=int, default=None, help="default: torch's own choice")
     args = parser.parse_args(argv)
+    if args.torch_threads is not None:
+        torch.set_num_threads(args.torch_threads)
 
     pipeline = build_pipeline(load_image_dataset(args.source, split_eval=None), channels_last=args.channels_last)
     workers = pipeline.num_workers if args.num_workers is None else args.num_workers
@@ -119,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(
         f"data pipeline ({pipeline.kind}, {len(pipeline.train_dataset)} train images, batch {args.batch_size}, "
-        f"{workers} workers, {args.device}): {rate:,.0f} images/s"
+        f"{workers} workers, {torch.get_num_threads()} torch threads, {args.device}): {rate:,.0f} images/s"
     )
 
 

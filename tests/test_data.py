@@ -1,13 +1,20 @@
 """Tests of ``gaternet_zoo.data``: sources, column detection, decode-once, augmentation, pipelines.
 
-All data is made in tmp dirs or comes from the built-in subset; nothing here needs /work/shared/data or a network.
+All data is made in tmp dirs or comes from the built-in subset; nothing here needs /work/shared/data. Hub ids are
+loaded from the real local Hub server of ``tests/hubserver.py`` (no mock), in a subprocess because
+huggingface_hub reads ``HF_ENDPOINT`` at import time.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
+import os
 import re
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import datasets
@@ -18,6 +25,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import torch.nn.functional as F
+from hubserver import LocalHub
 
 from gaternet_zoo.data import (
     BUILTIN_DATASETS,
@@ -132,10 +140,10 @@ def test_in_memory_dataset_dict_and_dataset() -> None:
 
 def test_builtin_subset_is_default_and_balanced(builtin_source) -> None:
     src = builtin_source
-    assert (len(src.train), len(src.eval)) == (2000, 500)
+    assert (len(src.train), len(src.eval)) == (3000, 1000)
     assert src.num_classes == 10 and src.class_names[0] == "airplane" and src.class_names[-1] == "truck"
     counts = np.bincount(np.asarray(src.train[src.label_column]), minlength=10)
-    assert counts.tolist() == [200] * 10
+    assert counts.tolist() == [300] * 10
     assert src.train[0]["img"].size == (32, 32)
 
 
@@ -148,30 +156,61 @@ def test_builtin_readme_checksums_match_files() -> None:
         assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest
 
 
-def test_hub_id_goes_through_load_dataset(monkeypatch: pytest.MonkeyPatch) -> None:
-    # CIFAR-100 shape: fine_label must win over coarse_label (both ClassLabel).
-    features = datasets.Features(
+def _publish_dataset_repo(hub: LocalHub, repo_id: str, splits: dict[str, datasets.Dataset], config: str) -> None:
+    """Serve ``splits`` as Hub dataset ``repo_id`` in the ``uoft-cs/cifar10`` layout (README configs + parquet)."""
+    repo = hub.mirrors_dir / "datasets" / repo_id
+    (repo / config).mkdir(parents=True)
+    lines = ["---", "configs:", f"- config_name: {config}", "  data_files:"]
+    for split, ds in splits.items():
+        ds.to_parquet(repo / config / f"{split}-00000-of-00001.parquet")
+        lines += [f"  - split: {split}", f"    path: {config}/{split}-*"]
+    (repo / "README.md").write_text("\n".join([*lines, "  default: true", "---", ""]))
+    git_env = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}
+    identity = ["-c", "user.name=gaternet-zoo tests", "-c", "user.email=tests@gaternet-zoo.invalid"]
+    commit = [*identity, "commit", "-q", "--no-gpg-sign", "-m", "data"]
+    for args in (["init", "-q", "-b", "main"], ["add", "--all"], commit):
+        subprocess.run(["git", *args], cwd=repo, env=git_env, check=True, capture_output=True)
+
+
+@pytest.mark.hub
+def test_hub_ids_load_through_datasets_load_dataset(local_hub: LocalHub, tmp_path: Path) -> None:
+    # Same ids and layout as the real Hub; CIFAR-100's fine_label must win over coarse_label (both ClassLabel).
+    c10 = {"train": _dataset(4), "test": _dataset(2, seed=1)}
+    _publish_dataset_repo(local_hub, "uoft-cs/cifar10", c10, "plain_text")
+    c100 = datasets.Features(
         {
             "img": datasets.Image(),
             "fine_label": datasets.ClassLabel(names=[f"f{i}" for i in range(5)]),
             "coarse_label": datasets.ClassLabel(names=["c0", "c1"]),
         }
     )
-    base = _dataset(4)
-    split = datasets.Dataset.from_dict(
-        {"img": base["img"], "fine_label": [0, 4, 2, 1], "coarse_label": [0, 1, 0, 1]}, features=features
+    rows = {"img": _dataset(4)["img"], "fine_label": [0, 4, 2, 1], "coarse_label": [0, 1, 0, 1]}
+    split = datasets.Dataset.from_dict(rows, features=c100)
+    _publish_dataset_repo(local_hub, "uoft-cs/cifar100", {"train": split, "test": split}, "cifar100")
+    script = textwrap.dedent(
+        """
+        import json
+        from gaternet_zoo.data import DataSourceError, load_image_dataset
+        out = {}
+        for repo in ("uoft-cs/cifar10", "uoft-cs/cifar100"):
+            s = load_image_dataset(repo)
+            out[repo] = [len(s.train), len(s.eval), s.image_column, s.label_column, s.num_classes]
+        try:
+            load_image_dataset("gaternet-test/no-such-dataset")
+        except DataSourceError as err:
+            out["error"] = str(err)
+        print(json.dumps(out))
+        """
     )
-    calls = []
-
-    def fake_load_dataset(path, **kwargs):
-        calls.append((path, kwargs))
-        return datasets.DatasetDict({"train": split, "test": split})
-
-    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    src = load_image_dataset("uoft-cs/cifar100", cache_dir="/tmp/x")
-    assert calls == [("uoft-cs/cifar100", {"cache_dir": "/tmp/x"})]
-    assert (src.label_column, src.num_classes) == ("fine_label", 5)
-    assert load_image_dataset("uoft-cs/cifar100", label_column="coarse_label").num_classes == 2
+    env = local_hub.client_env(tmp_path / "hf-home")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH")]))
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["uoft-cs/cifar10"] == [4, 2, "img", "label", 3]
+    assert out["uoft-cs/cifar100"] == [4, 4, "img", "fine_label", 5]
+    assert "could not load 'gaternet-test/no-such-dataset' from the Hugging Face Hub" in out["error"]
+    assert "accepted sources are:" in out["error"]
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -225,15 +264,6 @@ def test_missing_path_error_lists_accepted_forms(tmp_path: Path) -> None:
         load_image_dataset("not a dataset!")
     with pytest.raises(DataSourceError, match=r"unknown built-in dataset 'builtin:mnist'.*'builtin:cifar10-subset'"):
         load_image_dataset("builtin:mnist")
-
-
-def test_unknown_hub_dataset_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    def missing(path, **kwargs):
-        raise datasets.exceptions.DatasetNotFoundError(f"Dataset '{path}' doesn't exist on the Hub")
-
-    monkeypatch.setattr(datasets, "load_dataset", missing)
-    with pytest.raises(DataSourceError, match=r"could not load 'someone/nothing'.*DatasetNotFoundError.*accepted"):
-        load_image_dataset("someone/nothing")
 
 
 def test_folder_without_data_error(tmp_path: Path) -> None:
@@ -310,7 +340,7 @@ def test_decode_matches_pil_for_all_modes() -> None:
 def test_decode_builtin_subset_values(builtin_source) -> None:
     src = builtin_source
     out = decode_images(src.eval, image_column=src.image_column, label_column=src.label_column)
-    assert out.images.shape == (500, 3, 32, 32) and out.labels.shape == (500,)
+    assert out.images.shape == (1000, 3, 32, 32) and out.labels.shape == (1000,)
     raw = src.eval.cast_column(src.image_column, datasets.Image(decode=False))
     for i in (0, 123, 499):
         assert np.array_equal(out.images[i].numpy(), _pil_chw(raw[i][src.image_column]["bytes"]))
@@ -452,7 +482,7 @@ def test_compute_mean_std() -> None:
 def test_tensor_pipeline_on_builtin(builtin_source) -> None:
     data = build_pipeline(builtin_source, mean=CIFAR10_MEAN, std=CIFAR10_STD, channels_last=True)
     assert data.kind == "tensor" and data.input_size == (3, 32, 32) and data.num_workers == 0
-    assert (len(data.train_dataset), len(data.eval_dataset)) == (2000, 500)
+    assert (len(data.train_dataset), len(data.eval_dataset)) == (3000, 1000)
     loader = torch.utils.data.DataLoader(data.train_dataset, batch_size=64, shuffle=False)
     batch = next(iter(loader))
     x = data.prepare_batch(batch["pixel_values"], train=True, generator=augmentation_generator(0, 0, 0))

@@ -121,11 +121,11 @@ def write_readme(output: Path, rows: dict[str, tuple[int, int]], source: Path) -
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", type=Path, default=Path("/work/shared/data/cifar10"))
+    parser.add_argument("--source", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     # 200/50 per class keeps the shipped files near 5.7 MB (CIFAR PNGs average ~2.3 KB); 500/100 would be ~14 MB.
-    parser.add_argument("--train-per-class", type=int, default=200)
-    parser.add_argument("--test-per-class", type=int, default=50)
+    parser.add_argument("--train-per-class", type=int, default=300)
+    parser.add_argument("--test-per-class", type=int, default=100)
     args = parser.parse_args(argv)
 
     args.output.mkdir(parents=True, exist_ok=True)

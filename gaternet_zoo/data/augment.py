@@ -109,12 +109,11 @@ class RandomCropFlip:
             flips: ``(B,)`` bool, True to mirror horizontally.
 
         Returns:
-            ``(B, C, H, W)`` tensor of the same dtype and device; its memory is channels-last ordered, which is
-            harmless for NCHW consumers and saves a copy before ``Normalize(channels_last=True)``.
+            Contiguous ``(B, C, H, W)`` tensor of the same dtype and device.
         """
         if images.ndim != 4:
             raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
-        batch, _, height, width = images.shape
+        batch, channels, height, width = images.shape
         device = images.device
         offsets = offsets.to(device)
         flips = flips.to(device)
@@ -124,10 +123,10 @@ class RandomCropFlip:
         cols_fwd = torch.arange(width, device=device)
         # A flip is just reading the window's columns right-to-left, so crop and flip share one gather.
         cols = offsets[:, 1:] + torch.where(flips[:, None], cols_fwd.flip(0), cols_fwd)  # (B, W)
-        b = torch.arange(batch, device=device)[:, None, None]
-        # Advanced indices separated by a slice move to the front: the result is (B, H, W, C).
-        out = padded[b, :, rows[:, :, None], cols[:, None, :]]
-        return out.permute(0, 3, 1, 2)
+        # One flat gather per image plane: ~2x faster than advanced indexing on CPU, and the result is NCHW.
+        flat = (rows[:, :, None] * (width + 2 * p) + cols[:, None, :]).view(batch, 1, height * width)
+        out = torch.gather(padded.reshape(batch, channels, -1), 2, flat.expand(batch, channels, height * width))
+        return out.view(batch, channels, height, width)
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Augment a batch; same ``images`` and generator state give the same result.

@@ -194,7 +194,8 @@ def _require_splits(wanted: list[str], available: Sequence[str], description: st
 
 def _looks_like_path(text: str) -> bool:
     """True for strings that can only be meant as a filesystem path, never as a Hub id."""
-    return text.startswith(("/", "./", "../", "~", "\\")) or text.count("/") > 1 or os.sep != "/" and os.sep in text
+    windows_path = os.sep != "/" and os.sep in text
+    return text.startswith(("/", "./", "../", "~", "\\")) or text.count("/") > 1 or windows_path
 
 
 def _load_hub(dataset_id: str, cache_dir: str | None) -> dict[str, datasets.Dataset]:
@@ -241,12 +242,15 @@ def _load_local(path: Path, wanted: list[str], cache_dir: str | None, descriptio
 
 
 def _visible_files(root: Path) -> list[Path]:
-    """All files under ``root``, skipping hidden files and folders (caches, VCS metadata)."""
+    """All files under ``root``, sorted, skipping hidden files and folders (caches, VCS metadata).
+
+    ``os.walk`` (``scandir`` underneath) avoids a ``stat`` per entry, which matters for ImageNet-sized imagefolders.
+    """
     out = []
-    for p in sorted(root.rglob("*")):
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts):
-            out.append(p)
-    return out
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        out.extend(Path(folder, f) for f in files if not f.startswith("."))
+    return sorted(out)
 
 
 def _group_by_split(files: Sequence[Path], root: Path) -> dict[str, list[Path]]:
