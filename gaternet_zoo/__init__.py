@@ -11,6 +11,7 @@ from ._hub import ChecksumError as ChecksumError
 from ._hub import HubLoadError as HubLoadError
 from ._hub import StateDictMismatchError as StateDictMismatchError
 from ._plugins import GateSite as GateSite
+from ._pretrained import register_weights as register_weights
 from ._plugins import GatingPlugin as GatingPlugin
 from ._plugins import UnsupportedBackboneError as UnsupportedBackboneError
 from ._plugins import get_plugin as get_plugin
@@ -33,4 +34,5 @@ __all__ = [
     'StateDictMismatchError', 'UnknownModelError', 'UnsupportedBackboneError', '__version__', 'create_model',
     'gate', 'gate_l1_loss', 'get_plugin', 'get_pretrained_cfg', 'is_model', 'list_backbones', 'list_models',
     'list_plugins', 'list_pretrained', 'load_official_checkpoint', 'parse_model_name', 'register_gating_plugin',
+    'register_weights',
 ]

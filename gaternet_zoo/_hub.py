@@ -22,6 +22,7 @@ from huggingface_hub import ModelHubMixin, constants, hf_hub_download
 from huggingface_hub.errors import (
     EntryNotFoundError,
     HfHubHTTPError,
+    HFValidationError,
     LocalEntryNotFoundError,
     OfflineModeIsEnabled,
     RepositoryNotFoundError,
@@ -116,6 +117,9 @@ def download(
             f'create_model("local-dir:/path/to/folder").') from e
     except EntryNotFoundError as e:
         raise HubLoadError(f'File {filename!r} not found in Hub repository {where!r}.') from e
+    except HFValidationError as e:
+        raise HubLoadError(
+            f'{repo_id!r} is neither an existing folder nor a valid Hub repository id ("org/name"): {e}') from e
     except HfHubHTTPError as e:
         raise HubLoadError(f'The Hub at {constants.ENDPOINT} refused {filename!r} of {where!r}: {e}') from e
 
@@ -372,7 +376,10 @@ class ZooHubMixin(
         from ._factory import load_from_source
 
         source = str(pretrained_model_name_or_path)
-        kind = 'local-dir' if os.path.isdir(source) else 'hf-hub'
+        looks_like_path = os.path.isabs(source) or source.startswith(('.', '~')) or os.sep + os.sep in source
+        if looks_like_path and not os.path.isdir(os.path.expanduser(source)):
+            raise HubLoadError(f'{source}: no such folder (and a path is not a Hub repository id).')
+        kind = 'local-dir' if os.path.isdir(os.path.expanduser(source)) else 'hf-hub'
         model = load_from_source(
             kind, source, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
             force_download=force_download, token=token, **model_kwargs)

@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._hub import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, HubLoadError, read_config
+from ._hub import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, ChecksumError, HubLoadError, read_config
 
 __all__ = ['validate_folder', 'push_folder', 'ValidationReport']
 
@@ -42,7 +42,13 @@ def validate_folder(folder: str | os.PathLike) -> ValidationReport:
     recorded = (config.get('pretrained_cfg') or {}).get('sha256')
     if not recorded:
         raise HubLoadError(f'{folder / CONFIG_NAME} records no sha256 of {WEIGHTS_NAME}; save the folder again.')
-    model = create_model(f'local-dir:{folder}')  # strict and sha256-verified
+    try:
+        model = create_model(f'local-dir:{folder}')  # strict and sha256-verified
+    except ChecksumError as e:
+        raise ChecksumError(
+            f'{folder / WEIGHTS_NAME} does not have the sha256 recorded in {folder / CONFIG_NAME}: the weights changed '
+            f'after the folder was saved. Save the model again with model.save_pretrained({str(folder)!r}) before '
+            f'publishing.') from e
     card = (folder / CARD_NAME).read_text(encoding='utf-8')
     if recorded not in card:
         raise HubLoadError(
