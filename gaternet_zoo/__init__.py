@@ -11,12 +11,12 @@ from ._hub import ChecksumError as ChecksumError
 from ._hub import HubLoadError as HubLoadError
 from ._hub import StateDictMismatchError as StateDictMismatchError
 from ._plugins import GateSite as GateSite
-from ._pretrained import register_weights as register_weights
 from ._plugins import GatingPlugin as GatingPlugin
 from ._plugins import UnsupportedBackboneError as UnsupportedBackboneError
 from ._plugins import get_plugin as get_plugin
 from ._plugins import list_plugins as list_plugins
 from ._plugins import register_gating_plugin as register_gating_plugin
+from ._pretrained import register_weights as register_weights
 from ._registry import UnknownModelError as UnknownModelError
 from ._registry import get_pretrained_cfg as get_pretrained_cfg
 from ._registry import is_model as is_model

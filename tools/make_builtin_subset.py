@@ -121,7 +121,8 @@ def write_readme(output: Path, rows: dict[str, tuple[int, int]], source: Path) -
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10")
+    default_source = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
+    parser.add_argument("--source", type=Path, default=default_source)
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     # 200/50 per class keeps the shipped files near 5.7 MB (CIFAR PNGs average ~2.3 KB); 500/100 would be ~14 MB.
     parser.add_argument("--train-per-class", type=int, default=300)

@@ -116,7 +116,11 @@ class GaterNet(nn.Module, ZooHubMixin):
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.backbone.set_grad_checkpointing(enable)
+        """Checkpoint the gater's encoder.
+
+        The backbone is not checkpointed: its gates reach the slots through the model's gate context, which holds
+        them only during the forward call, so a recomputation in the backward pass would run ungated.
+        """
         self.gater.encoder.set_grad_checkpointing(enable)
 
     # ------------------------------------------------------------------------------------------ gate API
@@ -236,7 +240,10 @@ def _cifar(variant: str, default_backbone: str, pretrained: bool, **kwargs: Any)
 
 
 def _imagenet(variant: str, default_backbone: str, pretrained: bool, **kwargs: Any) -> GaterNet:
-    model_args = dict(backbone=default_backbone, gater='resnet18', bottleneck=8)
+    # timm zero-initialises the last norm of each block; a gated branch would then output 0 whatever its gates,
+    # and the gater would get no gradient on the first step. Start from unit scales, as the official code does.
+    model_args = dict(backbone=default_backbone, gater='resnet18', bottleneck=8,
+                      backbone_args=dict(zero_init_last=False))
     return _create_gaternet(variant, pretrained, **dict(model_args, **kwargs))
 
 

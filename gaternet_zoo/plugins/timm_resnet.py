@@ -43,9 +43,9 @@ class TimmResNetPlugin(GatingPlugin):
         sites = []
         for name, block in _blocks(model):
             if isinstance(block, Bottleneck):
-                sites.append(GateSite(name, block.bn3.num_features, conv=f'{name}.conv3'))
+                sites.append(GateSite(name, block.conv3.out_channels, conv=f'{name}.conv3'))
             else:
-                sites.append(GateSite(name, block.bn2.num_features, conv=f'{name}.conv2'))
+                sites.append(GateSite(name, block.conv2.out_channels, conv=f'{name}.conv2'))
         return offsets_in_order(sites)
 
     def install(self, model: nn.Module, site: GateSite, slot: GateSlot) -> None:
