@@ -146,4 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    # Under `python -m gaternet_zoo.cli` this file runs as __main__; commands register on the package module.
+    from gaternet_zoo.cli import main as package_main
+
+    sys.exit(package_main())

@@ -1,0 +1,252 @@
+"""``make demo`` (``python -m gaternet_zoo.demo``): train, evaluate and analyse a GaterNet on the built-in data.
+
+Two modes:
+
+* **train** (the default when ``recipes/train.py`` defines ``training_function``): runs
+  ``accelerate launch recipes/train.py --output-dir OUT`` (its default config: ``gaternet_resnet20`` on the built-in
+  CIFAR-10 subset) as a subprocess, then evaluates ``local-dir:OUT/final`` and writes the gate analysis figures
+  to ``OUT/analysis/``.
+* **one-batch** (the fallback, or ``--mode one-batch``): builds an untrained ``gaternet_resnet20``, runs one batch
+  of the built-in subset and prints per-block gate statistics (with ``--out``, also the figures).
+
+Examples::
+
+    python -m gaternet_zoo.demo                                  # train + eval + analyze into runs/demo
+    python -m gaternet_zoo.demo --out runs/quick -- --epochs 1   # arguments after -- go to recipes/train.py
+    python -m gaternet_zoo.demo --mode one-batch
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ['default_recipe', 'has_training_function', 'main', 'run_one_batch', 'run_training', 'train_command']
+
+DEFAULT_DATA = 'builtin:cifar10-subset'
+
+
+def default_recipe() -> Path:
+    """``recipes/train.py`` of the source checkout this package runs from (it is not part of the wheel)."""
+    return Path(__file__).resolve().parents[1] / 'recipes' / 'train.py'
+
+
+def has_training_function(recipe: str | Path) -> bool:
+    """Whether ``recipe`` exists and defines a module-level ``training_function`` (checked without importing it)."""
+    path = Path(recipe)
+    if not path.is_file():
+        return False
+    try:
+        tree = ast.parse(path.read_text(), filename=str(path))
+    except (SyntaxError, UnicodeDecodeError, OSError):
+        return False
+    return any(isinstance(node, ast.FunctionDef) and node.name == 'training_function' for node in tree.body)
+
+
+def train_command(recipe: str | Path, out: str | Path, train_args: Sequence[str] = (),
+                  launcher: str = 'accelerate') -> list[str]:
+    """Command line that trains with ``recipe`` into ``out``.
+
+    Args:
+        recipe: Path of the training script.
+        out: Run folder (``--output-dir``); ``--overwrite`` is added when it already holds files, so the demo can
+            be re-run (the recipe deletes only its own artifacts).
+        train_args: Extra arguments for the recipe.
+        launcher: ``"accelerate"`` (``accelerate launch``, default config) or ``"python"`` (no launcher).
+    """
+    out = Path(out)
+    args = [str(recipe), '--output-dir', str(out), *train_args]
+    if out.is_dir() and any(p.name != 'analysis' for p in out.iterdir()) and '--overwrite' not in train_args \
+            and '--resume' not in train_args:
+        args.append('--overwrite')
+    if launcher == 'accelerate':
+        return [sys.executable, '-m', 'accelerate.commands.launch', *args]
+    if launcher == 'python':
+        return [sys.executable, *args]
+    raise ValueError(f"launcher must be 'accelerate' or 'python', got {launcher!r}.")
+
+
+def _banner(text: str) -> None:
+    print(f'\n== {text}', flush=True)
+
+
+def _print_sites(rows: list[dict]) -> None:
+    width = max(len('block'), *(len(r['name']) for r in rows))
+    print(f'{"block":<{width}}  {"gates":>5}  {"open":>6}  {"on":>4}  {"off":>4}  {"input-dep":>9}')
+    for r in rows:
+        print(f'{r["name"]:<{width}}  {r["channels"]:>5}  {100 * r["open_fraction"]:>5.1f}%  {r["always_on"]:>4}  '
+              f'{r["always_off"]:>4}  {r["input_dependent"]:>9}')
+
+
+def run_one_batch(model_name: str = 'gaternet_resnet20', data: str = DEFAULT_DATA, batch_size: int = 64,
+                  out: str | Path | None = None, seed: int = 0) -> dict:
+    """Run one batch through an untrained GaterNet and print per-block gate statistics.
+
+    Args:
+        model_name: Model to build (a GaterNet).
+        data: Data source; the first ``batch_size`` rows of its test split are used.
+        batch_size: Images in the batch.
+        out: When given, also write the analysis figures and ``gate_stats.json`` there.
+        seed: Seed of the model's initialisation.
+
+    Returns:
+        ``dict(summary=..., sites=[...], paths={...})``.
+    """
+    import torch
+
+    from ._factory import create_model
+    from .analysis import _check_gated, site_table, write_figures
+    from .evaluation import build_eval_data, evaluate
+
+    torch.manual_seed(seed)
+    model = create_model(model_name)
+    _check_gated(model, model_name)
+    eval_data = build_eval_data(model, data, max_samples=batch_size)
+    loader = torch.utils.data.DataLoader(eval_data.dataset, batch_size=batch_size)
+    result = evaluate(model, loader, prepare_batch=eval_data.prepare_batch,
+                      num_classes=max(model.num_classes, eval_data.num_classes), collect_class_stats=True,
+                      max_batches=1)
+    stats = result.gate_stats
+    _banner(f'one batch of {result.num_samples} images from {eval_data.description} through an untrained '
+            f'{model_name} ({stats.gate_size} gates over {len(stats.gate_sites)} blocks)')
+    rows = site_table(stats)
+    _print_sites(rows)
+    summary = stats.summary()
+    print(f'mean open fraction {100 * summary["mean_open_fraction"]:.1f}%; always on {summary["always_on"]}, '
+          f'always off {summary["always_off"]}, input-dependent {summary["input_dependent"]} '
+          f'(over this batch); top-1 {result.top1:.1f}% (untrained)')
+    paths = {}
+    if out is not None:
+        paths = write_figures(stats, Path(out) / 'analysis', eval_data.class_names, dict(model=model_name))
+        _banner('files')
+        for kind, path in paths.items():
+            print(f'{kind:<10} {path}')
+    return dict(summary=summary, sites=rows, paths=paths)
+
+
+def _run_data(out: Path) -> tuple[str, str]:
+    """Data source and evaluation split the recipe recorded in ``OUT/config.yaml`` (defaults when absent)."""
+    try:
+        import yaml
+
+        config = yaml.safe_load((out / 'config.yaml').read_text()) or {}
+    except (OSError, ImportError, ValueError):
+        config = {}
+    if not isinstance(config, dict):
+        config = {}
+    return str(config.get('data') or DEFAULT_DATA), str(config.get('eval_split') or 'test')
+
+
+def run_training(recipe: str | Path, out: str | Path, train_args: Sequence[str] = (), *, data: str | None = None,
+                 launcher: str = 'accelerate', batch_size: int = 128, max_samples: int | None = None) -> dict:
+    """Train with ``recipe``, then evaluate ``local-dir:OUT/final`` and write the analysis to ``OUT/analysis``.
+
+    Args:
+        recipe: Training script with ``training_function``.
+        out: Run folder.
+        train_args: Extra recipe arguments.
+        data: Data source for the evaluation; by default the recipe's ``data`` and ``eval_split`` from
+            ``OUT/config.yaml``.
+        launcher: ``"accelerate"`` or ``"python"``.
+        batch_size: Evaluation batch size.
+        max_samples: Evaluate only the first N test rows.
+
+    Returns:
+        ``dict(report=..., paths={...}, final=Path)``.
+
+    Raises:
+        RuntimeError: The training subprocess failed or wrote no ``final/`` model.
+    """
+    from ._factory import create_model
+    from .analysis import analyze
+    from .evaluation import default_accelerator, evaluate_model, format_report, has_gates
+
+    out = Path(out)
+    cmd = train_command(recipe, out, train_args, launcher)
+    _banner('training: ' + ' '.join(cmd))
+    code = subprocess.call(cmd)
+    if code != 0:
+        raise RuntimeError(f'training failed (exit code {code}): {" ".join(cmd)}')
+    final = out / 'final'
+    if not (final / 'config.json').is_file():
+        raise RuntimeError(f'training finished but wrote no model to {final} (expected config.json + weights).')
+    recorded, split = _run_data(out)
+    if data is None:
+        data = recorded
+    else:
+        split = 'test'
+    name = f'local-dir:{final}'
+    model = create_model(name)
+    accelerator = default_accelerator()
+    _banner(f'evaluating {name} on {data} [{split}]')
+    paths = {}
+    if has_gates(model):
+        report, paths = analyze(model, data, out / 'analysis', split=split, batch_size=batch_size,
+                                max_samples=max_samples, accelerator=accelerator)
+    else:
+        report = evaluate_model(model, data, split=split, batch_size=batch_size, max_samples=max_samples,
+                                accelerator=accelerator)[0]
+    report['model'] = name
+    print(format_report(report))
+    _banner('files')
+    print(f'{"run":<10} {out}')
+    print(f'{"model":<10} {final}')
+    for kind, path in paths.items():
+        print(f'{kind:<10} {path}')
+    if not paths:
+        print('(plain backbone: no gate analysis)')
+    return dict(report=report, paths=paths, final=final)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog='python -m gaternet_zoo.demo', description=__doc__.split('\n')[0],
+                                epilog='Arguments after "--" are passed to recipes/train.py.')
+    p.add_argument('--mode', choices=('auto', 'train', 'one-batch'), default='auto',
+                   help='auto: train if the recipe has training_function, else one-batch (default: auto)')
+    p.add_argument('--out', type=Path, default=None,
+                   help='run folder (train mode default: runs/demo; one-batch mode: figures only when given)')
+    p.add_argument('--recipe', type=Path, default=None, help='training script (default: recipes/train.py)')
+    p.add_argument('--launcher', choices=('accelerate', 'python'), default='accelerate')
+    p.add_argument('--data', default=None,
+                   help='evaluation data (train mode default: what the recipe trained on; one-batch mode: '
+                        f'the batch, default {DEFAULT_DATA})')
+    p.add_argument('--model', default='gaternet_resnet20', help='one-batch mode: model to build')
+    p.add_argument('--batch-size', type=int, default=None,
+                   help='one-batch mode: images in the batch (default 64); train mode: eval batch (default 128)')
+    p.add_argument('--max-samples', type=int, default=None, help='train mode: evaluate only the first N rows')
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the demo; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    train_args: list[str] = []
+    if '--' in argv:
+        cut = argv.index('--')
+        argv, train_args = argv[:cut], argv[cut + 1:]
+    args = build_parser().parse_args(argv)
+    recipe = args.recipe or default_recipe()
+    mode = args.mode
+    if mode == 'auto':
+        mode = 'train' if has_training_function(recipe) else 'one-batch'
+        if mode == 'one-batch':
+            print(f'{recipe} has no training_function: running one batch instead of training.')
+    try:
+        if mode == 'train':
+            if not has_training_function(recipe):
+                raise FileNotFoundError(f'{recipe} does not exist or defines no training_function.')
+            run_training(recipe, args.out or Path('runs/demo'), train_args, data=args.data, launcher=args.launcher,
+                         batch_size=args.batch_size or 128, max_samples=args.max_samples)
+        else:
+            run_one_batch(args.model, args.data or DEFAULT_DATA, args.batch_size or 64, args.out)
+    except (ValueError, OSError, RuntimeError) as e:
+        print(f'demo: error: {e}', file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

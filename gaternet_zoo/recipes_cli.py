@@ -1,0 +1,112 @@
+"""``gaternet-zoo eval`` and ``gaternet-zoo analyze``: sub-commands that need the training stack.
+
+``gaternet_zoo.cli`` imports this module to register them. ``recipes/eval.py`` runs the same code through
+:func:`eval_main`, so ``python recipes/eval.py ...`` and ``accelerate launch recipes/eval.py ...`` accept the same
+arguments as ``gaternet-zoo eval``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from .cli import command
+
+__all__ = ['add_analyze_arguments', 'add_eval_arguments', 'analyze_main', 'eval_main', 'run_analyze', 'run_eval']
+
+_DEFAULT_DATA = 'builtin:cifar10-subset'
+_ERRORS = (KeyError, ValueError, OSError, RuntimeError, TypeError)
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument('model', help='model name, name.tag, cifar_resnet20 (plain backbone), hf-hub:org/repo or '
+                                 'local-dir:/path')
+    p.add_argument('--data', default=_DEFAULT_DATA,
+                   help=f'data source: builtin:cifar10-subset, a parquet or imagefolder folder (e.g. '
+                        f'/work/shared/data/cifar10) or a Hub dataset id (default: {_DEFAULT_DATA})')
+    p.add_argument('--split', default='test', help='split to evaluate (default: test)')
+    p.add_argument('--batch-size', type=int, default=128, help='batch size per process (default: 128)')
+    p.add_argument('--max-samples', type=int, default=None, help='evaluate only the first N rows of the split')
+    p.add_argument('--cpu', action='store_true', default=False,
+                   help='run on the CPU even if a GPU is present (always the case without CUDA)')
+
+
+def add_eval_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the ``eval`` arguments to ``p``; returns ``p``."""
+    _add_common(p)
+    p.add_argument('--json', type=Path, default=None, metavar='OUT', help='also write the report as JSON to OUT')
+    return p
+
+
+def add_analyze_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the ``analyze`` arguments to ``p``; returns ``p``."""
+    _add_common(p)
+    p.add_argument('--out', type=Path, required=True, help='folder for the PNG figures and gate_stats.json')
+    return p
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """Evaluate ``args.model`` on ``args.data`` and print (and optionally save) the report."""
+    from .evaluation import default_accelerator, evaluate_model, format_report, write_json
+
+    accelerator = default_accelerator(args.cpu)
+    report, _, _, _ = evaluate_model(args.model, args.data, split=args.split, batch_size=args.batch_size,
+                                     max_samples=args.max_samples, accelerator=accelerator)
+    if accelerator.is_main_process:
+        print(format_report(report))
+        if args.json is not None:
+            print(f'report written to {write_json(report, args.json)}')
+    return 0
+
+
+def run_analyze(args: argparse.Namespace) -> int:
+    """Evaluate a GaterNet and write the gate analysis figures and ``gate_stats.json`` to ``args.out``."""
+    from .analysis import analyze
+    from .evaluation import default_accelerator, format_report
+
+    accelerator = default_accelerator(args.cpu)
+    report, paths = analyze(args.model, args.data, args.out, split=args.split, batch_size=args.batch_size,
+                            max_samples=args.max_samples, accelerator=accelerator)
+    if accelerator.is_main_process:
+        print(format_report(report))
+        for kind, path in paths.items():
+            print(f'{kind:<10} {path}')
+    return 0
+
+
+@command('eval')
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser('eval', help='top-1/top-5, params, MACs and gate statistics of a model on a data set')
+    add_eval_arguments(p)
+    p.set_defaults(func=run_eval)
+
+
+@command('analyze')
+def _add_analyze(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser('analyze', help='gate analysis figures (per-block open fraction, firing histogram, '
+                                       'class x gate heat map) of a GaterNet')
+    add_analyze_arguments(p)
+    p.set_defaults(func=run_analyze)
+
+
+def _standalone(prog: str, add: Callable[[argparse.ArgumentParser], argparse.ArgumentParser],
+                run: Callable[[argparse.Namespace], int], argv: Sequence[str] | None) -> int:
+    parser = add(argparse.ArgumentParser(prog=prog))
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except _ERRORS as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f'{prog}: error: {message}', file=sys.stderr)
+        return 2
+
+
+def eval_main(argv: Sequence[str] | None = None, prog: str = 'eval.py') -> int:
+    """``gaternet-zoo eval`` as a standalone script (``recipes/eval.py``); returns the exit code."""
+    return _standalone(prog, add_eval_arguments, run_eval, argv)
+
+
+def analyze_main(argv: Sequence[str] | None = None, prog: str = 'analyze') -> int:
+    """``gaternet-zoo analyze`` as a standalone entry point; returns the exit code."""
+    return _standalone(prog, add_analyze_arguments, run_analyze, argv)
