@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -63,7 +64,9 @@ def train_command(recipe: str | Path, out: str | Path, train_args: Sequence[str]
             and '--resume' not in train_args:
         args.append('--overwrite')
     if launcher == 'accelerate':
-        return [sys.executable, '-m', 'accelerate.commands.launch', *args]
+        # Without this, `accelerate launch` on a CPU-only machine sets OMP_NUM_THREADS=1 and trains on one core.
+        threads = ['--num_cpu_threads_per_process', str(os.cpu_count() or 1)]
+        return [sys.executable, '-m', 'accelerate.commands.launch', '--num_processes', '1', *threads, *args]
     if launcher == 'python':
         return [sys.executable, *args]
     raise ValueError(f"launcher must be 'accelerate' or 'python', got {launcher!r}.")

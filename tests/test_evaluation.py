@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import textwrap
 from pathlib import Path
 
@@ -227,7 +228,9 @@ def test_demo_train_mode_evaluates_and_analyses_the_final_model(tmp_path: Path,
     assert demo.has_training_function(recipe) and not demo.has_training_function(tmp_path / 'missing.py')
     run = tmp_path / 'run'
     cmd = demo.train_command(recipe, run, ['--epochs', '1'])
-    assert cmd[1:4] == ['-m', 'accelerate.commands.launch', str(recipe)] and '--overwrite' not in cmd
+    assert cmd[1:3] == ['-m', 'accelerate.commands.launch'] and '--overwrite' not in cmd
+    assert cmd[cmd.index('--num_cpu_threads_per_process') + 1] == str(os.cpu_count() or 1)
+    assert cmd[cmd.index(str(recipe)):] == [str(recipe), '--output-dir', str(run), '--epochs', '1']
     assert demo.main(['--recipe', str(recipe), '--out', str(run), '--launcher', 'python', '--max-samples', '32',
                       '--batch-size', '32']) == 0
     printed = capsys.readouterr().out
