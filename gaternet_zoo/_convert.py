@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ._hub import StateDictMismatchError, clean_state_dict_keys
+
+if TYPE_CHECKING:
+    from .models.gaternet import GaterNet
 
 __all__ = ['load_official_checkpoint', 'official_to_zoo_state_dict', 'OfficialCheckpointError']
 
@@ -81,7 +84,7 @@ def official_to_zoo_state_dict(checkpoint: dict[str, Any]) -> tuple[dict[str, to
     return state_dict, info
 
 
-def load_official_checkpoint(path_or_state_dict: str | os.PathLike | dict[str, Any]):
+def load_official_checkpoint(path_or_state_dict: str | os.PathLike | dict[str, Any]) -> GaterNet:
     """Build a :class:`~gaternet_zoo.GaterNet` from a released GaterNet checkpoint.
 
     The depth (20, 56, or any ``6n + 2``), classes, bottleneck and gate count are read from the tensors. In eval
