@@ -66,10 +66,12 @@ def push_folder(
         create_pr: bool = False,
         commit_message: str = 'Upload GaterNet weights (gaternet_zoo)',
         token: str | bool | None = None,
+        tag: str | None = None,
 ) -> str:
     """Create ``repo_id`` if needed and upload ``folder`` in one commit; returns the commit URL.
 
-    The token comes from the usual huggingface_hub places (``HF_TOKEN``, ``hf auth login``) unless given.
+    The token comes from the usual huggingface_hub places (``HF_TOKEN``, ``hf auth login``) unless given. ``tag``
+    creates a git tag on that commit: the registry pins weight tags to such a revision (and to the sha256).
     """
     from huggingface_hub import HfApi
 
@@ -78,5 +80,7 @@ def push_folder(
     info = api.upload_folder(
         folder_path=str(folder), repo_id=repo_id, revision=revision, create_pr=create_pr,
         commit_message=commit_message, allow_patterns=[WEIGHTS_NAME, CONFIG_NAME, CARD_NAME, '*.yaml', '*.json',
-                                                       '*.png', '*.csv'])
+                                                       '*.jsonl', '*.png', '*.csv'])
+    if tag and not create_pr:
+        api.create_tag(repo_id, tag=tag, revision=info.oid, repo_type='model')
     return str(getattr(info, 'pr_url', None) or getattr(info, 'commit_url', info))

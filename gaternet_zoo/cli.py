@@ -102,6 +102,7 @@ def _add_push(sub: argparse._SubParsersAction) -> None:
     p.add_argument('--private', action='store_true', help='create the repository as private')
     p.add_argument('--create-pr', action='store_true', help='open a pull request instead of committing')
     p.add_argument('--commit-message', default='Upload GaterNet weights (gaternet_zoo)')
+    p.add_argument('--tag', help='create this git tag on the upload commit (the revision the registry pins)')
 
     def run(args: argparse.Namespace) -> int:
         from gaternet_zoo._publish import push_folder, validate_folder
@@ -109,7 +110,7 @@ def _add_push(sub: argparse._SubParsersAction) -> None:
         report = validate_folder(args.folder)
         print(report)
         url = push_folder(args.folder, args.repo_id, revision=args.revision, private=args.private,
-                          create_pr=args.create_pr, commit_message=args.commit_message)
+                          create_pr=args.create_pr, commit_message=args.commit_message, tag=args.tag)
         print(f'uploaded: {url}')
         return 0
     p.set_defaults(func=run)

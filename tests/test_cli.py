@@ -9,20 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 import gaternet_zoo as gz
 from gaternet_zoo.cli import main
 from gaternet_zoo.utils.macs import count_params, gaternet_macs
 
-
-@pytest.fixture(scope='module', autouse=True)
-def _one_thread():
-    """One intra-op thread: faster for these tiny tensors, and no OpenMP spin-waiting on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# One intra-op thread: faster for these tiny tensors, and no OpenMP spin-waiting on a shared 2-core machine.
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 def _cifar_resnet20_conv_macs(num_classes: int = 10) -> int:

@@ -25,13 +25,8 @@ BOTTLENECK = 8
 NUM_CLASSES = 10
 
 
-@pytest.fixture(scope='module', autouse=True)
-def _one_thread():
-    """One intra-op thread: faster for these tiny tensors, and no OpenMP spin-waiting on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# One intra-op thread: faster for these tiny tensors, and no OpenMP spin-waiting on a shared 2-core machine.
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 class NotATensor:

@@ -13,13 +13,8 @@ import gaternet_zoo as gz
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope='module', autouse=True)
-def _one_thread():
-    """One intra-op thread: faster for these tiny tensors, and no OpenMP spin-waiting on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# One intra-op thread: faster for these tiny tensors, and no OpenMP spin-waiting on a shared 2-core machine.
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 def _load_module(path: Path, name: str):

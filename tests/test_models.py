@@ -42,13 +42,8 @@ EXPECTED_GATE_SIZE = {
 }
 
 
-@pytest.fixture(scope='module', autouse=True)
-def _one_thread():
-    """One intra-op thread: faster for these tiny tensors, and no OpenMP spin-waiting on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# One intra-op thread: faster for these tiny tensors, and no OpenMP spin-waiting on a shared 2-core machine.
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 def _input_size(model: nn.Module) -> tuple[int, int, int]:

@@ -17,14 +17,8 @@ from gaternet_zoo import _plugins
 from gaternet_zoo._plugins import GateSite, GatingPlugin, offsets_in_order, register_gating_plugin
 from gaternet_zoo.layers.gates import GateSlot
 
-
-@pytest.fixture(scope='module', autouse=True)
-def _one_thread():
-    """One intra-op thread: faster for these tiny tensors, and no OpenMP spin-waiting on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# One intra-op thread: faster for these tiny tensors, and no OpenMP spin-waiting on a shared 2-core machine.
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 # ------------------------------------------------------------------------------------------------ listings

@@ -1,0 +1,102 @@
+"""Turn a finished training run into a publishable Hub folder with a card filled from measured figures.
+
+    python tools/publish_weights.py runs/c10_resnet20_e30_s0 cifar_resnet20.cifar10 --data ../shared/data/cifar10
+
+It loads ``<run>/final`` strictly, evaluates it on the full test split of ``--data`` and on the built-in subset,
+measures the latency, reads the training throughput from ``<run>/metrics.jsonl``, records all of that (and the
+command line and resolved config of the run) in the model's ``pretrained_cfg``, and saves the folder
+(``model.safetensors``, ``config.json``, ``README.md``) with the run's ``config.yaml``, ``metrics.jsonl`` and
+``summary.csv`` next to it. It prints the registry entry (sha256) to add to the model file's ``default_cfgs``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _hardware() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'):
+                model = line.split(':', 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    return f'{model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads (CPU)'
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('run_dir', type=Path, help='training run folder (holds final/, config.yaml, metrics.jsonl)')
+    p.add_argument('name_tag', help='architecture.tag, e.g. gaternet_resnet20.cifar10')
+    p.add_argument('--data', required=True, help='data source whose test split is the reported figure')
+    p.add_argument('--dataset-id', default='uoft-cs/cifar10', help='Hub dataset id named on the card')
+    p.add_argument('--out', type=Path, help='output folder (default: weights/<name_tag>)')
+    p.add_argument('--latency-batch-size', type=int, default=1)
+    args = p.parse_args(argv)
+
+    import gaternet_zoo
+    from gaternet_zoo.evaluation import evaluate_model, measure_latency
+
+    arch, _, tag = args.name_tag.partition('.')
+    out = args.out or REPO / 'weights' / args.name_tag
+    model = gaternet_zoo.create_model(f'local-dir:{args.run_dir / "final"}').eval()
+    if model.pretrained_cfg.get('architecture') != arch:
+        raise SystemExit(f'{args.run_dir}/final holds {model.pretrained_cfg.get("architecture")}, not {arch}.')
+
+    full, _, model, _ = evaluate_model(model, args.data, collect_class_stats=False)
+    subset, _, model, _ = evaluate_model(model, 'builtin:cifar10-subset')
+    input_size = tuple(model.pretrained_cfg['input_size'])
+    latency = measure_latency(model, args.latency_batch_size, input_size)
+
+    records = [json.loads(line) for line in (args.run_dir / 'metrics.jsonl').read_text().splitlines() if line]
+    train_ips = statistics.median(r['train_images_per_sec'] for r in records[1:] or records)
+    run_config = yaml.safe_load((args.run_dir / 'config.yaml').read_text())
+    command = (run_config.get('runtime') or {}).get('command')
+
+    metrics = dict(top1=full['top1'], top5=full['top5'], eval_samples=full['num_samples'],
+                   top1_builtin_subset=subset['top1'], builtin_subset_samples=subset['num_samples'],
+                   latency_ms=latency, latency_batch_size=args.latency_batch_size,
+                   train_images_per_sec_median=round(train_ips, 1), epochs=len(records))
+    cfg = model.pretrained_cfg
+    cfg.update(tag=tag, dataset=args.dataset_id, metrics=metrics, hardware=_hardware(),
+               recipe={'command': command, 'resolved config': 'train_config.yaml (in this repository)',
+                       'per-epoch metrics': 'metrics.jsonl, summary.csv'})
+    if 'gate_size' in full:
+        metrics['backbone_macs_used'] = full['macs_backbone_used']
+        cfg['gate_stats'] = {k: full[k] for k in ('mean_open_fraction', 'always_on', 'always_off',
+                                                  'input_dependent', 'gate_size')}
+    for key in ('file', 'source', 'hf_hub_id', 'sha256'):
+        cfg.pop(key, None)
+
+    if out.exists():
+        shutil.rmtree(out)
+    model.save_pretrained(out)
+    shutil.copy(args.run_dir / 'config.yaml', out / 'train_config.yaml')
+    for name in ('metrics.jsonl', 'summary.csv'):
+        shutil.copy(args.run_dir / name, out / name)
+    (out / 'eval_test.json').write_text(json.dumps(full, indent=2) + '\n')
+    (out / 'eval_builtin_subset.json').write_text(json.dumps(subset, indent=2) + '\n')
+    sha = json.loads((out / 'config.json').read_text())['pretrained_cfg']['sha256']
+    print(json.dumps(dict(folder=str(out), top1=full['top1'], top1_builtin_subset=subset['top1'], sha256=sha,
+                          latency_ms=latency, train_images_per_sec=train_ips), indent=2))
+    print(f"registry: '{args.name_tag}': _cfg(hf_hub_id='gaternet-zoo/{args.name_tag}', revision=..., "
+          f"sha256='{sha}', dataset='{args.dataset_id}'),", file=sys.stderr)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
