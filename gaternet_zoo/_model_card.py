@@ -59,8 +59,9 @@ model = timm.create_model("hf-hub:{{ repo_id }}", pretrained=True).eval()
 ```
 
 Preprocessing: resize/crop to {{ input_size }}, normalise with mean {{ mean }} and std {{ std }}
-(`timm.data.resolve_data_config(model=model)` gives the same). For the gates of an image:
-`model.forward_gates(x)` ({{ gate_size }} per image, binary in eval mode).
+(`timm.data.resolve_data_config(model=model)` gives the same).
+{%- if gate_size %} For the gates of an image: `model.forward_gates(x)` ({{ gate_size }} per image, binary in
+eval mode).{% endif %}
 
 ## Metrics
 

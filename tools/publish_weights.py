@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--dataset-id', default='uoft-cs/cifar10', help='Hub dataset id named on the card')
     p.add_argument('--out', type=Path, help='output folder (default: weights/<name_tag>)')
     p.add_argument('--latency-batch-size', type=int, default=1)
+    p.add_argument('--command', help='the full command that trained the run (default: from its config.yaml)')
+    p.add_argument('--hardware-note', default='', help='appended to the hardware line, e.g. other load at the time')
     args = p.parse_args(argv)
 
     import gaternet_zoo
@@ -65,14 +67,15 @@ def main(argv: list[str] | None = None) -> int:
     records = [json.loads(line) for line in (args.run_dir / 'metrics.jsonl').read_text().splitlines() if line]
     train_ips = statistics.median(r['train_images_per_sec'] for r in records[1:] or records)
     run_config = yaml.safe_load((args.run_dir / 'config.yaml').read_text())
-    command = (run_config.get('runtime') or {}).get('command')
+    command = args.command or (run_config.get('runtime') or {}).get('command')
 
     metrics = dict(top1=full['top1'], top5=full['top5'], eval_samples=full['num_samples'],
                    top1_builtin_subset=subset['top1'], builtin_subset_samples=subset['num_samples'],
                    latency_ms=latency, latency_batch_size=args.latency_batch_size,
                    train_images_per_sec_median=round(train_ips, 1), epochs=len(records))
     cfg = model.pretrained_cfg
-    cfg.update(tag=tag, dataset=args.dataset_id, metrics=metrics, hardware=_hardware(),
+    cfg.update(tag=tag, dataset=args.dataset_id, metrics=metrics,
+               hardware=_hardware() + (f'; {args.hardware_note}' if args.hardware_note else ''),
                recipe={'command': command, 'resolved config': 'train_config.yaml (in this repository)',
                        'per-epoch metrics': 'metrics.jsonl, summary.csv'})
     if 'gate_size' in full:
