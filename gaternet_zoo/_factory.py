@@ -189,15 +189,13 @@ def gate(
     Raises:
         UnsupportedBackboneError: Listing the supported families, if no plugin supports the backbone.
     """
-    from ._plugins import UnsupportedBackboneError, _families_text
+    from ._plugins import UnsupportedBackboneError, _families_text, get_plugin
 
     if not timm.is_model(backbone):
         raise UnsupportedBackboneError(
             f'Unknown backbone {backbone!r}: not a timm model name. Supported families: {_families_text()}.')
     if gater is None:
         gater = 'cifar_resnet20' if backbone.startswith('cifar_') else 'resnet18'
-    from ._plugins import get_plugin
-
     if get_plugin('timm_resnet').matches_name(backbone):
         # Unit scales on the last norm of each block (timm zero-initialises it): see models/gaternet.py::_imagenet.
         kwargs['backbone_args'] = {'zero_init_last': False, **kwargs.get('backbone_args', {})}

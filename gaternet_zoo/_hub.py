@@ -279,8 +279,7 @@ def model_config(model: nn.Module, extra: dict[str, Any] | None = None) -> dict[
     published.update(extra or {})
     published['num_classes'] = model.num_classes
     model_args = dict(getattr(model, '_hub_mixin_config', None) or {})
-    if 'num_classes' in model_args or hasattr(model, 'gate_size'):
-        model_args['num_classes'] = model.num_classes
+    model_args['num_classes'] = model.num_classes  # reset_classifier may have changed it since construction
     for key in ('backbone_args', 'gater_args'):
         # Sub-model weights are inside model.safetensors: rebuilding must not download timm's weights again.
         if isinstance(model_args.get(key), dict):
@@ -308,16 +307,8 @@ def save_pretrained(model: nn.Module, save_directory: str | os.PathLike,
     save_model(model, str(weights), metadata={'format': 'pt'})
     config = model_config(model, extra)
     config['pretrained_cfg']['sha256'] = sha256_file(weights)
-    (save_directory / CONFIG_NAME).write_text(json.dumps(_jsonable(config), indent=2, sort_keys=True) + '\n')
+    (save_directory / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + '\n')
     return save_directory
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 class ZooHubMixin(

@@ -33,6 +33,7 @@ def validate_folder(folder: str | os.PathLike) -> ValidationReport:
         HubLoadError, ChecksumError, StateDictMismatchError: Naming what is wrong.
     """
     from ._factory import create_model
+    from .utils.macs import count_params
 
     folder = Path(folder)
     for name in (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME):
@@ -54,7 +55,7 @@ def validate_folder(folder: str | os.PathLike) -> ValidationReport:
         raise HubLoadError(
             f'{folder / CARD_NAME} does not quote the sha256 of {WEIGHTS_NAME} ({recorded}): the card belongs to '
             f'other weights. Save the folder again so that card and weights agree.')
-    return ValidationReport(folder, config['architecture'], recorded, sum(p.numel() for p in model.parameters()))
+    return ValidationReport(folder, config['architecture'], recorded, count_params(model))
 
 
 def push_folder(

@@ -16,13 +16,14 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import re
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from gaternet_zoo._hub import sha256_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = REPO_ROOT / "gaternet_zoo" / "data" / "builtin" / "cifar10_subset"
@@ -67,15 +68,6 @@ def select_first_per_class(labels: np.ndarray, per_class: int) -> np.ndarray:
     return np.sort(np.concatenate(keep)).astype(np.int64)
 
 
-def sha256_of(path: Path) -> str:
-    """Return the hex sha256 of a file."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_readme(output: Path, rows: dict[str, tuple[int, int]], source: Path) -> None:
     """Write the README that documents where the subset comes from and how to verify it.
 
@@ -112,7 +104,7 @@ def write_readme(output: Path, rows: dict[str, tuple[int, int]], source: Path) -
     for split, (per_class, total) in rows.items():
         path = output / f"{split}.parquet"
         lines.append(
-            f"| `{path.name}` | {per_class} | {total:,} | {path.stat().st_size:,} | `{sha256_of(path)}` |"
+            f"| `{path.name}` | {per_class} | {total:,} | {path.stat().st_size:,} | `{sha256_file(path)}` |"
         )
     lines.append("")
     (output / "README.md").write_text("\n".join(lines), encoding="utf-8")
