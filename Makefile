@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint docs bench clean
+.PHONY: test demo lint docs bench results clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,11 +20,21 @@ demo: $(STAMP)
 	$(PY) -m gaternet_zoo.demo
 
 lint: $(STAMP)
-	$(PY) -m ruff check gaternet_zoo recipes tests bench hubconf.py
+	$(PY) -m ruff check gaternet_zoo recipes tests bench tools hubconf.py
 
 docs: $(STAMP)
 	$(PY) -m pip install -q -e '.[docs]'
 	$(PY) -m mkdocs build --strict
+
+# Regenerate docs/results.md's table and figures from the published weight folders (no retraining; the gate
+# analysis reads the CIFAR-10 test split from DATA).
+DATA ?= ../shared/data/cifar10
+RESULT_WEIGHTS := weights/cifar_resnet20.cifar10 weights/gaternet_resnet20.cifar10
+results: $(STAMP)
+	$(PY) tools/results_table.py $(RESULT_WEIGHTS) --out docs/results/cifar10_resnet20_table.md
+	$(PY) tools/plot_training_curves.py $(RESULT_WEIGHTS) --out docs/img/cifar10_resnet20_curves.png
+	$(VENV)/bin/gaternet-zoo analyze local-dir:weights/gaternet_resnet20.cifar10 --data $(DATA) \
+		--out docs/img/gaternet_resnet20_cifar10
 
 bench: $(STAMP)
 	$(PY) bench/run_all.py

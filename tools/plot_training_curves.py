@@ -1,4 +1,4 @@
-"""Plot test top-1 and training loss per epoch of several runs from their ``metrics.jsonl`` (docs/results.md).
+"""Plot test top-1, training loss and (GaterNets) gate usage per epoch of runs from their ``metrics.jsonl``.
 
     python tools/plot_training_curves.py weights/cifar_resnet20.cifar10 weights/gaternet_resnet20.cifar10 \
         --out docs/img/cifar10_resnet20_curves.png
@@ -21,16 +21,24 @@ def main(argv: list[str] | None = None) -> int:
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
-    for run in args.runs:
-        rows = [json.loads(line) for line in (run / 'metrics.jsonl').read_text().splitlines() if line.strip()]
+    runs = {run.name: [json.loads(line) for line in (run / 'metrics.jsonl').read_text().splitlines()
+                       if line.strip()] for run in args.runs}
+    gated = {name: rows for name, rows in runs.items() if 'gate_open_fraction' in rows[0]}
+    fig, axes = plt.subplots(1, 3 if gated else 2, figsize=(16 if gated else 11, 4))
+    ax_acc, ax_loss = axes[0], axes[1]
+    for name, rows in runs.items():
         epochs = [r['epoch'] + 1 for r in rows]
-        label = run.name
-        ax_acc.plot(epochs, [r['top1'] for r in rows], label=f'{label} (final {rows[-1]["top1"]:.2f}%)')
-        ax_loss.plot(epochs, [r['train_loss'] for r in rows], label=label)
-    ax_acc.set(xlabel='epoch', ylabel='test top-1 (%)', title='CIFAR-10 test accuracy')
+        ax_acc.plot(epochs, [r['top1'] for r in rows], label=f'{name} (final {rows[-1]["top1"]:.2f}%)')
+        ax_loss.plot(epochs, [r['train_loss'] for r in rows], label=name)
+    ax_acc.set(xlabel='epoch', ylabel='test top-1 (%)', title='test accuracy')
     ax_loss.set(xlabel='epoch', ylabel='training loss', title='training loss', yscale='log')
-    for ax in (ax_acc, ax_loss):
+    if gated:
+        # Gate usage on the test split after each epoch: whether the gater learns to close filters over time.
+        for name, rows in gated.items():
+            axes[2].plot([r['epoch'] + 1 for r in rows], [r['gate_open_fraction'] for r in rows], label=name)
+        axes[2].set(xlabel='epoch', ylabel='mean fraction of open gates', title='gate usage (test split)',
+                    ylim=(0, 1))
+    for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
