@@ -222,7 +222,11 @@ def _in1k_cfg(**kwargs: Any) -> dict[str, Any]:
 
 default_cfgs = generate_default_cfgs({
     'gaternet': _cfg(),
-    'gaternet_resnet20': _cfg(),
+    # Trained here with recipes/configs/cifar10_gaternet_resnet20.yaml for 30 epochs, same schedule, augmentation
+    # and seed as cifar_resnet20.cifar10 (weights/gaternet_resnet20.cifar10/; docs/results.md compares them).
+    'gaternet_resnet20.cifar10': _cfg(
+        hf_hub_id='gaternet-zoo/gaternet_resnet20.cifar10', revision='v0.1.0',
+        sha256='253467237bed9a7239d1fab27498e23ea2ee229852e32bb09c625c3200bb2428', dataset='uoft-cs/cifar10'),
     'gaternet_resnet56': _cfg(),
     'gaternet_resnet110': _cfg(),
     'gaternet_resnet164': _cfg(),
