@@ -136,3 +136,20 @@ def test_seed_table_reports_mean_spread_and_difference(tmp_path: Path, monkeypat
     rows = seed_table(runs).splitlines()[3:]
     assert rows == ['| `plain` | 90.00 | 91.00 | 90.50 | 1.00 | – |',
                     '| `gated` | 89.00 | 89.50 | 89.25 | 0.50 | -1.25 |']
+
+
+@pytest.mark.hub
+def test_readme_pretrained_snippet_runs_against_a_hub(local_hub, tmp_path: Path) -> None:
+    # The README's first snippet is what a new user pastes: it must work once the zoo's folders are on the Hub.
+    snippet = re.findall(r'```python\n(.*?)```', (REPO / 'README.md').read_text(), flags=re.S)[0]
+    assert 'pretrained=True' in snippet
+    for folder in FOLDERS:
+        arch, _, tag = folder.name.partition('.')
+        local_hub.publish(f'zoo-weights/{folder.name}', folder, tag=get_extra_cfg(arch, tag)['revision'])
+    script = snippet + 'print(tuple(logits.shape), tuple(gates.shape), model.pretrained_cfg["tag"])\n'
+    env = local_hub.client_env(tmp_path / 'hf-home')
+    env['GATERNET_ZOO_HUB_ORG'] = 'zoo-weights'
+    proc = subprocess.run([sys.executable, '-c', script], env=env, capture_output=True, text=True, timeout=600,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == '(2, 10) (2, 336) cifar10'
