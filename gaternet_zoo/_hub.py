@@ -30,7 +30,7 @@ from huggingface_hub.errors import (
 )
 from torch import nn
 
-from ._pretrained import EXTRA_CFG_KEYS, resolve_hub_id, split_pretrained_cfg
+from ._pretrained import EXTRA_CFG_KEYS, get_extra_cfg, resolve_hub_id, split_pretrained_cfg
 from .version import __version__
 
 __all__ = [
@@ -306,9 +306,27 @@ def save_pretrained(model: nn.Module, save_directory: str | os.PathLike,
     weights = save_directory / WEIGHTS_NAME
     save_model(model, str(weights), metadata={'format': 'pt'})
     config = model_config(model, extra)
-    config['pretrained_cfg']['sha256'] = sha256_file(weights)
+    sha = sha256_file(weights)
+    _drop_tag_of_other_weights(config, getattr(model, 'pretrained_cfg', None) or {}, sha, extra or {})
+    config['pretrained_cfg']['sha256'] = sha
     (save_directory / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + '\n')
     return save_directory
+
+
+def _drop_tag_of_other_weights(config: dict[str, Any], model_cfg: dict[str, Any], sha: str,
+                               extra: dict[str, Any]) -> None:
+    # Like timm, a model built without weights still carries its default tag's cfg (and, here, the sha256 the
+    # registry pins for it). Weights trained or fine-tuned since are not that tag's: a saved folder claiming the
+    # tag (or the tag's dataset) would mislabel them on the Hub. A cfg without sha256 names no weights yet, which
+    # is how a publisher assigns a tag to new ones; an explicit ``extra={'tag': ...}`` always wins.
+    cfg = config['pretrained_cfg']
+    described = model_cfg.get('sha256')
+    if not cfg.get('tag') or 'tag' in extra or described is None or described == sha:
+        return
+    registered = get_extra_cfg(config['architecture'], cfg['tag'])
+    del cfg['tag']
+    if 'dataset' not in extra and registered.get('dataset') is not None and cfg.get('dataset') == registered['dataset']:
+        del cfg['dataset']
 
 
 class ZooHubMixin(
@@ -334,6 +352,9 @@ class ZooHubMixin(
         # only writes README.md when there is none).
         config = json.loads((save_directory / CONFIG_NAME).read_text())
         self.pretrained_cfg['sha256'] = config['pretrained_cfg']['sha256']
+        for key in ('tag', 'dataset'):  # dropped on save if they named other weights; the card follows config.json
+            if key not in config['pretrained_cfg']:
+                self.pretrained_cfg[key] = None
         (save_directory / CARD_NAME).unlink(missing_ok=True)
 
     def generate_model_card(self, *args: Any, **kwargs: Any):  # noqa: D102

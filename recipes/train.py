@@ -894,6 +894,10 @@ def training_function(config: dict[str, Any], args: argparse.Namespace) -> dict[
     if accelerator.is_main_process:
         prefix = "ema_" if ema is not None else ""
         cfg = dict(final_net.pretrained_cfg or {})
+        # These are new weights, not those of the tag the model was built from (or fine-tuned from).
+        cfg["tag"] = None
+        for key in ("sha256", "revision", "hf_hub_id", "file", "source"):
+            cfg.pop(key, None)
         cfg["num_classes"] = num_classes
         cfg["label_names"] = list(source.class_names)
         if pipeline.kind == "tensor":

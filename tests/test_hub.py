@@ -247,6 +247,37 @@ def test_local_dir_round_trip_gives_identical_outputs(saved_v1: Saved) -> None:
     assert model.pretrained_cfg["sha256"] == saved_v1.weights_sha
 
 
+def test_saving_new_weights_does_not_claim_the_published_tag(tmp_path: Path) -> None:
+    # Like timm, a model built without weights carries its default tag's cfg; saved, it must not pose as that tag.
+    model = gz.create_model("gaternet_resnet20")
+    assert model.pretrained_cfg["tag"] == "cifar10"
+    model.save_pretrained(tmp_path / "fresh")
+    saved = json.loads((tmp_path / "fresh" / "config.json").read_text())["pretrained_cfg"]
+    assert "tag" not in saved and "dataset" not in saved
+    assert model.pretrained_cfg["tag"] is None  # the model now describes the weights it saved
+    loaded = gz.create_model(f"local-dir:{tmp_path / 'fresh'}")
+    assert loaded.pretrained_cfg.get("tag") is None and loaded.pretrained_cfg.get("revision") is None
+
+
+def test_saving_published_weights_keeps_their_tag_until_they_change(tmp_path: Path) -> None:
+    published = Path(__file__).resolve().parents[1] / "weights" / "gaternet_resnet20.cifar10"
+    model = gz.create_model(f"local-dir:{published}")
+    model.save_pretrained(tmp_path / "mirror")
+    mirror = json.loads((tmp_path / "mirror" / "config.json").read_text())["pretrained_cfg"]
+    assert mirror["tag"] == "cifar10" and mirror["sha256"] == sha256_file(published / "model.safetensors")
+    with torch.no_grad():
+        model.backbone.fc.bias.add_(1.0)  # fine-tuned, in miniature
+    model.save_pretrained(tmp_path / "tuned")
+    tuned = json.loads((tmp_path / "tuned" / "config.json").read_text())["pretrained_cfg"]
+    assert "tag" not in tuned and "dataset" not in tuned and tuned["sha256"] != mirror["sha256"]
+    assert "gaternet_resnet20.cifar10" not in (tmp_path / "tuned" / "README.md").read_text()
+    # A publisher assigns a tag to new weights by naming it in a cfg that names no weights yet (no sha256).
+    model.pretrained_cfg.pop("sha256")
+    model.pretrained_cfg["tag"] = "cifar10"
+    model.save_pretrained(tmp_path / "republished")
+    assert json.loads((tmp_path / "republished" / "config.json").read_text())["pretrained_cfg"]["tag"] == "cifar10"
+
+
 def test_from_pretrained_folder_round_trip(saved_v1: Saved) -> None:
     model = gz.GaterNet.from_pretrained(saved_v1.folder)
     assert isinstance(model, gz.GaterNet)

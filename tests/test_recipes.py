@@ -246,6 +246,7 @@ def test_single_process_run(reference_run: Path) -> None:
     # With --model-ema the EMA weights are what final/ holds, so they are what its metrics describe.
     assert saved_cfg["metrics"]["top1"] == last["ema_top1"] and saved_cfg["dataset"] == "builtin:cifar10-subset"
     assert saved_cfg["recipe"]["config"].endswith("config.yaml") and "gate_stats" in saved_cfg
+    assert "tag" not in saved_cfg, "newly trained weights must not claim the published tag of their architecture"
     assert "top-1" in (out / "final" / "README.md").read_text()
     correct, total = _eval_final(out / "final")
     assert total == EVAL_SAMPLES

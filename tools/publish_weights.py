@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics['backbone_macs_used'] = full['macs_backbone_used']
         cfg['gate_stats'] = {k: full[k] for k in ('mean_open_fraction', 'always_on', 'always_off',
                                                   'input_dependent', 'gate_size')}
+    # Without a sha256 the cfg names no weights yet, so save_pretrained records the tag for these new ones.
     for key in ('file', 'source', 'hf_hub_id', 'sha256'):
         cfg.pop(key, None)
 
