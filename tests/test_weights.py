@@ -134,8 +134,12 @@ def test_seed_table_reports_mean_spread_and_difference(tmp_path: Path, monkeypat
                                                    for e in range(2)))
         runs.append(run)
     rows = seed_table(runs).splitlines()[3:]
-    assert rows == ['| `plain` | 90.00 | 91.00 | 90.50 | 1.00 | – |',
-                    '| `gated` | 89.00 | 89.50 | 89.25 | 0.50 | -1.25 |']
+    assert rows == ['| `plain` | 90.00 | 91.00 | 2 | 90.50 | 1.00 | – |',
+                    '| `gated` | 89.00 | 89.50 | 2 | 89.25 | 0.50 | -1.25 |']
+    # One run has no spread: "–", not 0.00; its missing seed is "–" too.
+    rows = seed_table(runs[:3]).splitlines()[3:]
+    assert rows == ['| `plain` | 90.00 | 91.00 | 2 | 90.50 | 1.00 | – |',
+                    '| `gated` | 89.00 | – | 1 | 89.00 | – | -1.50 |']
 
 
 @pytest.mark.hub

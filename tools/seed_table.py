@@ -37,7 +37,10 @@ def final_top1(folder: Path) -> tuple[str, int, float]:
 
 
 def seed_table(folders: list[Path]) -> str:
-    """The markdown table: one row per model, its top-1 per seed, mean, spread (max - min) and mean difference."""
+    """The markdown table: one row per model, its top-1 per seed, run count, mean, spread and mean difference.
+
+    The spread (max - min) needs two runs: a model with one run shows "–" rather than a spread of 0.
+    """
     runs: dict[str, dict[int, float]] = {}
     for folder in folders:
         model, seed, top1 = final_top1(folder)
@@ -46,12 +49,14 @@ def seed_table(folders: list[Path]) -> str:
         runs[model][seed] = top1
     seeds = sorted({seed for per_seed in runs.values() for seed in per_seed})
     baseline_mean = statistics.mean(next(iter(runs.values())).values())
-    header = ['model'] + [f'seed {s}' for s in seeds] + ['mean', 'spread (max - min)', 'mean vs first row']
+    header = (['model'] + [f'seed {s}' for s in seeds]
+              + ['runs', 'mean', 'spread (max - min)', 'mean vs first row'])
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     for i, (model, per_seed) in enumerate(runs.items()):
         mean = statistics.mean(per_seed.values())
+        spread = max(per_seed.values()) - min(per_seed.values())
         cells = [f'`{model}`'] + [f'{per_seed[s]:.2f}' if s in per_seed else '–' for s in seeds]
-        cells += [f'{mean:.2f}', f'{max(per_seed.values()) - min(per_seed.values()):.2f}',
+        cells += [str(len(per_seed)), f'{mean:.2f}', f'{spread:.2f}' if len(per_seed) > 1 else '–',
                   '–' if i == 0 else f'{mean - baseline_mean:+.2f}']
         lines.append('| ' + ' | '.join(cells) + ' |')
     source = ' '.join(str(f) for f in folders)
