@@ -30,9 +30,12 @@ docs: $(STAMP)
 # analysis reads the CIFAR-10 test split from DATA).
 DATA ?= ../shared/data/cifar10
 RESULT_WEIGHTS := weights/cifar_resnet20.cifar10 weights/gaternet_resnet20.cifar10
+# Every finished run of the comparison (plain first: it is the baseline), as committed run records.
+SEED_RUNS := weights/cifar_resnet20.cifar10 docs/results/runs/c10_resnet20_e30_s1 weights/gaternet_resnet20.cifar10
 results: $(STAMP)
 	$(PY) tools/results_table.py $(RESULT_WEIGHTS) --out docs/results/cifar10_resnet20_table.md
 	$(PY) tools/plot_training_curves.py $(RESULT_WEIGHTS) --out docs/img/cifar10_resnet20_curves.png
+	$(PY) tools/seed_table.py $(SEED_RUNS) --out docs/results/cifar10_resnet20_seeds.md
 	$(VENV)/bin/gaternet-zoo analyze local-dir:weights/gaternet_resnet20.cifar10 --data $(DATA) \
 		--out docs/img/gaternet_resnet20_cifar10
 
