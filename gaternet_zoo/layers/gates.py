@@ -12,9 +12,10 @@ backbone still runs as the plain backbone when called on its own.
 from __future__ import annotations
 
 import torch
+import torch.fx
 from torch import nn
 
-__all__ = ['GateContext', 'GateSlot', 'ImprovedSemHash', 'step_ste', 'DEFAULT_THRESHOLD']
+__all__ = ['GateContext', 'GateSlot', 'ImprovedSemHash', 'autocast_enabled', 'step_ste', 'DEFAULT_THRESHOLD']
 
 #: The step threshold of the released GaterNet code (not 0.5: ``clamp`` maps a logit of 0 to exactly 0.5).
 DEFAULT_THRESHOLD = 0.49999
@@ -45,12 +46,20 @@ def step_ste(x: torch.Tensor, threshold: float = DEFAULT_THRESHOLD) -> torch.Ten
     return _StepSTE.apply(x, threshold)
 
 
+def autocast_enabled(x: torch.Tensor) -> bool:
+    """Whether autocast is on for the device of ``x`` (``False`` while ``torch.fx`` traces ``x`` as a Proxy)."""
+    if isinstance(x, torch.fx.Proxy):
+        return False
+    return torch.is_autocast_enabled(x.device.type)
+
+
 class ImprovedSemHash(nn.Module):
     """Improved SemHash binarisation of gate logits.
 
     Training: add ``N(0, noise_std^2)`` noise, ``g_a = clamp(1.2 * sigmoid(.) - 0.1, 0, 1)``, ``g_b = step(g_a)``
     with a straight-through gradient, and for each sample independently use ``g_b`` with probability
-    ``discrete_prob``, else ``g_a``. Evaluation: no noise, always ``g_b`` (binary and deterministic).
+    ``discrete_prob``, else ``g_a``. Evaluation: no noise, always ``g_b`` (binary and deterministic). Always
+    computed in float32 with autocast off, whatever the logits' dtype: the gates are float32.
 
     Args:
         noise_std: Standard deviation of the training noise (1.0 in the paper and the official code).
@@ -74,7 +83,16 @@ class ImprovedSemHash(nn.Module):
         self.threshold = threshold
 
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
-        """Turn gate logits (B x C) into gates (B x C)."""
+        """Turn gate logits (B x C) into float32 gates (B x C), whatever the logits' dtype or autocast state."""
+        # A gate is a hard decision: in bf16/fp16, 0.49999 rounds to 0.5 and logits just above 0 close gates that
+        # float32 opens, so the same weights would give other gates (and other figures) under mixed precision.
+        logits = logits.float()
+        if autocast_enabled(logits):
+            with torch.autocast(logits.device.type, enabled=False):
+                return self._binarize(logits)
+        return self._binarize(logits)
+
+    def _binarize(self, logits: torch.Tensor) -> torch.Tensor:
         if self.training and self.noise_std > 0:
             logits = logits + torch.randn_like(logits) * self.noise_std
         # Same op order as the official code: sigmoid, then 1.2 * g - 0.1, then clamp.
