@@ -210,3 +210,35 @@ def test_context_bind_is_per_thread() -> None:
             assert torch.equal(context.gates, gates * 0)
         assert context.gates is gates
     assert seen == [None] and context.gates is None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_torch_compile_with_a_graph_break_inside_the_backbone_still_gates(model, monkeypatch) -> None:
+    """Eager code between compiled graphs (after a graph break) reads the gates the compiled part pushed.
+
+    (``fullgraph=True`` with inductor is tested in test_models.py::test_torch_compile_resnet20.)
+    """
+    import torch._dynamo
+
+    x = _inputs(1, seed=9)[0]
+    closed = torch.zeros(1, model.gate_size)
+    with torch.no_grad():
+        expected, expected_closed = model(x), model(x, gates=closed)
+    block = model.backbone.get_submodule(model.gate_sites[2].name)
+    block_forward = block.forward
+
+    def forward_with_break(inp: torch.Tensor) -> torch.Tensor:
+        torch._dynamo.graph_break()
+        return block_forward(inp)
+
+    monkeypatch.setattr(block, 'forward', forward_with_break)
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend='eager')
+    try:
+        with torch.no_grad():
+            assert torch.equal(compiled(x), expected)
+            assert torch.equal(compiled(x, gates=closed), expected_closed)
+    finally:
+        torch._dynamo.reset()
+    assert model._gate_context.gates is None
