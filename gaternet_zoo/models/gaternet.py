@@ -336,8 +336,8 @@ def _check_gate_sites(backbone: nn.Module, sites: tuple[GateSite, ...], context:
             raise ValueError(
                 f'Gate site {site.name!r} of {where} gates {site.num_channels} channels, but its conv {site.conv!r} '
                 f'has {conv.out_channels} filters.')
-    slots = {m: name for name, m in backbone.named_modules() if isinstance(m, GateSlot)}
-    counts: Counter[str] = Counter()
+    slots = [m for m in backbone.modules() if isinstance(m, GateSlot)]
+    counts: Counter[str | tuple[str, str]] = Counter()
     handles = [slot.register_forward_pre_hook(lambda m, args: counts.update([m.name])) for slot in slots]
     convs = {site.conv: _get_submodule(backbone, site.conv) for site in sites}
     handles += [conv.register_forward_pre_hook(lambda m, args, n=n: counts.update([('conv', n)]))
@@ -415,17 +415,12 @@ def _traced_arguments(x: Any, gates: Any, return_gates: Any) -> tuple[Any, Any, 
         return (isinstance(value, torch.fx.Proxy) and value.node.op == 'placeholder'
                 and value.node.args == (default,))
 
-    if isinstance(return_gates, torch.fx.Proxy) and not is_default(return_gates, False):
+    gates_default, flag_default = is_default(gates, None), is_default(return_gates, False)
+    if isinstance(return_gates, torch.fx.Proxy) and not flag_default:
         raise ValueError('return_gates must be a Python bool when a GaterNet is traced; pass it in concrete_args.')
-    guarded = [v for v, d in ((gates, None), (return_gates, False)) if is_default(v, d)]
-    if guarded:
-        x = _refuse_traced_arguments(x, gates if is_default(gates, None) else None,
-                                     return_gates if is_default(return_gates, False) else False)
-    if is_default(gates, None):
-        gates = None
-    if is_default(return_gates, False):
-        return_gates = False
-    return x, gates, return_gates
+    if gates_default or flag_default:
+        x = _refuse_traced_arguments(x, gates if gates_default else None, return_gates if flag_default else False)
+    return x, None if gates_default else gates, False if flag_default else return_gates
 
 
 def _feature_cfg_for(pretrained_cfg: dict[str, Any]) -> dict[str, Any]:
