@@ -35,7 +35,9 @@ __all__ = ['GaterNet']
 class GaterNet(nn.Module, ZooHubMixin):
     """A backbone gated filter by filter by a global gater network.
 
-    Every constructor argument is JSON-serialisable, so a model is rebuilt from its ``config.json`` alone.
+    Every constructor argument is JSON-serialisable, so a model is rebuilt from its ``config.json`` alone. The
+    gates of a forward call reach the backbone for that call only (:class:`~gaternet_zoo.layers.GateContext`), so a
+    model can serve concurrent calls from several threads; the gater runs in float32 even under autocast.
 
     Args:
         backbone: timm model name of the backbone (any model a gating plugin supports).
