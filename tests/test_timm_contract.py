@@ -242,7 +242,8 @@ def test_forward_returns_gates_on_request(tiny) -> None:
     assert torch.equal(given_gates, torch.zeros(BATCH, model.gate_size)) and not torch.equal(given_logits, logits)
 
 
-@pytest.mark.filterwarnings('ignore:`torch.jit.script` is deprecated:FutureWarning')
+@pytest.mark.filterwarnings('ignore:`torch.jit.* is deprecated:FutureWarning')  # TorchScript, on its way out
+@pytest.mark.filterwarnings('ignore::torch.jit.TracerWarning')  # the input checks, static for a given shape
 def test_torchscript_is_refused_with_a_pointer_to_torch_export(tiny) -> None:
     """torch.jit.script is refused with the way out; torch.jit.trace (runs the Python code) works."""
     _, model = tiny
