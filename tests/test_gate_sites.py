@@ -207,3 +207,16 @@ def test_caller_backbone_args_win_and_none_is_accepted() -> None:
     zero = gz.gate('resnet18', gater='cifar_resnet20', backbone_args={'zero_init_last': True})
     last_norms = [block.bn2.weight for block in zero.backbone.modules() if hasattr(block, 'bn2')]
     assert all(torch.count_nonzero(w) == 0 for w in last_norms)
+
+
+def test_build_check_falls_back_to_a_real_forward_pass(monkeypatch) -> None:
+    """A backbone that cannot run on the meta device is checked with one real forward pass instead."""
+    def no_meta(*args, **kwargs):
+        raise NotImplementedError('this backbone has no meta kernels')
+
+    monkeypatch.setattr(torch.func, 'functional_call', no_meta)
+    model = gz.GaterNet(backbone='cifar_resnet20', backbone_args=dict(layers=(1, 1, 1)))
+    assert model.backbone.training  # the check's eval mode does not stick
+    monkeypatch.setitem(_plugins._PLUGINS, _DeadSlots.name, _DeadSlots(dead={'stage2.block1'}))
+    with pytest.raises(ValueError, match=r"1 gate slot\(s\) .*'stage2.block1'"):
+        gz.GaterNet(backbone='cifar_resnet20', backbone_args=dict(layers=(1, 1, 1)), plugin=_DeadSlots.name)
