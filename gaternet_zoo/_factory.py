@@ -189,19 +189,18 @@ def gate(
     Raises:
         UnsupportedBackboneError: Listing the supported families, if no plugin supports the backbone.
     """
-    from ._plugins import UnsupportedBackboneError, _families_text, get_plugin
+    from ._plugins import UnsupportedBackboneError, _families_text
 
     if not timm.is_model(backbone):
         raise UnsupportedBackboneError(
             f'Unknown backbone {backbone!r}: not a timm model name. Supported families: {_families_text()}.')
     if gater is None:
         gater = 'cifar_resnet20' if backbone.startswith('cifar_') else 'resnet18'
-    if get_plugin('timm_resnet').matches_name(backbone):
-        # Unit scales on the last norm of each block (timm zero-initialises it): see models/gaternet.py::_imagenet.
-        kwargs['backbone_args'] = {'zero_init_last': False, **kwargs.get('backbone_args', {})}
+    # The backbone arguments the gates need (zero_init_last=False for timm ResNets) come from the gating plugin
+    # inside GaterNet, as on every other route.
     if pretrained_backbone:
-        kwargs['backbone_args'] = {**kwargs.get('backbone_args', {}), 'pretrained': True}
+        kwargs['backbone_args'] = {**(kwargs.get('backbone_args') or {}), 'pretrained': True}
         if not gater.startswith('cifar_'):
-            kwargs['gater_args'] = {**kwargs.get('gater_args', {}), 'pretrained': True}
+            kwargs['gater_args'] = {**(kwargs.get('gater_args') or {}), 'pretrained': True}
     return create_model('gaternet', backbone=backbone, gater=gater, bottleneck=bottleneck, num_classes=num_classes,
                         **kwargs)

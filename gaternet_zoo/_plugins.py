@@ -14,7 +14,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from torch import nn
 
@@ -55,7 +55,10 @@ class GatingPlugin:
     """Base class of gating plugins.
 
     Subclasses set :attr:`name`, :attr:`description` and :attr:`model_patterns`, and implement
-    :meth:`supports`, :meth:`gate_sites` and :meth:`install`.
+    :meth:`supports`, :meth:`gate_sites` and :meth:`install`; :meth:`backbone_args` is optional.
+
+    GaterNet checks what a plugin does when it builds a model: each installed slot must run exactly once in a forward
+    pass of the backbone, and each site's ``conv`` must name a conv of the site's width that runs.
     """
 
     #: Registry name of the plugin.
@@ -72,6 +75,15 @@ class GatingPlugin:
     def supports(self, model: nn.Module) -> bool:
         """Whether this plugin can gate the built ``model``."""
         raise NotImplementedError
+
+    def backbone_args(self, model_name: str) -> dict[str, Any]:
+        """Keyword arguments for ``timm.create_model(model_name, ...)`` that the gates need (none by default).
+
+        GaterNet asks for them before it builds the backbone, whatever the route (``create_model("gaternet",
+        backbone=...)``, ``gate()``, ``timm.create_model``), so a backbone gets one initialisation. Arguments the
+        caller gives in ``backbone_args`` win over these.
+        """
+        return {}
 
     def gate_sites(self, model: nn.Module) -> list[GateSite]:
         """The gate sites of ``model`` in forward order, with offsets into the flat gate vector."""

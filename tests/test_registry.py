@@ -186,9 +186,10 @@ def test_pretrained_without_weights():
     assert 'pretrained=False' in str(info.value) and 'local-dir:' in str(info.value)
 
 
-def test_features_only_refused():
-    with pytest.raises(ValueError, match='does not support features_only'):
-        gz.create_model('gaternet_resnet20', features_only=True)
+def test_features_only_needs_the_gated_getter():
+    # Only timm's getter wrapper calls forward_intermediates, which applies the gates (test_timm_contract.py).
+    with pytest.raises(ValueError, match='feature_cls="getter"'):
+        gz.create_model('gaternet_resnet20', features_only=True, feature_cls='list')
 
 
 # ------------------------------------------------------------------------------------- third-party plugins

@@ -5,16 +5,22 @@ The float operations below follow the released GaterNet code in the same order (
 clamp, ``> 0.49999``), so that evaluation gates are bit-identical to the official implementation.
 
 Gates reach the backbone through :class:`GateSlot` modules that a gating plugin places at each gate site. All
-slots of one model share a :class:`GateContext`; the GaterNet writes the current gate vector into it before the
-backbone runs and clears it afterwards. A slot with no gates in its context is the identity, so the gated
+slots of one model share a :class:`GateContext`, which holds the gates of each forward call in progress for that
+call only (per thread, nested calls stacked). A slot with no gates in its context is the identity, so the gated
 backbone still runs as the plain backbone when called on its own.
 """
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
+
 import torch
+import torch.fx
+from timm.layers import register_notrace_module
 from torch import nn
 
-__all__ = ['GateContext', 'GateSlot', 'ImprovedSemHash', 'step_ste', 'DEFAULT_THRESHOLD']
+__all__ = ['GateContext', 'GateSlot', 'ImprovedSemHash', 'autocast_enabled', 'step_ste', 'DEFAULT_THRESHOLD']
 
 #: The step threshold of the released GaterNet code (not 0.5: ``clamp`` maps a logit of 0 to exactly 0.5).
 DEFAULT_THRESHOLD = 0.49999
@@ -45,12 +51,21 @@ def step_ste(x: torch.Tensor, threshold: float = DEFAULT_THRESHOLD) -> torch.Ten
     return _StepSTE.apply(x, threshold)
 
 
+def autocast_enabled(x: torch.Tensor) -> bool:
+    """Whether autocast is on for the device of ``x`` (``False`` while ``torch.fx`` traces ``x`` as a Proxy)."""
+    if isinstance(x, torch.fx.Proxy) or x.device.type == 'meta':
+        return False
+    return torch.is_autocast_enabled(x.device.type)
+
+
+@register_notrace_module  # one node in torch.fx graphs (timm's tracers): its training branch draws random numbers
 class ImprovedSemHash(nn.Module):
     """Improved SemHash binarisation of gate logits.
 
     Training: add ``N(0, noise_std^2)`` noise, ``g_a = clamp(1.2 * sigmoid(.) - 0.1, 0, 1)``, ``g_b = step(g_a)``
     with a straight-through gradient, and for each sample independently use ``g_b`` with probability
-    ``discrete_prob``, else ``g_a``. Evaluation: no noise, always ``g_b`` (binary and deterministic).
+    ``discrete_prob``, else ``g_a``. Evaluation: no noise, always ``g_b`` (binary and deterministic). Always
+    computed in float32 with autocast off, whatever the logits' dtype: the gates are float32.
 
     Args:
         noise_std: Standard deviation of the training noise (1.0 in the paper and the official code).
@@ -74,7 +89,16 @@ class ImprovedSemHash(nn.Module):
         self.threshold = threshold
 
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
-        """Turn gate logits (B x C) into gates (B x C)."""
+        """Turn gate logits (B x C) into float32 gates (B x C), whatever the logits' dtype or autocast state."""
+        # A gate is a hard decision: in bf16/fp16, 0.49999 rounds to 0.5 and logits just above 0 close gates that
+        # float32 opens, so the same weights would give other gates (and other figures) under mixed precision.
+        logits = logits.float()
+        if autocast_enabled(logits):
+            with torch.autocast(logits.device.type, enabled=False):
+                return self._binarize(logits)
+        return self._binarize(logits)
+
+    def _binarize(self, logits: torch.Tensor) -> torch.Tensor:
         if self.training and self.noise_std > 0:
             logits = logits + torch.randn_like(logits) * self.noise_std
         # Same op order as the official code: sigmoid, then 1.2 * g - 0.1, then clamp.
@@ -82,7 +106,7 @@ class ImprovedSemHash(nn.Module):
         discrete = step_ste(continuous, self.threshold)
         if not self.training:
             return discrete
-        use_discrete = torch.rand(logits.shape[0], 1, device=logits.device) < self.discrete_prob
+        use_discrete = torch.rand_like(logits[:, :1]) < self.discrete_prob  # one draw per sample
         return torch.where(use_discrete, discrete, continuous)
 
     def extra_repr(self) -> str:
@@ -90,14 +114,75 @@ class ImprovedSemHash(nn.Module):
 
 
 class GateContext:
-    """Holds the gate vector of the forward pass in progress; shared by every :class:`GateSlot` of a model.
+    """The gates of the forward calls in progress, shared by every :class:`GateSlot` of one model.
+
+    Gates live here only for the duration of one forward call, on a stack per thread: concurrent calls from
+    several threads each see their own gates (``nn.DataParallel`` runs its replicas, which share this object, in
+    one thread each), a call nested in another one (a forward hook that calls the model again) pushes its gates on
+    top and the outer call gets its own back when it returns, and :meth:`bind` pops them again even when the
+    forward pass raises.
+
+    While ``torch.compile`` or ``torch.export`` trace the model, a plain stack on this object is used instead: the
+    thread-local storage is not traceable, and the compiled graph carries the gates as ordinary tensors, so no
+    state is shared at run time. Code that runs eagerly in the middle of a compiled call (after a graph break)
+    reads that stack when its thread has none of its own.
 
     It is a plain object rather than a module so that it adds nothing to ``state_dict`` and is not visited by
-    ``model.apply``; ``copy.deepcopy`` of the model (EMA, for instance) copies it together with its slots.
+    ``model.apply``; ``copy.deepcopy`` of the model (EMA, for instance) and pickling give it a fresh, empty one.
     """
 
     def __init__(self) -> None:
-        self.gates: torch.Tensor | None = None
+        self._local = threading.local()
+        self._traced: list[torch.Tensor] = []
+
+    def __deepcopy__(self, memo: dict) -> GateContext:
+        return GateContext()  # never share a forward call's gates with a copy (threading.local cannot be copied)
+
+    def __getstate__(self) -> dict:
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__()
+
+    def _stack(self) -> list[torch.Tensor]:
+        if torch.compiler.is_compiling():
+            return self._traced
+        stack = getattr(self._local, 'stack', None)
+        if stack is None:
+            stack = self._local.stack = []
+        return stack
+
+    @property
+    def gates(self) -> torch.Tensor | None:
+        """The gates of the innermost forward call of this thread in progress, ``None`` outside one."""
+        stack = self._stack()
+        if stack:
+            return stack[-1]
+        if self._traced:  # eager code inside a compiled call (graph break): the compiled part pushed them there
+            return self._traced[-1]
+        return None
+
+    def push(self, gates: torch.Tensor) -> int:
+        """Make ``gates`` current; returns the depth to give :meth:`pop`."""
+        stack = self._stack()
+        depth = len(stack)
+        stack.append(gates)
+        return depth
+
+    def pop(self, depth: int) -> None:
+        """Restore the gates that were current before the :meth:`push` that returned ``depth``."""
+        stack = self._stack()
+        while len(stack) > depth:
+            stack.pop()
+
+    @contextlib.contextmanager
+    def bind(self, gates: torch.Tensor) -> Iterator[None]:
+        """``with context.bind(gates): backbone(x)`` runs the backbone with ``gates``, in this thread only."""
+        depth = self.push(gates)
+        try:
+            yield
+        finally:
+            self.pop(depth)
 
 
 class GateSlot(nn.Module):
@@ -129,12 +214,13 @@ class GateSlot(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gates = self.context.gates
         if gates is not None:
-            if x.shape[1] != self.num_channels:
+            # (torch.fx traces shapes as Proxies, which cannot be compared; the traced model checked it at build.)
+            if not isinstance(x, torch.fx.Proxy) and x.shape[1] != self.num_channels:
                 raise RuntimeError(
                     f'Gate site {self.name!r} expects {self.num_channels} channels but the feature map has '
                     f'{x.shape[1]}: the backbone was changed after the gates were installed.')
             gate = gates[:, self.offset:self.offset + self.num_channels]
-            x = x * gate.reshape(gate.shape[0], self.num_channels, 1, 1).to(x.dtype)
+            x = x * gate[:, :, None, None].to(x.dtype)
         if self.after is not None:
             x = self.after(x)
         return x

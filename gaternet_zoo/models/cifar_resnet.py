@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from timm.layers import create_classifier
 from timm.models import checkpoint_seq, register_model
+from timm.models._features import feature_take_indices
 from torch import nn
 
 from .._builder import build_with_cfg
@@ -243,6 +244,69 @@ class CifarResNet(nn.Module, ZooHubMixin):
             else:
                 x = stage(x)
         return self.final_act(self.final_norm(x))
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: int | list[int] | None = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Features of the stem and of each stage (``feature_info`` levels), timm's feature API.
+
+        Args:
+            x: Input images.
+            indices: Levels to return: the last n for an int, all for ``None``, else those listed.
+            norm: Apply the final norm (pre-activation nets) to the last stage's output when it is returned.
+            stop_early: Stop after the last level asked for.
+            output_fmt: ``'NCHW'`` only.
+            intermediates_only: Return the intermediates only.
+
+        Returns:
+            The intermediates, or ``(final features, intermediates)``.
+        """
+        if output_fmt != 'NCHW':
+            raise ValueError(f'output_fmt must be NCHW, got {output_fmt!r}.')
+        take_indices, max_index = feature_take_indices(len(self.feature_info), indices)
+        intermediates = []
+        x = self.act(self.bn(self.conv(x)))
+        if 0 in take_indices:
+            intermediates.append(x)
+        stages = self.stages()[:max_index] if stop_early else self.stages()
+        for idx, stage in enumerate(stages, start=1):
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                x = checkpoint_seq(stage, x)
+            else:
+                x = stage(x)
+            if idx in take_indices:
+                last = idx == self.num_stages
+                intermediates.append(self.final_act(self.final_norm(x)) if norm and last else x)
+        if intermediates_only:
+            return intermediates
+        if len(stages) == self.num_stages:
+            x = self.final_act(self.final_norm(x))
+        return x, intermediates
+
+    def prune_intermediate_layers(
+            self,
+            indices: int | list[int] = 1,
+            prune_norm: bool = False,
+            prune_head: bool = True,
+    ) -> list[int]:
+        """Remove the stages (and head) after the last of the levels ``indices``; returns the levels kept."""
+        take_indices, max_index = feature_take_indices(len(self.feature_info), indices)
+        for idx in range(max_index + 1, self.num_stages + 1):
+            setattr(self, f'stage{idx}', nn.Sequential())  # empty, so that forward still iterates the stages
+        prune_end = max_index < self.num_stages
+        if prune_norm or prune_end:
+            self.final_norm, self.final_act = nn.Identity(), nn.Identity()
+        if prune_end:
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
+        if prune_head or prune_end:
+            self.reset_classifier(0, '')
+        return take_indices
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.global_pool(x)

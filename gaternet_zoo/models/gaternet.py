@@ -11,15 +11,19 @@ parameter-free gate slots into it) and the gater's encoder is any timm model bui
 """
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import torch
+import torch.fx
+from timm.layers import register_notrace_function
 from timm.models import get_pretrained_cfg, register_model
+from timm.models._features import FeatureGetterNet
 from torch import nn
 
 from .._builder import build_with_cfg
 from .._hub import ZooHubMixin
-from .._plugins import GateSite, find_plugin, get_plugin
+from .._plugins import GateSite, GatingPlugin, find_plugin, get_plugin, list_plugins
 from .._pretrained import generate_default_cfgs
 from ..layers.gater import Gater
 from ..layers.gates import DEFAULT_THRESHOLD, GateContext, GateSlot, ImprovedSemHash
@@ -31,7 +35,9 @@ __all__ = ['GaterNet']
 class GaterNet(nn.Module, ZooHubMixin):
     """A backbone gated filter by filter by a global gater network.
 
-    Every constructor argument is JSON-serialisable, so a model is rebuilt from its ``config.json`` alone.
+    Every constructor argument is JSON-serialisable, so a model is rebuilt from its ``config.json`` alone. The
+    gates of a forward call reach the backbone for that call only (:class:`~gaternet_zoo.layers.GateContext`), so a
+    model can serve concurrent calls from several threads; the gater runs in float32 even under autocast.
 
     Args:
         backbone: timm model name of the backbone (any model a gating plugin supports).
@@ -44,9 +50,16 @@ class GaterNet(nn.Module, ZooHubMixin):
         gate_discrete_prob: Per-sample probability of discrete gates in training.
         gate_threshold: Step threshold of the binarisation.
         plugin: Name of the gating plugin; found from the backbone when ``None``.
-        backbone_args: Extra keyword arguments for ``timm.create_model(backbone, ...)``.
+        backbone_args: Extra keyword arguments for ``timm.create_model(backbone, ...)``; they win over those the
+            gating plugin asks for (``GatingPlugin.backbone_args``, e.g. ``zero_init_last=False`` for timm ResNets).
         gater_args: Extra keyword arguments for ``timm.create_model(gater, ...)``.
         drop_rate: Dropout before the backbone's classifier.
+        global_pool: The backbone's global pooling (timm's ``global_pool``; ``''`` for none); the backbone's
+            default when ``None``.
+
+    Raises:
+        ValueError: If a gate slot the plugin installed does not run exactly once in a forward pass of the
+            backbone, or a gate site's ``conv`` does not name a conv that runs with that site's width.
     """
 
     def __init__(
@@ -64,6 +77,7 @@ class GaterNet(nn.Module, ZooHubMixin):
             backbone_args: dict[str, Any] | None = None,
             gater_args: dict[str, Any] | None = None,
             drop_rate: float = 0.0,
+            global_pool: str | None = None,
     ) -> None:
         super().__init__()
         import timm  # imported here so that gaternet_zoo's own models are registered first
@@ -71,13 +85,27 @@ class GaterNet(nn.Module, ZooHubMixin):
         self.in_chans = in_chans
         self.backbone_name = backbone
         self.gater_name = gater
-        backbone_kwargs = dict(backbone_args or {})
+        user_args = dict(backbone_args or {})
         if drop_rate:
-            backbone_kwargs['drop_rate'] = drop_rate
-        self.backbone = timm.create_model(backbone, num_classes=num_classes, in_chans=in_chans, **backbone_kwargs)
+            user_args['drop_rate'] = drop_rate
+        if global_pool is not None:
+            user_args['global_pool'] = global_pool
+
+        def build_backbone(plugin_for_args: GatingPlugin | None) -> tuple[nn.Module, dict[str, Any]]:
+            # The plugin's arguments first (what its gates need at initialisation), the caller's over them.
+            kwargs = {**(plugin_for_args.backbone_args(backbone) if plugin_for_args else {}), **user_args}
+            return timm.create_model(backbone, num_classes=num_classes, in_chans=in_chans, **kwargs), kwargs
+
+        # The plugin is known by name before the backbone exists, so that its backbone arguments apply on every
+        # route (create_model, gate(), timm.create_model); find_plugin then confirms it on the built backbone.
+        named_plugin = get_plugin(plugin) if plugin else _plugin_for_name(backbone)
+        self.backbone, backbone_kwargs = build_backbone(named_plugin)
         gating_plugin = get_plugin(plugin) if plugin else find_plugin(self.backbone, backbone)
         if not gating_plugin.supports(self.backbone):
             raise ValueError(f'Gating plugin {gating_plugin.name!r} does not support backbone {backbone!r}.')
+        if gating_plugin is not named_plugin and any(
+                k not in backbone_kwargs for k in gating_plugin.backbone_args(backbone)):
+            self.backbone, backbone_kwargs = build_backbone(gating_plugin)
         self.plugin_name = gating_plugin.name
 
         # Gate slots are parameter-free and share one context: the backbone's state_dict keys stay timm's.
@@ -88,6 +116,7 @@ class GaterNet(nn.Module, ZooHubMixin):
                 self.backbone, site, GateSlot(self._gate_context, site.offset, site.num_channels, site.name))
         self.gate_sites: tuple[GateSite, ...] = tuple(sites)
         self.gate_size = sum(s.num_channels for s in sites)
+        _check_gate_sites(self.backbone, self.gate_sites, self._gate_context, gating_plugin.name, backbone, in_chans)
 
         encoder = timm.create_model(gater, num_classes=0, in_chans=in_chans, **(gater_args or {}))
         binarizer = ImprovedSemHash(gate_noise_std, gate_discrete_prob, gate_threshold)
@@ -95,6 +124,17 @@ class GaterNet(nn.Module, ZooHubMixin):
 
         self.num_features = self.backbone.num_features
         self.head_hidden_size = getattr(self.backbone, 'head_hidden_size', self.num_features)
+        # timm's feature metadata, named from this model: the gated backbone's stages are the feature levels.
+        self.feature_info = [dict(info, module=f'backbone.{info["module"]}')
+                             for info in getattr(self.backbone, 'feature_info', [])]
+
+    def __prepare_scriptable__(self) -> GaterNet:
+        # torch.jit.script calls this first: refuse with the way out rather than fail deep inside TorchScript.
+        raise RuntimeError(
+            'GaterNet cannot be compiled with torch.jit.script: its gates reach the backbone through a per-call '
+            'gate context that TorchScript cannot represent. For deployment export it with torch.export '
+            '(torch.export.export(model.eval(), (x,))) or to ONNX (torch.onnx.export(model.eval(), (x,), '
+            'dynamo=True)); both keep the gates in the graph. See docs/export.md.')
 
     # ----------------------------------------------------------------------------------------- timm contract
     @property
@@ -123,8 +163,63 @@ class GaterNet(nn.Module, ZooHubMixin):
         """
         self.gater.encoder.set_grad_checkpointing(enable)
 
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: int | list[int] | None = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+            gates: torch.Tensor | None = None,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """The gated backbone's ``forward_intermediates`` (timm's feature API), with the gater's gates or ``gates``.
+
+        Args:
+            x: Input images.
+            indices: Feature levels to return (``model.feature_info``): the last n for an int, all for ``None``.
+            norm: Apply the backbone's final norm to the intermediates where it has one.
+            stop_early: Stop after the last level asked for.
+            output_fmt: ``'NCHW'``.
+            intermediates_only: Return the intermediates only.
+            gates: Gates replacing the gater's (B x gate_size, or 1 x gate_size for the whole batch).
+
+        Returns:
+            The intermediates, or ``(final features, intermediates)``.
+        """
+        if not hasattr(self.backbone, 'forward_intermediates'):
+            raise NotImplementedError(
+                f'The backbone {self.backbone_name!r} has no forward_intermediates(), so this GaterNet has no '
+                'feature levels; use forward_features() for its final features.')
+        self._check_input(x)
+        gates = self._resolve_gates(x, gates)
+        depth = self._gate_context.push(gates)
+        try:
+            return self.backbone.forward_intermediates(
+                x, indices=indices, norm=norm, stop_early=stop_early, output_fmt=output_fmt,
+                intermediates_only=intermediates_only)
+        finally:
+            self._gate_context.pop(depth)
+
+    def prune_intermediate_layers(
+            self,
+            indices: int | list[int] = 1,
+            prune_norm: bool = False,
+            prune_head: bool = True,
+    ) -> list[int]:
+        """Drop the backbone's layers after the feature levels ``indices`` (timm's feature API).
+
+        The gater still emits every gate; those of pruned blocks are simply not used.
+        """
+        kept = self.backbone.prune_intermediate_layers(indices, prune_norm=prune_norm, prune_head=prune_head)
+        self.num_features = self.backbone.num_features
+        self.head_hidden_size = getattr(self.backbone, 'head_hidden_size', self.num_features)
+        return kept
+
     # ------------------------------------------------------------------------------------------ gate API
     def _check_input(self, x: torch.Tensor) -> None:
+        if isinstance(x, torch.fx.Proxy):
+            return  # torch.fx traces without values: nothing to check until the traced model runs
         if not isinstance(x, torch.Tensor):
             raise TypeError(f'GaterNet expects a torch.Tensor of shape (B, {self.in_chans}, H, W), got {type(x)}.')
         if x.ndim != 4:
@@ -156,33 +251,56 @@ class GaterNet(nn.Module, ZooHubMixin):
         self._check_input(x)
         return self.gater(x)
 
+    def _resolve_gates(self, x: torch.Tensor, gates: torch.Tensor | None) -> torch.Tensor:
+        """The gater's gates for ``x``, or the ``gates`` given (checked, and expanded over the batch)."""
+        if gates is None:
+            return self.gater(x)
+        if isinstance(gates, torch.fx.Proxy) or isinstance(x, torch.fx.Proxy):
+            return gates  # traced: the shapes are not known
+        self._check_gates(gates, x.shape[0])
+        if gates.shape[0] == 1 and x.shape[0] > 1:
+            gates = gates.expand(x.shape[0], -1)
+        return gates
+
     def forward_features(self, x: torch.Tensor, gates: torch.Tensor | None = None) -> torch.Tensor:
         """Unpooled backbone features, with the gater's gates or the ``gates`` given."""
         self._check_input(x)
-        if gates is None:
-            gates = self.gater(x)
-        else:
-            self._check_gates(gates, x.shape[0])
-            if gates.shape[0] == 1 and x.shape[0] > 1:
-                gates = gates.expand(x.shape[0], -1)
-        self._gate_context.gates = gates
+        return self._gated_features(x, self._resolve_gates(x, gates))
+
+    def _gated_features(self, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+        # The gates are current for this call only (this thread, this model; nested calls stack).
+        depth = self._gate_context.push(gates)
         try:
             return self.backbone.forward_features(x)
         finally:
-            self._gate_context.gates = None
+            self._gate_context.pop(depth)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return self.backbone.forward_head(x, pre_logits=pre_logits)
 
-    def forward_with_gates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits and the gates that produced them (what training needs for the gate loss)."""
-        self._check_input(x)
-        gates = self.gater(x)
-        return self.forward_head(self.forward_features(x, gates)), gates
+    def forward(
+            self,
+            x: torch.Tensor,
+            gates: torch.Tensor | None = None,
+            return_gates: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits, and with ``return_gates=True`` also the gates that produced them.
 
-    def forward(self, x: torch.Tensor, gates: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits; ``gates`` (B x gate_size) replaces the gater's output, for ablations and analysis."""
-        return self.forward_head(self.forward_features(x, gates))
+        Args:
+            x: Input images, B x in_chans x H x W.
+            gates: B x gate_size (or 1 x gate_size) gates replacing the gater's output, for ablations and analysis.
+            return_gates: Return ``(logits, gates)`` (what training needs for the gate loss).
+        """
+        if isinstance(gates, torch.fx.Proxy) or isinstance(return_gates, torch.fx.Proxy):
+            x, gates, return_gates = _traced_arguments(x, gates, return_gates)
+        self._check_input(x)
+        gates = self._resolve_gates(x, gates)
+        logits = self.forward_head(self._gated_features(x, gates))
+        return (logits, gates) if return_gates else logits
+
+    def forward_with_gates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and the gates that produced them: ``forward(x, return_gates=True)``."""
+        return self.forward(x, return_gates=True)
 
     def gate_site_table(self) -> list[dict[str, Any]]:
         """One row per gate site: block name, gated conv, channels and offset into the gate vector."""
@@ -194,11 +312,138 @@ class GaterNet(nn.Module, ZooHubMixin):
         return {s.name: gates[:, s.offset:s.offset + s.num_channels] for s in self.gate_sites}
 
 
-def _create_gaternet(variant: str, pretrained: bool = False, **kwargs: Any) -> GaterNet:
-    if kwargs.pop('features_only', False):
+def _plugin_for_name(model_name: str) -> GatingPlugin | None:
+    """The first registered plugin whose name patterns match a timm model name (``None`` if none does)."""
+    return next((p for p in map(get_plugin, list_plugins()) if p.matches_name(model_name)), None)
+
+
+def _check_gate_sites(backbone: nn.Module, sites: tuple[GateSite, ...], context: GateContext, plugin: str,
+                      backbone_name: str, in_chans: int) -> None:
+    """Refuse gate sites whose slot does not run exactly once per forward pass, or whose ``conv`` is not a real one.
+
+    A slot that never runs (installed in a module the block does not call) would leave gates that act on nothing
+    but still count in ``gate_size``, the gate loss, the statistics and the MAC figures. One forward pass of the
+    backbone in eval mode tells: on the meta device (shapes only, no compute) with the backbone's tensors swapped
+    for meta ones, or for real on one image of zeros when the backbone cannot run on the meta device.
+    """
+    where = f'gating plugin {plugin!r} on backbone {backbone_name!r}'
+    for site in sites:
+        conv = _get_submodule(backbone, site.conv) if site.conv else None
+        if not isinstance(conv, nn.modules.conv._ConvNd):
+            raise ValueError(
+                f'Gate site {site.name!r} of {where} names the gated conv {site.conv!r}, which is not a conv of the '
+                'backbone: GateSite.conv must be the qualified name of the conv whose filters the site gates (the '
+                'MAC figures count that conv).')
+        if conv.out_channels != site.num_channels:
+            raise ValueError(
+                f'Gate site {site.name!r} of {where} gates {site.num_channels} channels, but its conv {site.conv!r} '
+                f'has {conv.out_channels} filters.')
+    slots = [m for m in backbone.modules() if isinstance(m, GateSlot)]
+    counts: Counter[str | tuple[str, str]] = Counter()
+    handles = [slot.register_forward_pre_hook(lambda m, args: counts.update([m.name])) for slot in slots]
+    convs = {site.conv: _get_submodule(backbone, site.conv) for site in sites}
+    handles += [conv.register_forward_pre_hook(lambda m, args, n=n: counts.update([('conv', n)]))
+                for n, conv in convs.items()]
+    gate_size = sum(s.num_channels for s in sites)
+    size = tuple((getattr(backbone, 'pretrained_cfg', None) or {}).get('input_size', (in_chans, 224, 224)))[-2:]
+    tensors = {**dict(backbone.named_parameters()), **dict(backbone.named_buffers())}
+    was_training = backbone.training
+    backbone.eval()  # eval-mode norms are much cheaper on the meta device, and no running statistic moves
+    try:
+        try:
+            meta = {k: torch.empty_like(v, device='meta') for k, v in tensors.items()}
+            with torch.no_grad():
+                depth = context.push(torch.ones(1, gate_size, device='meta'))
+                try:
+                    torch.func.functional_call(backbone, meta, (torch.zeros(1, in_chans, *size, device='meta'),))
+                finally:
+                    context.pop(depth)
+        except Exception:  # not runnable on the meta device: one real forward pass on zeros
+            counts.clear()
+            device = next(iter(tensors.values())).device if tensors else torch.device('cpu')
+            with torch.no_grad():
+                depth = context.push(torch.ones(1, gate_size, device=device))
+                try:
+                    backbone(torch.zeros(1, in_chans, *size, device=device))
+                finally:
+                    context.pop(depth)
+    finally:
+        backbone.train(was_training)
+        for h in handles:
+            h.remove()
+    runs = {site.name: counts[site.name] for site in sites}
+    dead = [name for name, n in runs.items() if n == 0]
+    if dead:
         raise ValueError(
-            f'{variant} does not support features_only: its features depend on the gater. Use '
-            'model.forward_features(x) for unpooled backbone features, or model.forward_gates(x) for the gates.')
+            f'{len(dead)} gate slot(s) installed by {where} never run in a forward pass, so their gates would act on '
+            f'nothing yet count in gate_size, the gate loss and the statistics: {", ".join(map(repr, dead))}. The '
+            'plugin must install each slot in a module its block calls on the residual branch.')
+    repeated = {name: n for name, n in runs.items() if n > 1}
+    if repeated:
+        raise ValueError(
+            f'Gate slot(s) installed by {where} run more than once per forward pass: {repeated}. A site\'s gates '
+            'must multiply one feature map once.')
+    silent = [site.conv for site in sites if counts[('conv', site.conv)] == 0]
+    if silent:
+        raise ValueError(f'The gated conv(s) of {where} never run in a forward pass: {", ".join(map(repr, silent))}.')
+
+
+def _get_submodule(module: nn.Module, name: str) -> nn.Module | None:
+    try:
+        return module.get_submodule(name)
+    except AttributeError:
+        return None
+
+
+@register_notrace_function
+@torch.fx.wrap
+def _refuse_traced_arguments(x: torch.Tensor, gates: Any, return_gates: Any) -> torch.Tensor:
+    """In a model traced by ``torch.fx``: refuse at run time the arguments the trace took as their defaults."""
+    if gates is not None or return_gates:
+        raise ValueError(
+            'This torch.fx graph of a GaterNet was traced with gates=None and return_gates=False and computes its '
+            'own gates; trace with concrete_args={"gates": ..., "return_gates": ...} to pass them.')
+    return x
+
+
+def _traced_arguments(x: Any, gates: Any, return_gates: Any) -> tuple[Any, Any, Any]:
+    """Read the optional arguments of a ``torch.fx`` trace of ``forward``.
+
+    ``torch.fx`` turns every argument into a placeholder, defaults included. One still at its default is read as the
+    default, with a guard in the graph that refuses another value when the traced model runs; gates computed in
+    the traced graph (any other Proxy) are used.
+    """
+    def is_default(value: Any, default: Any) -> bool:
+        return (isinstance(value, torch.fx.Proxy) and value.node.op == 'placeholder'
+                and value.node.args == (default,))
+
+    gates_default, flag_default = is_default(gates, None), is_default(return_gates, False)
+    if isinstance(return_gates, torch.fx.Proxy) and not flag_default:
+        raise ValueError('return_gates must be a Python bool when a GaterNet is traced; pass it in concrete_args.')
+    if gates_default or flag_default:
+        x = _refuse_traced_arguments(x, gates if gates_default else None, return_gates if flag_default else False)
+    return x, None if gates_default else gates, False if flag_default else return_gates
+
+
+def _feature_cfg_for(pretrained_cfg: dict[str, Any]) -> dict[str, Any]:
+    # As timm does for its features_only models: drop the classifier fields.
+    return {k: v for k, v in pretrained_cfg.items() if k not in ('num_classes', 'classifier', 'global_pool')}
+
+
+def _create_gaternet(variant: str, pretrained: bool = False, **kwargs: Any) -> GaterNet | FeatureGetterNet:
+    if kwargs.pop('features_only', False):
+        # timm's other feature wrappers re-run the backbone's modules themselves, without the gates; the getter
+        # calls model.forward_intermediates, which computes the gates and applies them.
+        feature_cls = kwargs.pop('feature_cls', 'getter')
+        if feature_cls not in ('getter', FeatureGetterNet):
+            raise ValueError(
+                f'{variant} supports features_only with feature_cls="getter" only (got {feature_cls!r}): the other '
+                'timm feature wrappers would run the backbone without its gates.')
+        out_indices = kwargs.pop('out_indices', None)
+        model = build_with_cfg(GaterNet, variant, pretrained, **kwargs)
+        features = FeatureGetterNet(model, out_indices=out_indices)
+        features.pretrained_cfg = features.default_cfg = _feature_cfg_for(model.pretrained_cfg)
+        return features
     return build_with_cfg(GaterNet, variant, pretrained, **kwargs)
 
 
@@ -244,11 +489,13 @@ def _cifar(variant: str, default_backbone: str, pretrained: bool, **kwargs: Any)
 
 
 def _imagenet(variant: str, default_backbone: str, pretrained: bool, **kwargs: Any) -> GaterNet:
-    # timm zero-initialises the last norm of each block; a gated branch would then output 0 whatever its gates,
-    # and the gater would get no gradient on the first step. Start from unit scales, as the official code does.
-    model_args = dict(backbone=default_backbone, gater='resnet18', bottleneck=8,
-                      backbone_args=dict(zero_init_last=False))
+    # The timm_resnet plugin gives the backbone zero_init_last=False (see plugins/timm_resnet.py), on every route.
+    model_args = dict(backbone=default_backbone, gater='resnet18', bottleneck=8)
     return _create_gaternet(variant, pretrained, **dict(model_args, **kwargs))
+
+
+def _names(value: str | list[str] | tuple[str, ...] | None) -> list[str]:
+    return [] if not value else [value] if isinstance(value, str) else list(value)
 
 
 @register_model
@@ -264,6 +511,15 @@ def gaternet(pretrained: bool = False, **kwargs: Any) -> GaterNet:
             keys = ('input_size', 'pool_size', 'crop_pct', 'interpolation', 'mean', 'std', 'num_classes',
                     'test_input_size', 'crop_mode')
             overlay = {k: getattr(backbone_cfg, k) for k in keys if getattr(backbone_cfg, k, None) is not None}
+            # Module names of the backbone's and the gater's first convs and of the classifier, from this model.
+            gater_cfg = get_pretrained_cfg(kwargs.get('gater', 'cifar_resnet20'))
+            sources = (('backbone', backbone_cfg), ('gater.encoder', gater_cfg))
+            first_convs = [f'{prefix}.{name}' for prefix, cfg in sources if cfg is not None
+                           for name in _names(cfg.first_conv)]
+            if first_convs:
+                overlay['first_conv'] = first_convs
+            if isinstance(backbone_cfg.classifier, str):
+                overlay['classifier'] = f'backbone.{backbone_cfg.classifier}'
             kwargs['pretrained_cfg_overlay'] = {**overlay, **(kwargs.get('pretrained_cfg_overlay') or {})}
     return _create_gaternet('gaternet', pretrained, **kwargs)
 

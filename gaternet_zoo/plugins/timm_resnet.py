@@ -9,6 +9,8 @@ pretrained backbone weights load into a gated backbone unchanged.
 """
 from __future__ import annotations
 
+from typing import Any
+
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch import nn
 
@@ -38,6 +40,16 @@ class TimmResNetPlugin(GatingPlugin):
 
     def supports(self, model: nn.Module) -> bool:
         return isinstance(model, ResNet) and len(_blocks(model)) > 0
+
+    def backbone_args(self, model_name: str) -> dict[str, Any]:
+        """``zero_init_last=False`` for the ResNets of timm's ``resnet`` module.
+
+        timm zero-initialises the last norm of every residual branch; a gated branch would then output 0 whatever
+        its gates (all-closed and all-open gates give the same output) and the gater would get no gradient on the
+        first step. Unit scales, as in the released GaterNet code, let the gates act from the start.
+        """
+        from timm.models import is_model_in_modules
+        return {'zero_init_last': False} if is_model_in_modules(model_name, ['resnet']) else {}
 
     def gate_sites(self, model: nn.Module) -> list[GateSite]:
         sites = []

@@ -62,7 +62,12 @@ def gaternet_macs(model: nn.Module, input_size: tuple[int, ...] | None = None,
         gater, _ = count_macs(model.gater, x)
     finally:
         model.train(was_training)
-    site_macs = {s.name: per_module.get(s.conv, 0) for s in model.gate_sites}
+    missing = [s.conv for s in model.gate_sites if s.conv not in per_module]
+    if missing:
+        # A count of 0 would silently shrink the "used" MACs: a site's conv must be a conv that runs.
+        raise ValueError(f'Gated conv(s) {missing} of the gate sites did not run in the MAC count of the backbone; '
+                         'GateSite.conv must name the conv whose filters the site gates.')
+    site_macs = {s.name: per_module[s.conv] for s in model.gate_sites}
     used = None
     if gates is not None:
         open_fraction = gates.float().mean(0)
