@@ -65,3 +65,24 @@ def test_binarisation_is_float32_for_low_precision_logits(dtype: torch.dtype) ->
     assert gates.dtype == torch.float32
     assert torch.equal(gates, (torch.clamp(1.2 * torch.sigmoid(low.float()) - 0.1, 0.0, 1.0) > DEFAULT_THRESHOLD)
                        .float())
+
+
+def test_training_runs_the_gater_encoder_in_low_precision_and_the_gates_in_float32() -> None:
+    """Training under autocast: the encoder follows autocast (the speed of bf16 training), the logits and gates are
+    float32; with ``float32_in_training`` the encoder stays float32 as in evaluation."""
+    torch.manual_seed(0)
+    model = gz.create_model('gaternet_resnet20').train()
+    seen: list[torch.dtype] = []
+    model.gater.encoder.register_forward_hook(lambda m, a, out: seen.append(out.dtype))
+    x = torch.randn(4, 3, 32, 32)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        logits = model.forward_gate_logits(x)
+        _, gates = model(x, return_gates=True)
+        model.gater.float32_in_training = True
+        model.forward_gate_logits(x)
+        model.eval()
+        model.forward_gate_logits(x)
+    assert seen == [torch.bfloat16, torch.bfloat16, torch.float32, torch.float32]
+    assert logits.dtype == gates.dtype == torch.float32
+    gates.sum().backward()
+    assert model.gater.encoder.conv.weight.grad is not None

@@ -5,10 +5,15 @@ features), ``fc1`` maps to a small bottleneck (8 in the paper) and ``fc2`` to on
 released GaterNet code has no normalisation in the bottleneck (the paper's text mentions a BatchNorm);
 ``bottleneck_norm=True`` adds a ``BatchNorm1d`` before the ReLU for those who want the paper's variant.
 
-The gater always runs in float32, with autocast switched off: its output is a hard decision per filter, and a gate
-logit computed in bf16/fp16 lands on the other side of 0 often enough to flip gates (61 of the 336,000 gates of
-the published ``gaternet_resnet20.cifar10`` on the built-in CIFAR-10 subset, when only the binarisation was in
-float32). Under autocast, only the backbone runs in low precision; the gates are those of a float32 evaluation.
+Precision. In evaluation the gater runs in float32 with autocast switched off: its output is a hard decision per
+filter, and a gate logit computed in bf16/fp16 lands on the other side of 0 often enough to flip gates (61 of the
+336,000 gates of the published ``gaternet_resnet20.cifar10`` on the built-in CIFAR-10 subset, when only the
+binarisation was in float32). Under autocast, only the backbone runs in low precision and the gates are those of a
+float32 evaluation. In training, the encoder follows the caller's autocast (it is half the compute of a CIFAR
+GaterNet, and bf16 is what makes CPU training fast) while the bottleneck MLP and the binarisation stay float32:
+Improved SemHash adds N(0, 1) noise to every training logit, three orders of magnitude above bf16's rounding error
+of a logit, so low precision there does not change what the gates learn. ``Gater.float32_in_training = True``
+keeps the whole gater in float32 in training too.
 """
 from __future__ import annotations
 
@@ -56,15 +61,21 @@ class Gater(nn.Module):
     def gate_size(self) -> int:
         return self.fc2.out_features
 
-    def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Gate logits (pre-activation ``g'``), shape B x gate_size, in the gater's own (float32) precision."""
-        if autocast_enabled(x):
-            with torch.autocast(x.device.type, enabled=False):
-                return self._logits(x.to(self.fc2.weight.dtype))
-        return self._logits(x)
+    #: Keep the encoder in float32 under autocast in training as well (evaluation always is); see the module doc.
+    float32_in_training: bool = False
 
-    def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.encoder(x)
+    def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Gate logits (pre-activation ``g'``), shape B x gate_size, in float32."""
+        if not autocast_enabled(x):
+            return self._head(self.encoder(x))
+        if self.training and not self.float32_in_training:
+            features = self.encoder(x)  # the caller's low precision: see the module docstring for why it is safe
+            with torch.autocast(x.device.type, enabled=False):
+                return self._head(features.to(self.fc2.weight.dtype))
+        with torch.autocast(x.device.type, enabled=False):
+            return self._head(self.encoder(x.to(self.fc2.weight.dtype)))
+
+    def _head(self, features: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.norm(self.fc1(features))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
