@@ -25,6 +25,7 @@ from timm.layers import create_classifier
 from timm.models import checkpoint_seq, register_model
 from torch import nn
 
+from .. import _validation
 from .._builder import build_with_cfg
 from .._hub import ZooHubMixin
 from .._pretrained import generate_default_cfgs
@@ -171,6 +172,17 @@ class CifarResNet(nn.Module, ZooHubMixin):
             raise ValueError(f'Unknown block type {block!r}; choose one of {sorted(_BLOCKS)}.')
         if len(layers) != len(widths):
             raise ValueError(f'layers {layers} and widths {widths} must have the same length.')
+        owner = 'CifarResNet'
+        _validation.check_count('num_classes', num_classes, minimum=0, maximum=_validation.MAX_NUM_CLASSES,
+                                owner=owner)
+        _validation.check_count('in_chans', in_chans, maximum=_validation.MAX_CHANNELS, owner=owner)
+        _validation.check_count('stem_width', stem_width, maximum=_validation.MAX_WIDTH, owner=owner)
+        for n in widths:
+            _validation.check_count('widths[i]', n, maximum=_validation.MAX_WIDTH, owner=owner)
+        for n in layers:
+            _validation.check_count('layers[i]', n, minimum=0, maximum=_validation.MAX_WIDTH, owner=owner)
+        for name, rate in (('drop_rate', drop_rate), ('block_drop_rate', block_drop_rate)):
+            _validation.check_finite(name, rate, owner=owner)
         block_cls = _BLOCKS[block]
         self.num_classes = num_classes
         self.in_chans = in_chans
@@ -251,6 +263,9 @@ class CifarResNet(nn.Module, ZooHubMixin):
         return x if pre_logits else self.fc(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Checked here, not in forward_features, which a GaterNet calls after checking the input itself.
+        _validation.check_image_batch(x, self, in_chans=self.in_chans, min_side=_validation.min_input_side(self),
+                                      owner=type(self).__name__)
         return self.forward_head(self.forward_features(x))
 
 

@@ -17,6 +17,7 @@ import torch
 from timm.models import get_pretrained_cfg, register_model
 from torch import nn
 
+from .. import _validation
 from .._builder import build_with_cfg
 from .._hub import ZooHubMixin
 from .._plugins import GateSite, find_plugin, get_plugin
@@ -68,6 +69,7 @@ class GaterNet(nn.Module, ZooHubMixin):
         super().__init__()
         import timm  # imported here so that gaternet_zoo's own models are registered first
 
+        _check_args(backbone, gater, num_classes, in_chans, bottleneck, gate_noise_std, gate_threshold, drop_rate)
         self.in_chans = in_chans
         self.backbone_name = backbone
         self.gater_name = gater
@@ -138,8 +140,11 @@ class GaterNet(nn.Module, ZooHubMixin):
             raise ValueError(
                 f'GaterNet expects {self.in_chans} input channels, got shape {tuple(x.shape)} '
                 f'({x.shape[1]} channels).{hint} For other channel counts build the model with in_chans=...')
+        _validation.check_input_values(
+            x, self, min_side=_validation.min_input_side(self.backbone, self.gater.encoder), owner='GaterNet')
 
     def _check_gates(self, gates: torch.Tensor, batch_size: int) -> None:
+        _validation.check_gates(gates, self.gate_size, batch_size)
         if gates.ndim != 2 or gates.shape[1] != self.gate_size or gates.shape[0] not in (1, batch_size):
             raise ValueError(
                 f'gates must have shape ({batch_size}, {self.gate_size}) (or (1, {self.gate_size}) to share one '
@@ -192,6 +197,20 @@ class GaterNet(nn.Module, ZooHubMixin):
         """Split a B x gate_size gate tensor into one B x channels tensor per gate site."""
         self._check_gates(gates, gates.shape[0])
         return {s.name: gates[:, s.offset:s.offset + s.num_channels] for s in self.gate_sites}
+
+
+def _check_args(backbone: str, gater: str, num_classes: int, in_chans: int, bottleneck: int,
+                gate_noise_std: float, gate_threshold: float, drop_rate: float) -> None:
+    # Before any layer is built: a bad value fails here with its name, not in timm or in the allocator.
+    _validation.check_model_name(backbone, 'backbone')
+    _validation.check_model_name(gater, 'gater')
+    _validation.check_count('num_classes', num_classes, minimum=0, maximum=_validation.MAX_NUM_CLASSES,
+                            owner='GaterNet')
+    _validation.check_count('in_chans', in_chans, maximum=_validation.MAX_CHANNELS, owner='GaterNet')
+    _validation.check_count('bottleneck', bottleneck, maximum=_validation.MAX_WIDTH, owner='GaterNet')
+    for name, value in (('gate_noise_std', gate_noise_std), ('gate_threshold', gate_threshold),
+                        ('drop_rate', drop_rate)):
+        _validation.check_finite(name, value, owner='GaterNet')
 
 
 def _create_gaternet(variant: str, pretrained: bool = False, **kwargs: Any) -> GaterNet:
