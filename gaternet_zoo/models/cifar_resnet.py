@@ -285,7 +285,8 @@ default_cfgs = generate_default_cfgs({
     # Trained here with recipes/configs/cifar10_resnet20.yaml for 30 epochs (weights/cifar_resnet20.cifar10/).
     'cifar_resnet20.cifar10': _cfg(
         paper_ids='arXiv:1512.03385', hf_hub_id='gaternet-zoo/cifar_resnet20.cifar10', revision='v0.1.0',
-        sha256='47d3fe801fc3efc37f74c5dca5904d95f1aa1d37e3c4d424d4f27bde3ca0ce30', dataset='uoft-cs/cifar10'),
+        sha256='47d3fe801fc3efc37f74c5dca5904d95f1aa1d37e3c4d424d4f27bde3ca0ce30', dataset='uoft-cs/cifar10',
+        config_sha256='5f3248193ec2c8b364745c7ade44a651def99f9e295e6bc34f8c6d8c79f764f1'),
     'cifar_resnet32': _cfg(paper_ids='arXiv:1512.03385'),
     'cifar_resnet44': _cfg(paper_ids='arXiv:1512.03385'),
     'cifar_resnet56': _cfg(paper_ids='arXiv:1512.03385'),
