@@ -136,16 +136,16 @@ def evaluate(
             else:
                 logits, gates = base.forward_with_gates(images) if gated else (model(images), None)
             logits = logits.float()
-            if logits.ndim != 2 or logits.shape[1] != num_classes:
-                raise ValueError(
-                    f'The model outputs {tuple(logits.shape[1:])} scores per sample but num_classes={num_classes}: '
-                    f'evaluate a model with as many classes as the data (or pass its num_classes).')
             if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
                 bad = ((labels < 0) | (labels >= num_classes)).nonzero().flatten().tolist()
                 raise ValueError(
                     f'labels must be in [0, {num_classes}) (the model has {num_classes} classes), but batch {step} has '
                     f'label(s) {sorted({int(labels[i]) for i in bad})[:10]} at position(s) {bad[:10]}. The data has '
                     f'other classes than the model: check the data set, or use a model with its classes.')
+            if logits.ndim != 2 or logits.shape[1] != num_classes:
+                raise ValueError(
+                    f'The model outputs {tuple(logits.shape[1:])} scores per sample but num_classes={num_classes}: '
+                    f'evaluate a model with as many classes as the data (or pass its num_classes).')
             top = logits.topk(k5, dim=1).indices
             hit = top.eq(labels.unsqueeze(1))
             per_sample = dict(loss=F.cross_entropy(logits, labels, reduction='none'), top1=hit[:, 0].long(),
@@ -333,7 +333,8 @@ def build_eval_data(
     model_classes = getattr(model, 'num_classes', None)
     if isinstance(model_classes, int):
         # Before any image is decoded: a 10-class model on 5-class data would report a meaningless accuracy.
-        check_class_count(dataclasses.replace(src, eval=None), model_classes, what="the model's num_classes")
+        check_class_count(dataclasses.replace(src, eval=None), model_classes, what="the model's num_classes",
+                          split_names={'train': split})
     cfg = dict(getattr(model, 'pretrained_cfg', None) or {})
     model_side = max(tuple(cfg.get('input_size', (3, 32, 32)))[1:])
     kind = choose_pipeline_kind(src) if model_side <= _MAX_TENSOR_INPUT else 'timm'

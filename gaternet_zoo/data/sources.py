@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -444,7 +444,13 @@ def _check_label_range(ds: datasets.Dataset, column: str, num_classes: int, wher
         )
 
 
-def check_class_count(source: ImageDataSource, num_classes: int, *, what: str = "num_classes") -> None:
+def check_class_count(
+    source: ImageDataSource,
+    num_classes: int,
+    *,
+    what: str = "num_classes",
+    split_names: Mapping[str, str] | None = None,
+) -> None:
     """Check that a model with ``num_classes`` outputs fits ``source``: every label indexes it and the counts agree.
 
     Call it after building or loading the model, with the model's class count (training, evaluation, analysis).
@@ -454,6 +460,8 @@ def check_class_count(source: ImageDataSource, num_classes: int, *, what: str = 
         source: The loaded data (possibly cut to fewer rows).
         num_classes: Classes of the model (its classifier's outputs).
         what: How to name ``num_classes`` in messages (``"the model's num_classes"``, ``"num_classes"``).
+        split_names: Names to show for ``"train"``/``"eval"`` (e.g. ``{"train": "test"}`` when the evaluated
+            split was loaded as the source's train split).
 
     Raises:
         DataSourceError: A label outside ``[0, num_classes)`` (naming the split, the rows and the values), or a
@@ -465,8 +473,9 @@ def check_class_count(source: ImageDataSource, num_classes: int, *, what: str = 
         bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
         if len(bad):
             first = int(bad[0])
+            shown = (split_names or {}).get(split, split)
             raise DataSourceError(
-                f"label outside {what}={num_classes} in the {split} split of {source.description}: row {first} has "
+                f"label outside {what}={num_classes} in the {shown} split of {source.description}: row {first} has "
                 f"label {int(labels[first])} ({len(bad)} such row(s): rows {_rows_text(bad)}); labels must be in "
                 f"[0, {num_classes}). Use a model with as many classes as the data, or fix the labels"
             )
