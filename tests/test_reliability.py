@@ -171,7 +171,7 @@ def test_tiny_images_are_refused_with_the_minimum_size() -> None:
     (dict(bottleneck=2 ** 40), ValueError, r'bottleneck of GaterNet is'),
     (dict(gate_threshold=float('nan')), ValueError, r'gate_threshold of GaterNet must be a finite number'),
     (dict(gater='nosuch'), ValueError, r"Unknown gater 'nosuch': not a timm model name"),
-    (dict(backbone='cifar_resnet2O'), ValueError, r"Unknown backbone 'cifar_resnet2O'.*Did you mean .*'cifar_resnet20'"),
+    (dict(backbone='cifar_resnet2O'), ValueError, r"backbone 'cifar_resnet2O'.*Did you mean .*'cifar_resnet20'"),
 ], ids=['negative-classes', 'string-classes', 'huge-classes', 'no-channels', 'huge-bottleneck', 'nan-threshold',
         'unknown-gater', 'typo-backbone'])
 def test_bad_model_arguments_fail_before_building(kwargs, error, message) -> None:
