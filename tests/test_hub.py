@@ -446,7 +446,7 @@ def test_register_weights_refuses_bad_arguments() -> None:
         register_weights("resnet18.mine", hf_hub_id=hub_id, sha256=sha)
     with pytest.raises(ValueError, match="exactly one weight source"):
         register_weights(f"{ARCH}.x", sha256=sha)
-    with pytest.raises(ValueError, match="sha256 must be 64 lower-case hex digits"):
+    with pytest.raises(ValueError, match="sha256 must be 64 hex digits"):
         register_weights(f"{ARCH}.x", hf_hub_id=hub_id, sha256="abc")
     with pytest.raises(ValueError, match="Unknown pretrained_cfg keys"):
         register_weights(f"{ARCH}.x", hf_hub_id=hub_id, sha256=sha, not_a_field=1)
