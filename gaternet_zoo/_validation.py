@@ -44,6 +44,8 @@ def checks_apply(x: Any) -> bool:
     """Whether value checks should run on ``x``: a plain eager tensor, outside any tracing or compilation."""
     if type(x) is not torch.Tensor and type(x) is not nn.Parameter:
         return False  # fx Proxies, FakeTensors, functional tensors ...: a traced or compiled program.
+    if x.device.type == 'meta':
+        return False  # shapes only, no values to check
     if torch.jit.is_scripting() or torch.jit.is_tracing() or _is_fx_tracing():
         return False
     compiler = getattr(torch, 'compiler', None)
