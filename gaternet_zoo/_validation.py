@@ -107,7 +107,7 @@ def check_model_name(name: Any, role: str) -> str:
 
     if not isinstance(name, str) or not name:
         raise TypeError(f'{role} must be a timm model name (a string such as "cifar_resnet20"), got {name!r}.')
-    if timm.is_model(name):
+    if timm.is_model(name) or ':' in name:  # 'hf-hub:org/repo' and 'local-dir:' names are timm's to resolve
         return name
     close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
     hint = f' Did you mean {", ".join(repr(c) for c in close)}?' if close else ''

@@ -201,6 +201,14 @@ def test_value_checks_are_skipped_when_tracing_or_compiling(gaternet: gz.GaterNe
         assert gaternet(torch.full_like(X, float('nan'))).shape == (2, 10)
 
 
+def test_checks_do_not_break_compile_or_export() -> None:
+    # fullgraph=True fails on any graph break: the value checks must not put a data-dependent branch in the graph.
+    model = gz.create_model('cifar_resnet20').eval()
+    with torch.no_grad():
+        assert torch.compile(model, backend='eager', fullgraph=True)(X).shape == (2, 10)
+    assert torch.export.export(model, (X,)).module()(X).shape == (2, 10)
+
+
 def test_info_input_size_of_the_wrong_channels(capsys: pytest.CaptureFixture) -> None:
     assert cli_main(['info', 'gaternet_resnet20', '--input-size', '1', '32', '32']) == 2
     err = capsys.readouterr().err
