@@ -403,8 +403,11 @@ def save_pretrained(model: nn.Module, save_directory: str | os.PathLike,
         save_model(model, str(weights), metadata={'format': 'pt'})
         plain = sha256_file(weights)
         _drop_tag_of_other_weights(config, model_cfg, plain, extra or {})
-    if plain is None or plain != described.lower():
-        save_model(model, str(weights), metadata={'format': 'pt', CONFIG_FINGERPRINT_KEY: config_fingerprint(config)})
+    fingerprint = config_fingerprint(config)
+    pinned = get_extra_cfg(config['architecture'], config['pretrained_cfg'].get('tag')).get('config_sha256')
+    if plain is None or plain != described.lower() or pinned != fingerprint:
+        # New weights, or a config the registry does not pin: the fingerprint goes into the weights' metadata.
+        save_model(model, str(weights), metadata={'format': 'pt', CONFIG_FINGERPRINT_KEY: fingerprint})
     sha = sha256_file(weights)
     config['pretrained_cfg']['sha256'] = sha
     (save_directory / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + '\n')

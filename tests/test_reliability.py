@@ -259,6 +259,13 @@ def test_published_folder_is_covered_by_its_registry_pin(tmp_path: Path) -> None
         gz.create_model(f'local-dir:{folder}')
     with pytest.raises(gz.ChecksumError):
         gz.create_model(f'local-dir:{_edit_config(tmp_path / "mirror", lambda c: c.update(num_classes=100))}')
+    # The same weights with a model value the registry does not pin: the fingerprint goes into the weights.
+    model.pretrained_cfg['crop_pct'] = 0.9
+    model.save_pretrained(tmp_path / 'recropped')
+    assert sha256_file(tmp_path / 'recropped' / 'model.safetensors') != sha256_file(PUBLISHED / 'model.safetensors')
+    assert gz.create_model(f'local-dir:{tmp_path / "recropped"}').pretrained_cfg['crop_pct'] == 0.9
+    with pytest.raises(gz.ChecksumError, match='metadata of model.safetensors'):
+        gz.create_model(f'local-dir:{_edit_config(tmp_path / "recropped", lambda c: c.update(num_classes=9))}')
 
 
 def test_legacy_folder_checks_its_values_against_the_weights(saved: Path, tmp_path: Path) -> None:
