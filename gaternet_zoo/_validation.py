@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 __all__ = [
-    'checks_apply', 'check_count', 'check_finite', 'check_model_name', 'check_image_batch', 'check_input_values',
-    'check_input_size', 'check_gates',
-    'min_input_side', 'MAX_NUM_CLASSES', 'MAX_WIDTH', 'MAX_CHANNELS',
+    'checks_apply', 'check_count', 'check_finite', 'check_gaternet_args', 'check_model_name', 'check_image_batch',
+    'check_input_values', 'check_input_size', 'check_gates', 'min_input_side', 'MAX_NUM_CLASSES', 'MAX_WIDTH',
+    'MAX_CHANNELS',
 ]
 
 #: Largest accepted ``num_classes``: a larger classifier is almost surely a typo (and would not fit in memory).
@@ -115,6 +115,19 @@ def check_model_name(name: Any, role: str) -> str:
     raise ValueError(
         f'Unknown {role} {name!r}: not a timm model name.{hint} Use a registered model, e.g. {example}; '
         f'timm.list_models() lists them.')
+
+
+def check_gaternet_args(backbone: Any, gater: Any, num_classes: Any, in_chans: Any, bottleneck: Any,
+                        gate_noise_std: Any, gate_threshold: Any, drop_rate: Any) -> None:
+    """The checks of a GaterNet's arguments, before any layer is built (a bad value fails here, with its name)."""
+    check_model_name(backbone, 'backbone')
+    check_model_name(gater, 'gater')
+    check_count('num_classes', num_classes, minimum=0, maximum=MAX_NUM_CLASSES, owner='GaterNet')
+    check_count('in_chans', in_chans, maximum=MAX_CHANNELS, owner='GaterNet')
+    check_count('bottleneck', bottleneck, maximum=MAX_WIDTH, owner='GaterNet')
+    for name, value in (('gate_noise_std', gate_noise_std), ('gate_threshold', gate_threshold),
+                        ('drop_rate', drop_rate)):
+        check_finite(name, value, owner='GaterNet')
 
 
 def min_input_side(*modules: nn.Module) -> int:

@@ -69,7 +69,8 @@ class GaterNet(nn.Module, ZooHubMixin):
         super().__init__()
         import timm  # imported here so that gaternet_zoo's own models are registered first
 
-        _check_args(backbone, gater, num_classes, in_chans, bottleneck, gate_noise_std, gate_threshold, drop_rate)
+        _validation.check_gaternet_args(backbone, gater, num_classes, in_chans, bottleneck, gate_noise_std,
+                                        gate_threshold, drop_rate)
         self.in_chans = in_chans
         self.backbone_name = backbone
         self.gater_name = gater
@@ -197,20 +198,6 @@ class GaterNet(nn.Module, ZooHubMixin):
         """Split a B x gate_size gate tensor into one B x channels tensor per gate site."""
         self._check_gates(gates, gates.shape[0])
         return {s.name: gates[:, s.offset:s.offset + s.num_channels] for s in self.gate_sites}
-
-
-def _check_args(backbone: str, gater: str, num_classes: int, in_chans: int, bottleneck: int,
-                gate_noise_std: float, gate_threshold: float, drop_rate: float) -> None:
-    # Before any layer is built: a bad value fails here with its name, not in timm or in the allocator.
-    _validation.check_model_name(backbone, 'backbone')
-    _validation.check_model_name(gater, 'gater')
-    _validation.check_count('num_classes', num_classes, minimum=0, maximum=_validation.MAX_NUM_CLASSES,
-                            owner='GaterNet')
-    _validation.check_count('in_chans', in_chans, maximum=_validation.MAX_CHANNELS, owner='GaterNet')
-    _validation.check_count('bottleneck', bottleneck, maximum=_validation.MAX_WIDTH, owner='GaterNet')
-    for name, value in (('gate_noise_std', gate_noise_std), ('gate_threshold', gate_threshold),
-                        ('drop_rate', drop_rate)):
-        _validation.check_finite(name, value, owner='GaterNet')
 
 
 def _create_gaternet(variant: str, pretrained: bool = False, **kwargs: Any) -> GaterNet:
