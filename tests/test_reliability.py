@@ -312,9 +312,13 @@ def test_stray_label_is_not_a_new_class() -> None:
     assert (source.num_classes, source.class_count_from) == (3, 'labels')
 
 
-def test_declared_count_must_agree_with_the_metadata() -> None:
-    with pytest.raises(DataSourceError, match=r'num_classes=5 was declared, but .* 3 classes in its ClassLabel'):
-        load_image_dataset(_dataset([0, 1, 2], names=['a', 'b', 'c']), num_classes=5)
+def test_declared_count_may_not_contradict_the_metadata() -> None:
+    named = _dataset([0, 1, 2], names=['a', 'b', 'c'])
+    with pytest.raises(DataSourceError, match=r'num_classes=2 was declared, but .* 3 classes in its ClassLabel'):
+        load_image_dataset(named, num_classes=2)
+    wider = load_image_dataset(named, num_classes=5)  # room for classes the data lacks: explicit, so allowed
+    assert (wider.num_classes, wider.class_names, wider.class_count_from) == (5, ('a', 'b', 'c', '3', '4'),
+                                                                              'declared')
 
 
 def test_check_class_count_names_both_counts_and_rows() -> None:

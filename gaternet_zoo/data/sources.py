@@ -124,8 +124,8 @@ def load_image_dataset(
         label_column: Label column; by default the ``ClassLabel`` column, preferring ``label``, ``fine_label`` and
             ``labels``; else an integer column with one of those names (classes are then ``0..max``).
         cache_dir: ``datasets`` cache folder (``None`` uses the ``datasets`` default).
-        num_classes: The number of classes, declared. With a ``ClassLabel`` column it must agree with the
-            metadata. Without one it is what the labels are checked against; when it is not given either, the
+        num_classes: The number of classes, declared. With a ``ClassLabel`` column it may not be below the
+            metadata's count. Without one it is what the labels are checked against; when it is not given either, the
             classes are inferred from the labels only if they are exactly ``0..K-1`` with every class present: a
             gap (labels 0-9 and one stray 99) is refused, naming the rows, instead of guessing 100 classes.
 
@@ -381,12 +381,15 @@ def _resolve_classes(
             other = ds.features[column]
             if not isinstance(other, datasets.ClassLabel) or list(other.names) != list(feature.names):
                 raise DataSourceError(f"split {split!r} has different classes in {column!r} than the train split")
-        if declared is not None and declared != feature.num_classes:
+        if declared is not None and declared < feature.num_classes:
             raise DataSourceError(
                 f"num_classes={declared} was declared, but {where} has {feature.num_classes} classes in its ClassLabel "
-                f"column {column!r} ({_names_text(feature.names)}); drop the declaration (the metadata gives the "
-                f"count) or use data with {declared} classes"
+                f"column {column!r} ({_names_text(feature.names)}); declare at least {feature.num_classes} (or "
+                f"nothing: the metadata gives the count)"
             )
+        if declared is not None and declared > feature.num_classes:  # room for classes this data does not have
+            extra = tuple(str(i) for i in range(feature.num_classes, declared))
+            return declared, tuple(feature.names) + extra, "declared"
         return feature.num_classes, tuple(feature.names), "metadata"
     if declared is not None:  # The range check of every split then names any row outside it.
         return declared, tuple(str(i) for i in range(declared)), "declared"
