@@ -91,9 +91,12 @@ def config_fingerprint(config: dict[str, Any]) -> str:
     ``pretrained_cfg`` (input size, interpolation, crop, mean, std, label names, classifier ...).
     """
     cfg = config.get('pretrained_cfg') or {}
+    # None means "the default" wherever it appears, so an argument added later with a None default (absent from
+    # older configs) does not change the fingerprint of the same model.
+    model_args = {k: v for k, v in (config.get('model_args') or {}).items() if v is not None}
     payload = {
         'architecture': config.get('architecture'), 'num_classes': config.get('num_classes'),
-        'num_features': config.get('num_features'), 'model_args': config.get('model_args') or {},
+        'num_features': config.get('num_features'), 'model_args': model_args,
         'pretrained_cfg': {k: cfg[k] for k in _FINGERPRINTED_CFG_KEYS if cfg.get(k) is not None},
     }
     text = json.dumps(payload, sort_keys=True, separators=(',', ':'), ensure_ascii=True)

@@ -233,7 +233,7 @@ default_cfgs = generate_default_cfgs({
     'gaternet_resnet20.cifar10': _cfg(
         hf_hub_id='gaternet-zoo/gaternet_resnet20.cifar10', revision='v0.1.0',
         sha256='253467237bed9a7239d1fab27498e23ea2ee229852e32bb09c625c3200bb2428', dataset='uoft-cs/cifar10',
-        config_sha256='111599a3a4915bca4ec6e3f389318d59a1d8af3e93d1a1ccb77788ee325489a5'),
+        config_sha256='51ec678ea86ddbbc4fc1d7552fc2afa1350edaee2754ddd27c7b89c106e5a7cb'),
     'gaternet_resnet56': _cfg(),
     'gaternet_resnet110': _cfg(),
     'gaternet_resnet164': _cfg(),
