@@ -19,10 +19,17 @@ import torch
 from torch import nn
 
 __all__ = [
-    'checks_apply', 'check_count', 'check_finite', 'check_gaternet_args', 'check_model_name', 'check_image_batch',
-    'check_input_values', 'check_input_size', 'check_gates', 'min_input_side', 'MAX_NUM_CLASSES', 'MAX_WIDTH',
-    'MAX_CHANNELS',
+    'ArgumentTypeError', 'checks_apply', 'check_count', 'check_finite', 'check_gaternet_args', 'check_model_name',
+    'check_image_batch', 'check_input_values', 'check_input_size', 'check_gates', 'min_input_side', 'MAX_NUM_CLASSES',
+    'MAX_WIDTH', 'MAX_CHANNELS',
 ]
+
+class ArgumentTypeError(TypeError):
+    """A value of the wrong type reached the public API (a string for a count, uint8 images, a list of gates).
+
+    A ``TypeError`` of gaternet_zoo's own, so that callers and the command line can tell it from a bug.
+    """
+
 
 #: Largest accepted ``num_classes``: a larger classifier is almost surely a typo (and would not fit in memory).
 MAX_NUM_CLASSES = 1 << 24
@@ -67,7 +74,7 @@ def check_count(name: str, value: Any, *, minimum: int = 1, maximum: int | None 
             hint = f' Pass the number itself: {name}={int(value)}.'
         elif isinstance(value, float) and value.is_integer():
             hint = f' Pass an integer: {name}={int(value)}.'
-        raise TypeError(f'{name}{where} must be an integer, got {value!r} ({type(value).__name__}).{hint}')
+        raise ArgumentTypeError(f'{name}{where} must be an integer, got {value!r} ({type(value).__name__}).{hint}')
     value = int(value)
     if value < minimum:
         meaning = ' (0 builds the model without a classifier, returning pooled features)' if (
@@ -89,7 +96,7 @@ def check_finite(name: str, value: Any, *, owner: str = '') -> float:
     """
     where = f' of {owner}' if owner else ''
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f'{name}{where} must be a number, got {value!r} ({type(value).__name__}).')
+        raise ArgumentTypeError(f'{name}{where} must be a number, got {value!r} ({type(value).__name__}).')
     if not math.isfinite(value):
         raise ValueError(f'{name}{where} must be a finite number, got {value}.')
     return float(value)
@@ -106,7 +113,7 @@ def check_model_name(name: Any, role: str) -> str:
     import timm
 
     if not isinstance(name, str) or not name:
-        raise TypeError(f'{role} must be a timm model name (a string such as "cifar_resnet20"), got {name!r}.')
+        raise ArgumentTypeError(f'{role} must be a timm model name (a string such as "cifar_resnet20"), got {name!r}.')
     if timm.is_model(name) or ':' in name:  # 'hf-hub:org/repo' and 'local-dir:' names are timm's to resolve
         return name
     close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
@@ -188,7 +195,8 @@ def check_image_batch(x: Any, model: nn.Module, *, in_chans: int, min_side: int,
     if not isinstance(x, torch.Tensor):
         if type(x).__name__ == 'Proxy':  # torch.fx symbolic tracing
             return
-        raise TypeError(f'{owner} expects a torch.Tensor of shape (B, {in_chans}, H, W), got {type(x).__name__}.')
+        raise ArgumentTypeError(
+            f'{owner} expects a torch.Tensor of shape (B, {in_chans}, H, W), got {type(x).__name__}.')
     if x.ndim != 4:
         hint = ' Add a batch dimension with x.unsqueeze(0).' if x.ndim == 3 else ''
         raise ValueError(
@@ -216,13 +224,13 @@ def check_input_values(x: torch.Tensor, model: nn.Module, *, min_side: int, owne
     if not torch.is_floating_point(x):
         cfg = getattr(model, 'pretrained_cfg', None) or {}
         norm = 'normalise with the model\'s mean/std' if cfg.get('mean') else 'normalise'
-        raise TypeError(
+        raise ArgumentTypeError(
             f'{owner} expects float images, got dtype {x.dtype}. Convert them first, e.g. x = x.float() / 255 and '
             f'{norm} (timm.data.resolve_data_config(model=model) gives them), or feed the data through '
             f'gaternet_zoo.data.build_pipeline.')
     param = next(model.parameters(), None)
     if param is not None and x.dtype != param.dtype and not torch.is_autocast_enabled(x.device.type):
-        raise TypeError(
+        raise ArgumentTypeError(
             f'{owner} has {param.dtype} parameters but the input is {x.dtype}. Cast the input with '
             f'x.to({param.dtype}), cast the model with model.to({x.dtype}), or run under torch.autocast.')
     side = _min_side(model, min_side)
@@ -248,13 +256,13 @@ def check_gates(gates: Any, gate_size: int, batch_size: int) -> None:
         ValueError: Values outside [0, 1] or not finite.
     """
     if not isinstance(gates, torch.Tensor):
-        raise TypeError(
+        raise ArgumentTypeError(
             f'gates must be a torch.Tensor of shape ({batch_size}, {gate_size}) with values in [0, 1], got '
             f'{type(gates).__name__}. Convert it with torch.tensor(gates, dtype=torch.float32).')
     if not checks_apply(gates):
         return
     if not torch.is_floating_point(gates):
-        raise TypeError(
+        raise ArgumentTypeError(
             f'gates must be a float tensor with values in [0, 1] (1 keeps a filter, 0 closes it), got dtype '
             f'{gates.dtype}. Convert it with gates.float().')
     if gates.numel() == 0:
