@@ -182,6 +182,8 @@ def test_bad_model_arguments_fail_before_building(kwargs, error, message) -> Non
 def test_bad_plain_backbone_arguments() -> None:
     with pytest.raises(ValueError, match=r'in_chans of CifarResNet must be at least 1'):
         gz.create_model('cifar_resnet20', in_chans=0)
+    with pytest.raises(ValueError, match=r'num_classes of CifarResNet must be at least 0'):
+        gz.create_model('gaternet_resnet20').reset_classifier(-1)
     with pytest.raises(ValueError, match=r'widths\[i\] of CifarResNet is 1,000,000,000'):
         gz.create_model('cifar_resnet20', widths=(16, 32, 10 ** 9))
     with pytest.raises(ValueError, match=r"Unknown gater 'cifar_resnet2'.*Did you mean"):

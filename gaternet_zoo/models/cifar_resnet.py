@@ -241,6 +241,8 @@ class CifarResNet(nn.Module, ZooHubMixin):
         return 'fc' if name_only else self.fc
 
     def reset_classifier(self, num_classes: int, global_pool: str = 'avg') -> None:
+        num_classes = _validation.check_count('num_classes', num_classes, minimum=0,
+                                              maximum=_validation.MAX_NUM_CLASSES, owner=type(self).__name__)
         self.num_classes = num_classes
         self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool)
 
