@@ -122,7 +122,7 @@ def load_image_dataset(
         image_column: Image column; by default the column whose feature is ``datasets.Image``, else the first of
             ``img``, ``image``, ... that exists (cast to ``Image``).
         label_column: Label column; by default the ``ClassLabel`` column, preferring ``label``, ``fine_label`` and
-            ``labels``; else an integer column with one of those names (classes are then ``0..max``).
+            ``labels``; else an integer column with one of those names (see ``num_classes`` for its classes).
         cache_dir: ``datasets`` cache folder (``None`` uses the ``datasets`` default).
         num_classes: The number of classes, declared. With a ``ClassLabel`` column it may not be below the
             metadata's count. Without one it is what the labels are checked against; when it is not given either, the
