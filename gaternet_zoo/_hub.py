@@ -43,6 +43,7 @@ __all__ = [
     'ZooHubMixin', 'WEIGHTS_NAME', 'CONFIG_NAME', 'HubLoadError', 'ChecksumError', 'StateDictMismatchError',
     'sha256_file', 'download', 'read_config', 'load_pretrained', 'load_weights', 'model_config',
     'save_pretrained', 'clean_state_dict_keys', 'config_fingerprint', 'verify_config', 'CONFIG_FINGERPRINT_KEY',
+    'NonFiniteWeightsError',
 ]
 
 _logger = logging.getLogger(__name__)
@@ -82,6 +83,20 @@ class ChecksumError(ValueError):
 
 class StateDictMismatchError(RuntimeError):
     """A checkpoint's keys or shapes do not match the model; nothing was loaded."""
+
+
+class NonFiniteWeightsError(ValueError):
+    """A checkpoint holds NaN or infinite values (a diverged training run); nothing was loaded."""
+
+
+def _check_finite_weights(state_dict: dict[str, torch.Tensor], path: Path, label: str) -> None:
+    # A model with NaN weights still runs and reports an accuracy (chance level, all gates closed): refuse it.
+    bad = [k for k, v in state_dict.items() if torch.is_floating_point(v) and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise NonFiniteWeightsError(
+            f'The weights in {path} ({label}) hold NaN or infinite values in {len(bad)} tensor(s): {_short(bad)}. '
+            f'They come from a training run that diverged (learning rate too high, or bad data); train again from '
+            f'its last good checkpoint with a lower learning rate. Nothing was loaded.')
 
 
 def config_fingerprint(config: dict[str, Any]) -> str:
@@ -259,6 +274,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike, *, sha256: str | Non
     Raises:
         ChecksumError: sha256 mismatch.
         HubLoadError: Missing or corrupt file.
+        NonFiniteWeightsError: NaN or infinite values (weights of a diverged run); the model is untouched.
         StateDictMismatchError: Missing, unexpected or mis-shaped keys (all listed); the model is untouched.
     """
     from safetensors import SafetensorError
@@ -282,6 +298,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike, *, sha256: str | Non
         raise HubLoadError(
             f'{path} is not a readable safetensors file ({e}). Download it again with force_download=True or '
             f'save the model again.') from e
+    _check_finite_weights(state_dict, path, label)
 
     cleaned = clean_state_dict_keys(state_dict)
     expected = model.state_dict()
@@ -392,9 +409,15 @@ def save_pretrained(model: nn.Module, save_directory: str | os.PathLike,
     """Write ``model.safetensors`` and ``config.json`` (with the weights' sha256) into ``save_directory``."""
     from safetensors.torch import save_model
 
+    model = getattr(model, '_orig_mod', model)
+    bad = [k for k, v in model.state_dict().items() if torch.is_floating_point(v) and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise NonFiniteWeightsError(
+            f'Refusing to save {type(model).__name__} to {save_directory}: {len(bad)} tensor(s) hold NaN or infinite '
+            f'values ({_short(bad)}). The model diverged in training (learning rate too high, or bad data); save it '
+            f'from its last good checkpoint instead.')
     save_directory = Path(save_directory)
     save_directory.mkdir(parents=True, exist_ok=True)
-    model = getattr(model, '_orig_mod', model)
     weights = save_directory / WEIGHTS_NAME
     config = model_config(model, extra)
     model_cfg = getattr(model, 'pretrained_cfg', None) or {}

@@ -142,6 +142,12 @@ def evaluate(
                     f'labels must be in [0, {num_classes}) (the model has {num_classes} classes), but batch {step} has '
                     f'label(s) {sorted({int(labels[i]) for i in bad})[:10]} at position(s) {bad[:10]}. The data has '
                     f'other classes than the model: check the data set, or use a model with its classes.')
+            if not bool(torch.isfinite(logits).all()):
+                bad = (~torch.isfinite(logits)).any(dim=1).nonzero().flatten().tolist()
+                raise ValueError(
+                    f'The model produced NaN or infinite scores for {len(bad)} sample(s) of batch {step} (positions '
+                    f'{bad[:10]}): an accuracy over them would mean nothing. Its weights are probably not finite (a '
+                    f'diverged training run), or the inputs are not.')
             if logits.ndim != 2 or logits.shape[1] != num_classes:
                 raise ValueError(
                     f'The model outputs {tuple(logits.shape[1:])} scores per sample but num_classes={num_classes}: '

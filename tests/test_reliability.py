@@ -301,6 +301,30 @@ def test_upper_case_sha256_is_accepted(saved: Path, tmp_path: Path) -> None:
         load_weights(gz.create_model('gaternet_resnet20'), saved / 'model.safetensors', sha256='AB' * 32)
 
 
+def test_weights_of_a_diverged_run_are_neither_saved_nor_loaded_nor_scored(saved: Path, tmp_path: Path) -> None:
+    from gaternet_zoo._hub import NonFiniteWeightsError
+    from gaternet_zoo.evaluation import evaluate
+
+    model = gz.create_model('gaternet_resnet20')
+    with torch.no_grad():
+        model.backbone.fc.weight[0, 0] = float('nan')
+    with pytest.raises(NonFiniteWeightsError, match=r'Refusing to save .* 1 tensor\(s\) hold NaN'):
+        model.save_pretrained(tmp_path / 'diverged')
+    assert not (tmp_path / 'diverged' / 'model.safetensors').exists()
+
+    folder = shutil.copytree(saved, tmp_path / 'nan')  # written by something else, e.g. an older version
+    state = load_file(folder / 'model.safetensors')
+    state['gater.fc2.bias'][3] = float('inf')
+    save_file(state, str(folder / 'model.safetensors'), metadata={'format': 'pt'})
+    _edit_config(folder, lambda c: c['pretrained_cfg'].update(sha256=sha256_file(folder / 'model.safetensors')))
+    with pytest.raises(NonFiniteWeightsError, match=r'gater\.fc2\.bias.*diverged.*Nothing was loaded'):
+        gz.create_model(f'local-dir:{folder}')
+
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, torch.tensor([0, 1])), batch_size=2)
+    with pytest.raises(ValueError, match=r'NaN or infinite scores for 2 sample\(s\) of batch 0'):
+        evaluate(model, loader, prepare_batch=lambda b: (b[0], b[1]), num_classes=10)
+
+
 # ------------------------------------------------------------------------------------------ class counts (2)
 
 def test_stray_label_is_not_a_new_class() -> None:
