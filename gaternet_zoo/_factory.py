@@ -13,16 +13,7 @@ from typing import Any
 import timm
 from torch import nn
 
-from ._hub import (
-    CONFIG_NAME,
-    WEIGHTS_NAME,
-    HubLoadError,
-    download,
-    load_weights,
-    read_config,
-    split_config,
-    verify_config,
-)
+from ._hub import CONFIG_NAME, WEIGHTS_NAME, HubLoadError, build_from_config, download, load_weights, read_config
 from ._registry import resolve_model_name
 
 __all__ = ['create_model', 'gate', 'parse_model_name', 'load_from_source']
@@ -96,26 +87,7 @@ def load_from_source(
     else:
         raise ValueError(f'Unknown model source {source!r}; use one of {_SOURCES}.')
 
-    # Before anything is built: an edited config (num_classes, gate_threshold, a huge width ...) is refused here.
-    verify_config(config, weights, where)
-    timm_cfg, extras = split_config(config)
-    pretrained_cfg = {**timm_cfg, **extras, 'file': str(weights), 'source': source}
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    kwargs = {**dict(config.get('model_args') or {}), **overrides}
-    kwargs.pop('pretrained_cfg', None)
-    try:
-        model = timm.create_model(config['architecture'], pretrained=False, pretrained_cfg=pretrained_cfg, **kwargs)
-    except TypeError as e:
-        if 'argument' not in str(e):
-            raise
-        raise HubLoadError(
-            f'The {CONFIG_NAME} of {where} does not fit its architecture {config["architecture"]!r}: {e}. Its '
-            f'model_args name an argument this architecture does not take (the config names another architecture, '
-            f'or comes from another gaternet_zoo version); save the model again, or fix the config.') from e
-    # A classifier that does not fit the weights is a fresh head only when the caller asked for other classes.
-    load_weights(model, weights, sha256=model.pretrained_cfg.get('sha256'), label=where,
-                 new_classifier_ok='num_classes' in overrides)
-    return model
+    return build_from_config(config, weights, source=source, where=where, overrides=overrides)
 
 
 def _check_architecture(config: dict[str, Any], where: str) -> None:

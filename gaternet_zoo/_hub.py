@@ -43,7 +43,7 @@ __all__ = [
     'ZooHubMixin', 'WEIGHTS_NAME', 'CONFIG_NAME', 'HubLoadError', 'ChecksumError', 'StateDictMismatchError',
     'sha256_file', 'download', 'read_config', 'load_pretrained', 'load_weights', 'model_config',
     'save_pretrained', 'clean_state_dict_keys', 'config_fingerprint', 'verify_config', 'CONFIG_FINGERPRINT_KEY',
-    'NonFiniteWeightsError',
+    'NonFiniteWeightsError', 'build_from_config',
 ]
 
 _logger = logging.getLogger(__name__)
@@ -116,6 +116,43 @@ def config_fingerprint(config: dict[str, Any]) -> str:
     }
     text = json.dumps(payload, sort_keys=True, separators=(',', ':'), ensure_ascii=True)
     return hashlib.sha256(text.encode('utf-8')).hexdigest()
+
+
+def build_from_config(config: dict[str, Any], weights: str | os.PathLike, *, source: str, where: str,
+                      overrides: dict[str, Any] | None = None) -> nn.Module:
+    """Build the model a verified ``config.json`` describes and strictly load ``weights`` into it.
+
+    The config is checked against its fingerprint first (:func:`verify_config`), so an edited value is refused
+    before any layer is allocated; model arguments the architecture does not take are named; a classifier that does
+    not fit the weights is a fresh head only when ``overrides`` asks for another ``num_classes``.
+
+    Args:
+        config: The parsed ``config.json``.
+        weights: Its ``model.safetensors``.
+        source: ``"hf-hub"`` or ``"local-dir"`` (recorded in the model's ``pretrained_cfg``).
+        where: The folder or repository, for messages.
+        overrides: Model arguments that replace the saved ones (``None`` values are ignored).
+    """
+    import timm
+
+    verify_config(config, weights, where)
+    timm_cfg, extras = split_config(config)
+    pretrained_cfg = {**timm_cfg, **extras, 'file': str(weights), 'source': source}
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    kwargs = {**dict(config.get('model_args') or {}), **overrides}
+    kwargs.pop('pretrained_cfg', None)
+    try:
+        model = timm.create_model(config['architecture'], pretrained=False, pretrained_cfg=pretrained_cfg, **kwargs)
+    except TypeError as e:
+        if 'argument' not in str(e):
+            raise
+        raise HubLoadError(
+            f'The {CONFIG_NAME} of {where} does not fit its architecture {config["architecture"]!r}: {e}. Its '
+            f'model_args name an argument this architecture does not take (the config names another architecture, '
+            f'or comes from another gaternet_zoo version); save the model again, or fix the config.') from e
+    load_weights(model, weights, sha256=model.pretrained_cfg.get('sha256'), label=where,
+                 new_classifier_ok='num_classes' in overrides)
+    return model
 
 
 def _recorded_fingerprint(weights: Path) -> str | None:
