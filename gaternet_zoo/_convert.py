@@ -46,6 +46,25 @@ def _depth(backbone: dict[str, torch.Tensor]) -> int:
     return 6 * max(blocks) + 2
 
 
+def _check_tensors(part: str, tensors: dict[str, Any]) -> None:
+    """Every value a tensor; float weights (BatchNorm's step counter excepted), all finite."""
+    for key, value in tensors.items():
+        if not isinstance(value, torch.Tensor):
+            raise OfficialCheckpointError(
+                f'Not an official GaterNet checkpoint: {part}[{key!r}] is a {type(value).__name__}, not a tensor.')
+        if key.endswith('num_batches_tracked'):
+            continue
+        if not torch.is_floating_point(value):
+            raise OfficialCheckpointError(
+                f'{part}[{key!r}] has dtype {value.dtype}; the released checkpoints hold float weights. The file was '
+                f'changed or is not a released GaterNet checkpoint.')
+        if not bool(torch.isfinite(value).all()):
+            count = int((~torch.isfinite(value)).sum())
+            raise OfficialCheckpointError(
+                f'{part}[{key!r}] holds {count} NaN or infinite value(s): the checkpoint is corrupt (or comes from a '
+                f'diverged run). Download the released file again.')
+
+
 def official_to_zoo_state_dict(checkpoint: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
     """Map a released checkpoint's keys to :class:`~gaternet_zoo.GaterNet` keys.
 
@@ -59,8 +78,14 @@ def official_to_zoo_state_dict(checkpoint: dict[str, Any]) -> tuple[dict[str, to
         found = sorted(checkpoint)[:10] if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise OfficialCheckpointError(
             f'Not an official GaterNet checkpoint: expected top-level keys {list(_TOP_LEVEL)}, found {found}.')
+    for part in _TOP_LEVEL:
+        if not isinstance(checkpoint[part], dict):
+            kind = type(checkpoint[part]).__name__
+            raise OfficialCheckpointError(f'Not an official GaterNet checkpoint: {part} is a {kind}, not a state dict.')
     backbone = clean_state_dict_keys(dict(checkpoint['backbone_state_dict']))
     gater = clean_state_dict_keys(dict(checkpoint['gater_state_dict']))
+    for part, tensors in (('backbone_state_dict', backbone), ('gater_state_dict', gater)):
+        _check_tensors(part, tensors)
     for needed, part, where in (('fc.weight', backbone, 'backbone_state_dict'),
                                 ('newfc.weight', {k.removeprefix('resnet.'): v for k, v in gater.items()},
                                  'gater_state_dict (resnet.newfc)'),
@@ -109,7 +134,10 @@ def load_official_checkpoint(path_or_state_dict: str | os.PathLike | dict[str, A
     if is_model(name):
         model = create_model(name, **kwargs)
     else:
-        model = create_model('gaternet', backbone=f'cifar_resnet{depth}', gater='cifar_resnet20', **kwargs)
+        # Any 6n + 2: a CIFAR ResNet with n basic blocks per stage (only some depths have a registered name).
+        n = (depth - 2) // 6
+        model = create_model('gaternet', backbone='cifar_resnet20', gater='cifar_resnet20',
+                             backbone_args=dict(layers=[n, n, n]), **kwargs)
     if model.gate_size != info['gate_size']:
         raise OfficialCheckpointError(
             f'The gater emits {info["gate_size"]} gates but a depth-{depth} backbone has {model.gate_size} gate '

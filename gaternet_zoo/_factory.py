@@ -13,7 +13,7 @@ from typing import Any
 import timm
 from torch import nn
 
-from ._hub import CONFIG_NAME, WEIGHTS_NAME, HubLoadError, download, load_weights, read_config, split_config
+from ._hub import CONFIG_NAME, WEIGHTS_NAME, HubLoadError, build_from_config, download, load_weights, read_config
 from ._registry import resolve_model_name
 
 __all__ = ['create_model', 'gate', 'parse_model_name', 'load_from_source']
@@ -87,13 +87,7 @@ def load_from_source(
     else:
         raise ValueError(f'Unknown model source {source!r}; use one of {_SOURCES}.')
 
-    timm_cfg, extras = split_config(config)
-    pretrained_cfg = {**timm_cfg, **extras, 'file': str(weights), 'source': source}
-    kwargs = {**dict(config.get('model_args') or {}), **{k: v for k, v in overrides.items() if v is not None}}
-    kwargs.pop('pretrained_cfg', None)
-    model = timm.create_model(config['architecture'], pretrained=False, pretrained_cfg=pretrained_cfg, **kwargs)
-    load_weights(model, weights, sha256=model.pretrained_cfg.get('sha256'), label=where)
-    return model
+    return build_from_config(config, weights, source=source, where=where, overrides=overrides)
 
 
 def _check_architecture(config: dict[str, Any], where: str) -> None:

@@ -7,6 +7,12 @@ Built on huggingface_hub's own machinery: :class:`ZooHubMixin` is a ``ModelHubMi
 
 Loading is strict and verified, and never leaves a half-loaded model behind: the sha256 of ``model.safetensors``
 is checked against the config (or the registry pin) and the key sets are compared *before* any tensor is copied.
+
+``config.json`` is covered too. Every value of it that changes the model (architecture, ``model_args``,
+``num_classes``, the input settings) is fingerprinted (:func:`config_fingerprint`) and the fingerprint is stored in
+the metadata of ``model.safetensors``, which the sha256 covers; a folder whose weights predate that (the first
+published weights) is covered by the fingerprint its registry entry pins (``config_sha256``). A config edited after
+saving is refused before any model is built, instead of silently loading with a fresh head or other gates.
 """
 from __future__ import annotations
 
@@ -36,7 +42,8 @@ from .version import __version__
 __all__ = [
     'ZooHubMixin', 'WEIGHTS_NAME', 'CONFIG_NAME', 'HubLoadError', 'ChecksumError', 'StateDictMismatchError',
     'sha256_file', 'download', 'read_config', 'load_pretrained', 'load_weights', 'model_config',
-    'save_pretrained', 'clean_state_dict_keys',
+    'save_pretrained', 'clean_state_dict_keys', 'config_fingerprint', 'verify_config', 'CONFIG_FINGERPRINT_KEY',
+    'NonFiniteWeightsError', 'build_from_config',
 ]
 
 _logger = logging.getLogger(__name__)
@@ -53,6 +60,19 @@ _PUBLISHED_CFG_KEYS = (
 )
 
 
+#: ``model.safetensors`` metadata key holding the :func:`config_fingerprint` of the config saved with the weights.
+CONFIG_FINGERPRINT_KEY = 'gaternet_zoo.config_sha256'
+
+# The pretrained_cfg fields that change what the model computes or how its outputs are read (the input settings,
+# the classes); provenance fields (tag, dataset, metrics, card text) are left out, so a re-saved copy of published
+# weights has the fingerprint its registry entry pins.
+_FINGERPRINTED_CFG_KEYS = (
+    'input_size', 'test_input_size', 'min_input_size', 'fixed_input_size', 'interpolation', 'crop_pct',
+    'test_crop_pct', 'crop_mode', 'mean', 'std', 'num_classes', 'label_names', 'pool_size', 'first_conv',
+    'classifier',
+)
+
+
 class HubLoadError(OSError):
     """A repository, revision or file could not be obtained; the message says why and what to do."""
 
@@ -63,6 +83,119 @@ class ChecksumError(ValueError):
 
 class StateDictMismatchError(RuntimeError):
     """A checkpoint's keys or shapes do not match the model; nothing was loaded."""
+
+
+class NonFiniteWeightsError(ValueError):
+    """A checkpoint holds NaN or infinite values (a diverged training run); nothing was loaded."""
+
+
+def _check_finite_weights(state_dict: dict[str, torch.Tensor], path: Path, label: str) -> None:
+    # A model with NaN weights still runs and reports an accuracy (chance level, all gates closed): refuse it.
+    bad = [k for k, v in state_dict.items() if torch.is_floating_point(v) and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise NonFiniteWeightsError(
+            f'The weights in {path} ({label}) hold NaN or infinite values in {len(bad)} tensor(s): {_short(bad)}. '
+            f'They come from a training run that diverged (learning rate too high, or bad data); train again from '
+            f'its last good checkpoint with a lower learning rate. Nothing was loaded.')
+
+
+def config_fingerprint(config: dict[str, Any]) -> str:
+    """sha256 of the values of a ``config.json`` that change the model, in a canonical JSON form.
+
+    Covered: ``architecture``, ``num_classes``, ``num_features``, ``model_args`` and the input/class fields of
+    ``pretrained_cfg`` (input size, interpolation, crop, mean, std, label names, classifier ...).
+    """
+    cfg = config.get('pretrained_cfg') or {}
+    # None means "the default" wherever it appears, so an argument added later with a None default (absent from
+    # older configs) does not change the fingerprint of the same model.
+    model_args = {k: v for k, v in (config.get('model_args') or {}).items() if v is not None}
+    payload = {
+        'architecture': config.get('architecture'), 'num_classes': config.get('num_classes'),
+        'num_features': config.get('num_features'), 'model_args': model_args,
+        'pretrained_cfg': {k: cfg[k] for k in _FINGERPRINTED_CFG_KEYS if cfg.get(k) is not None},
+    }
+    text = json.dumps(payload, sort_keys=True, separators=(',', ':'), ensure_ascii=True)
+    return hashlib.sha256(text.encode('utf-8')).hexdigest()
+
+
+def build_from_config(config: dict[str, Any], weights: str | os.PathLike, *, source: str, where: str,
+                      overrides: dict[str, Any] | None = None) -> nn.Module:
+    """Build the model a verified ``config.json`` describes and strictly load ``weights`` into it.
+
+    The config is checked against its fingerprint first (:func:`verify_config`), so an edited value is refused
+    before any layer is allocated; model arguments the architecture does not take are named; a classifier that does
+    not fit the weights is a fresh head only when ``overrides`` asks for another ``num_classes``.
+
+    Args:
+        config: The parsed ``config.json``.
+        weights: Its ``model.safetensors``.
+        source: ``"hf-hub"`` or ``"local-dir"`` (recorded in the model's ``pretrained_cfg``).
+        where: The folder or repository, for messages.
+        overrides: Model arguments that replace the saved ones (``None`` values are ignored).
+    """
+    import timm
+
+    verify_config(config, weights, where)
+    timm_cfg, extras = split_config(config)
+    pretrained_cfg = {**timm_cfg, **extras, 'file': str(weights), 'source': source}
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    kwargs = {**dict(config.get('model_args') or {}), **overrides}
+    kwargs.pop('pretrained_cfg', None)
+    try:
+        model = timm.create_model(config['architecture'], pretrained=False, pretrained_cfg=pretrained_cfg, **kwargs)
+    except TypeError as e:
+        if 'argument' not in str(e):
+            raise
+        raise HubLoadError(
+            f'The {CONFIG_NAME} of {where} does not fit its architecture {config["architecture"]!r}: {e}. Its '
+            f'model_args name an argument this architecture does not take (the config names another architecture, '
+            f'or comes from another gaternet_zoo version); save the model again, or fix the config.') from e
+    load_weights(model, weights, sha256=model.pretrained_cfg.get('sha256'), label=where,
+                 new_classifier_ok='num_classes' in overrides)
+    return model
+
+
+def _recorded_fingerprint(weights: Path) -> str | None:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights), framework='pt', device='cpu') as f:
+            return (f.metadata() or {}).get(CONFIG_FINGERPRINT_KEY)
+    except Exception:  # An unreadable file is reported, with its fix, by load_weights.
+        return None
+
+
+def verify_config(config: dict[str, Any], weights: str | os.PathLike, where: str) -> bool:
+    """Check ``config`` against the fingerprint recorded for it (weights metadata, else the registry pin).
+
+    Returns:
+        Whether a fingerprint was found and matched; ``False`` for a folder that carries none (saved by an older
+        gaternet_zoo and not published), whose values are then only checked against the weights' shapes.
+
+    Raises:
+        ChecksumError: ``config.json`` changed after the folder was saved.
+    """
+    weights = Path(weights)
+    expected, anchor = _recorded_fingerprint(weights), f'the metadata of {WEIGHTS_NAME}'
+    arch, tag = config.get('architecture'), (config.get('pretrained_cfg') or {}).get('tag')
+    if expected is None and tag:
+        registered = get_extra_cfg(arch, tag)
+        pinned = registered.get('config_sha256')
+        if pinned and registered.get('sha256') and weights.is_file() and sha256_file(weights) == registered['sha256']:
+            expected, anchor = pinned, f'the registry entry of {arch}.{tag}'
+    if expected is None:
+        _logger.warning('%s: config.json carries no fingerprint (saved by an older gaternet_zoo); its values are '
+                        'checked against the weights only. Save the model again to protect it.', where)
+        return False
+    actual = config_fingerprint(config)
+    if actual != expected.lower():
+        raise ChecksumError(
+            f'{CONFIG_NAME} of {where} was changed after the model was saved: the fingerprint of its model values '
+            f'(architecture, model_args, num_classes, input settings) is {actual}, but {anchor} records {expected}. '
+            f'An edited config would silently build a different model (a fresh classifier, other gates). Restore '
+            f'the file (download it again with force_download=True) or save the model again with save_pretrained; '
+            f'to fine-tune with other classes pass num_classes=... to create_model instead of editing the config.')
+    return True
 
 
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
@@ -167,15 +300,18 @@ def _classifier_keys(model: nn.Module) -> tuple[str, ...]:
     return tuple(f'{name}.{p}' for p, _ in model.get_submodule(name).named_parameters())
 
 
-def load_weights(model: nn.Module, path: str | os.PathLike, *, sha256: str | None = None, label: str = '') -> None:
+def load_weights(model: nn.Module, path: str | os.PathLike, *, sha256: str | None = None, label: str = '',
+                 new_classifier_ok: bool = True) -> None:
     """Load ``model.safetensors`` strictly into ``model``, after verifying it.
 
     A classifier whose shape differs from the model's (``num_classes`` changed for fine-tuning) is left at its
-    fresh initialisation, with a log line; every other key must match exactly.
+    fresh initialisation, with a log line, when ``new_classifier_ok``; otherwise it is an error like any other
+    shape mismatch. Every other key must match exactly.
 
     Raises:
         ChecksumError: sha256 mismatch.
         HubLoadError: Missing or corrupt file.
+        NonFiniteWeightsError: NaN or infinite values (weights of a diverged run); the model is untouched.
         StateDictMismatchError: Missing, unexpected or mis-shaped keys (all listed); the model is untouched.
     """
     from safetensors import SafetensorError
@@ -186,6 +322,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike, *, sha256: str | Non
     if not path.is_file():
         raise HubLoadError(f'Weights file {path} not found.')
     if sha256:
+        sha256 = sha256.lower()  # hex digests are case-insensitive; ours are written in lower case
         actual = sha256_file(path)
         if actual != sha256:
             raise ChecksumError(
@@ -198,6 +335,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike, *, sha256: str | Non
         raise HubLoadError(
             f'{path} is not a readable safetensors file ({e}). Download it again with force_download=True or '
             f'save the model again.') from e
+    _check_finite_weights(state_dict, path, label)
 
     cleaned = clean_state_dict_keys(state_dict)
     expected = model.state_dict()
@@ -205,6 +343,13 @@ def load_weights(model: nn.Module, path: str | os.PathLike, *, sha256: str | Non
     for key in _classifier_keys(model):
         if key in cleaned and key in expected and cleaned[key].shape != expected[key].shape:
             dropped.append(key)
+    if dropped and not new_classifier_ok:
+        raise StateDictMismatchError(
+            f'The weights in {path} have a classifier of shape {tuple(cleaned[dropped[0]].shape)} but {label} was '
+            f'built with num_classes={getattr(model, "num_classes", "?")} (shape {tuple(expected[dropped[0]].shape)}):'
+            f' its config does not describe these weights (was num_classes edited?). To fine-tune with another '
+            f'number of classes pass num_classes=... to create_model, which starts a new classifier; nothing was '
+            f'loaded.')
     missing = sorted(set(expected) - set(cleaned) - set(dropped))
     unexpected = sorted(set(cleaned) - set(expected))
     mis_shaped = sorted(
@@ -275,7 +420,8 @@ def model_config(model: nn.Module, extra: dict[str, Any] | None = None) -> dict[
     """The timm-schema ``config.json`` content describing ``model`` (without the weights' sha256)."""
     cfg = dict(getattr(model, 'pretrained_cfg', {}) or {})
     published = {k: cfg[k] for k in _PUBLISHED_CFG_KEYS if cfg.get(k) is not None}
-    published.update({k: cfg[k] for k in EXTRA_CFG_KEYS if cfg.get(k) is not None and k not in ('sha256', 'revision')})
+    published.update({k: cfg[k] for k in EXTRA_CFG_KEYS
+                      if cfg.get(k) is not None and k not in ('sha256', 'revision', 'config_sha256')})
     published.update(extra or {})
     published['num_classes'] = model.num_classes
     model_args = dict(getattr(model, '_hub_mixin_config', None) or {})
@@ -300,14 +446,32 @@ def save_pretrained(model: nn.Module, save_directory: str | os.PathLike,
     """Write ``model.safetensors`` and ``config.json`` (with the weights' sha256) into ``save_directory``."""
     from safetensors.torch import save_model
 
+    model = getattr(model, '_orig_mod', model)
+    bad = [k for k, v in model.state_dict().items() if torch.is_floating_point(v) and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise NonFiniteWeightsError(
+            f'Refusing to save {type(model).__name__} to {save_directory}: {len(bad)} tensor(s) hold NaN or infinite '
+            f'values ({_short(bad)}). The model diverged in training (learning rate too high, or bad data); save it '
+            f'from its last good checkpoint instead.')
     save_directory = Path(save_directory)
     save_directory.mkdir(parents=True, exist_ok=True)
-    model = getattr(model, '_orig_mod', model)
     weights = save_directory / WEIGHTS_NAME
-    save_model(model, str(weights), metadata={'format': 'pt'})
     config = model_config(model, extra)
+    model_cfg = getattr(model, 'pretrained_cfg', None) or {}
+    described = model_cfg.get('sha256')
+    plain = None
+    if config['pretrained_cfg'].get('tag') and 'tag' not in (extra or {}) and described is not None:
+        # Are these the tag's own weights? Saved as published (no fingerprint metadata), they are the same file,
+        # with the same sha256, and the registry's config pin still covers the config.
+        save_model(model, str(weights), metadata={'format': 'pt'})
+        plain = sha256_file(weights)
+        _drop_tag_of_other_weights(config, model_cfg, plain, extra or {})
+    fingerprint = config_fingerprint(config)
+    pinned = get_extra_cfg(config['architecture'], config['pretrained_cfg'].get('tag')).get('config_sha256')
+    if plain is None or plain != described.lower() or pinned != fingerprint:
+        # New weights, or a config the registry does not pin: the fingerprint goes into the weights' metadata.
+        save_model(model, str(weights), metadata={'format': 'pt', CONFIG_FINGERPRINT_KEY: fingerprint})
     sha = sha256_file(weights)
-    _drop_tag_of_other_weights(config, getattr(model, 'pretrained_cfg', None) or {}, sha, extra or {})
     config['pretrained_cfg']['sha256'] = sha
     (save_directory / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + '\n')
     return save_directory

@@ -24,7 +24,7 @@ __all__ = [
 ]
 
 #: Fields a weight tag may carry beyond timm's ``PretrainedCfg``.
-EXTRA_CFG_KEYS = ('sha256', 'revision', 'dataset', 'metrics', 'gate_stats', 'recipe', 'hardware')
+EXTRA_CFG_KEYS = ('sha256', 'revision', 'dataset', 'metrics', 'gate_stats', 'recipe', 'hardware', 'config_sha256')
 
 #: Organisation the zoo publishes under, and the environment variable a fork sets to publish under its own.
 DEFAULT_HUB_ORG = 'gaternet-zoo'
@@ -137,8 +137,9 @@ def register_weights(
         raise ValueError(f'{arch!r} is not a gaternet_zoo architecture; see gaternet_zoo.list_models().')
     if (hf_hub_id is None) == (file is None):
         raise ValueError(f'{name_tag}: give exactly one weight source, hf_hub_id="org/name" or file="path".')
-    if not isinstance(sha256, str) or not re.fullmatch(r'[0-9a-f]{64}', sha256):
-        raise ValueError(f'{name_tag}: sha256 must be 64 lower-case hex digits, got {sha256!r}.')
+    if not isinstance(sha256, str) or not re.fullmatch(r'[0-9a-fA-F]{64}', sha256):
+        raise ValueError(f'{name_tag}: sha256 must be 64 hex digits (as sha256sum prints), got {sha256!r}.')
+    sha256 = sha256.lower()
     timm_part, extras = split_pretrained_cfg(cfg)
 
     arch_cfgs = default_cfgs[arch]  # timm DefaultCfg: tags (first is the default) and their PretrainedCfgs

@@ -77,11 +77,33 @@ def push_folder(
     from huggingface_hub import HfApi
 
     api = HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True, repo_type='model')
-    info = api.upload_folder(
-        folder_path=str(folder), repo_id=repo_id, revision=revision, create_pr=create_pr,
-        commit_message=commit_message, allow_patterns=[WEIGHTS_NAME, CONFIG_NAME, CARD_NAME, '*.yaml', '*.json',
-                                                       '*.jsonl', '*.png', '*.csv'])
-    if tag and not create_pr:
-        api.create_tag(repo_id, tag=tag, revision=info.oid, repo_type='model')
+    stage = 'nothing was uploaded'
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type='model')
+        info = api.upload_folder(
+            folder_path=str(folder), repo_id=repo_id, revision=revision, create_pr=create_pr,
+            commit_message=commit_message, allow_patterns=[WEIGHTS_NAME, CONFIG_NAME, CARD_NAME, '*.yaml', '*.json',
+                                                           '*.jsonl', '*.png', '*.csv'])
+        if tag and not create_pr:
+            stage = f'the files were uploaded ({getattr(info, "commit_url", info)}) but the tag {tag!r} was not created'
+            api.create_tag(repo_id, tag=tag, revision=info.oid, repo_type='model')
+    except Exception as e:
+        if not _is_network_error(e):
+            raise
+        from huggingface_hub import constants
+
+        raise HubLoadError(
+            f'Could not push {folder} to {repo_id!r} at {constants.ENDPOINT} ({type(e).__name__}: {e}); {stage}. '
+            f'Check the network connection, HF_ENDPOINT and your token (`hf auth login` or HF_TOKEN), then run the '
+            f'push again.') from e
     return str(getattr(info, 'pr_url', None) or getattr(info, 'commit_url', info))
+
+
+def _is_network_error(error: BaseException) -> bool:
+    """A connection, timeout or HTTP error of the Hub client (whichever HTTP library it runs on)."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if isinstance(error, (HfHubHTTPError, ConnectionError, TimeoutError)):
+        return True
+    return any(cls.__module__.split('.')[0] in ('httpx', 'httpx2', 'httpcore', 'httpcore2', 'requests', 'urllib3')
+               for cls in type(error).__mro__)

@@ -180,6 +180,7 @@ def analyze(
         batch_size: int = 128,
         max_samples: int | None = None,
         accelerator: Any | None = None,
+        num_classes: int | None = None,
 ) -> tuple[dict[str, Any], dict[str, Path]]:
     """Evaluate a GaterNet on ``source`` and write the gate analysis figures and ``gate_stats.json``.
 
@@ -191,12 +192,15 @@ def analyze(
         batch_size: Batch size per process.
         max_samples: Use only the first ``max_samples`` rows.
         accelerator: Optional ``accelerate.Accelerator``; only its main process writes files.
+        num_classes: The data's number of classes, declared (for labels without ``ClassLabel`` metadata); it must
+            equal the model's.
 
     Returns:
         ``(report, paths)``: the evaluation report and the written files (empty on non-main processes).
 
     Raises:
         NoGatesError: ``model`` is a plain backbone.
+        DataSourceError: The data's classes differ from the model's.
     """
     name = model if isinstance(model, str) else type(model).__name__
     if isinstance(model, str):
@@ -207,7 +211,7 @@ def analyze(
         accelerator = default_accelerator()
     report, result, model, data = evaluate_model(model, source, split=split, batch_size=batch_size,
                                                  max_samples=max_samples, accelerator=accelerator,
-                                                 collect_class_stats=True)
+                                                 collect_class_stats=True, num_classes=num_classes)
     report['model'] = name
     if not accelerator.is_main_process:
         return report, {}

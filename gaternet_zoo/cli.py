@@ -54,6 +54,8 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
 
         model = gz.create_model(args.model).eval()
         input_size = tuple(args.input_size or model.pretrained_cfg.get('input_size', (3, 224, 224)))
+        if args.input_size:
+            _check_input_size(model, input_size, '--input-size')
         info: dict = dict(model=args.model, architecture=model.pretrained_cfg.get('architecture'),
                           input_size=list(input_size), num_classes=model.num_classes, params=count_params(model))
         if isinstance(model, gz.GaterNet):
@@ -81,10 +83,13 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser('convert-official', help='convert a released GaterNet .pth checkpoint to Hub format')
     p.add_argument('checkpoint', type=Path, help='ResNet-20-Gated.pth or ResNet-56-Gated.pth')
     p.add_argument('output_dir', type=Path, help='folder to write model.safetensors, config.json, README.md')
+    p.add_argument('--overwrite', action='store_true', help='write into a non-empty output folder, replacing files')
 
     def run(args: argparse.Namespace) -> int:
         import gaternet_zoo as gz
+        from gaternet_zoo._io import check_output_dir
 
+        check_output_dir(args.output_dir, overwrite=args.overwrite, what='the converted model')
         model = gz.load_official_checkpoint(args.checkpoint)
         model.pretrained_cfg['tag'] = 'official_c10'
         model.save_pretrained(args.output_dir)
@@ -114,6 +119,19 @@ def _add_push(sub: argparse._SubParsersAction) -> None:
         print(f'uploaded: {url}')
         return 0
     p.set_defaults(func=run)
+
+
+def _check_input_size(model, input_size: tuple[int, ...], option: str) -> None:
+    """Refuse an input size the model cannot take (channels, minimum side) before any forward pass."""
+    from gaternet_zoo import _validation
+
+    modules = (model.backbone, model.gater.encoder) if hasattr(model, 'gater') else (model,)
+    in_chans = getattr(model, 'in_chans', None) or input_size[0]
+    try:
+        _validation.check_input_size(model, input_size, min_side=_validation.min_input_side(*modules),
+                                     in_chans=in_chans, owner=type(model).__name__)
+    except ValueError as e:
+        raise ValueError(f'{option} {" ".join(str(v) for v in input_size)}: {e}') from e
 
 
 def _load_extra_commands() -> None:

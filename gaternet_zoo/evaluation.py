@@ -137,8 +137,21 @@ def evaluate(
                 logits, gates = base.forward_with_gates(images) if gated else (model(images), None)
             logits = logits.float()
             if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
-                raise ValueError(f'labels must be in [0, {num_classes}), got a batch with range '
-                                 f'[{int(labels.min())}, {int(labels.max())}].')
+                bad = ((labels < 0) | (labels >= num_classes)).nonzero().flatten().tolist()
+                raise ValueError(
+                    f'labels must be in [0, {num_classes}) (the model has {num_classes} classes), but batch {step} has '
+                    f'label(s) {sorted({int(labels[i]) for i in bad})[:10]} at position(s) {bad[:10]}. The data has '
+                    f'other classes than the model: check the data set, or use a model with its classes.')
+            if not bool(torch.isfinite(logits).all()):
+                bad = (~torch.isfinite(logits)).any(dim=1).nonzero().flatten().tolist()
+                raise ValueError(
+                    f'The model produced NaN or infinite scores for {len(bad)} sample(s) of batch {step} (positions '
+                    f'{bad[:10]}): an accuracy over them would mean nothing. Its weights are probably not finite (a '
+                    f'diverged training run), or the inputs are not.')
+            if logits.ndim != 2 or logits.shape[1] != num_classes:
+                raise ValueError(
+                    f'The model outputs {tuple(logits.shape[1:])} scores per sample but num_classes={num_classes}: '
+                    f'evaluate a model with as many classes as the data (or pass its num_classes).')
             top = logits.topk(k5, dim=1).indices
             hit = top.eq(labels.unsqueeze(1))
             per_sample = dict(loss=F.cross_entropy(logits, labels, reduction='none'), top1=hit[:, 0].long(),
@@ -280,6 +293,7 @@ def build_eval_data(
         *,
         split: str = 'test',
         max_samples: int | None = None,
+        num_classes: int | None = None,
 ) -> EvalData:
     """Load one split of ``source`` for evaluating ``model``, preprocessed as the model expects.
 
@@ -293,9 +307,14 @@ def build_eval_data(
             imagefolder, Hub id, ...).
         split: Split to evaluate.
         max_samples: Keep only the first ``max_samples`` rows (the CIFAR splits interleave classes).
+        num_classes: The data's number of classes, declared (for labels without ``ClassLabel`` metadata).
 
     Returns:
         The split with its ``prepare_batch``.
+
+    Raises:
+        DataSourceError: The data's classes do not match the model's (both counts named), or a label is out of
+            the model's range (its rows named).
     """
     from .data import (
         DecodedImageDataset,
@@ -307,15 +326,21 @@ def build_eval_data(
         default_num_workers,
         load_image_dataset,
     )
+    from .data.sources import check_class_count
 
     if max_samples is not None and max_samples < 1:
         raise ValueError(f'max_samples must be at least 1, got {max_samples}.')
-    loaded = load_image_dataset(source, split_train=split, split_eval=None)
+    loaded = load_image_dataset(source, split_train=split, split_eval=None, num_classes=num_classes)
     rows = loaded.train
     if max_samples is not None and max_samples < len(rows):
         rows = rows.select(range(max_samples))
     # The data layer resolves one split as "train"; here it is the evaluation split (no augmentation is applied).
     src = dataclasses.replace(loaded, train=rows, eval=rows)
+    model_classes = getattr(model, 'num_classes', None)
+    if isinstance(model_classes, int):
+        # Before any image is decoded: a 10-class model on 5-class data would report a meaningless accuracy.
+        check_class_count(dataclasses.replace(src, eval=None), model_classes, what="the model's num_classes",
+                          split_names={'train': split})
     cfg = dict(getattr(model, 'pretrained_cfg', None) or {})
     model_side = max(tuple(cfg.get('input_size', (3, 32, 32)))[1:])
     kind = choose_pipeline_kind(src) if model_side <= _MAX_TENSOR_INPUT else 'timm'
@@ -357,6 +382,7 @@ def evaluate_model(
         accelerator: Any | None = None,
         collect_class_stats: bool = False,
         num_workers: int | None = None,
+        num_classes: int | None = None,
 ) -> tuple[dict[str, Any], EvalResult, nn.Module, EvalData]:
     """Evaluate a zoo model on a data source and measure its size and compute.
 
@@ -371,6 +397,8 @@ def evaluate_model(
             or whatever ``accelerate launch`` set up).
         collect_class_stats: Also accumulate the class x gate matrix.
         num_workers: ``DataLoader`` workers (default: what the data pipeline recommends).
+        num_classes: The data's number of classes, declared (for labels without ``ClassLabel`` metadata); it must
+            equal the model's.
 
     Returns:
         ``(report, result, model, data)``: a JSON-ready report (metrics, params, MACs, gate counts), the raw
@@ -385,13 +413,13 @@ def evaluate_model(
         from ._factory import create_model
         model = create_model(model)
     model.eval()
-    data = build_eval_data(model, source, split=split, max_samples=max_samples)
+    data = build_eval_data(model, source, split=split, max_samples=max_samples, num_classes=num_classes)
     loader = torch.utils.data.DataLoader(data.dataset, batch_size=batch_size, shuffle=False,
                                          num_workers=data.num_workers if num_workers is None else num_workers)
     prepared_model, loader = accelerator.prepare(model, loader)
     data.prepare_batch.device = accelerator.device
     result = evaluate(prepared_model, loader, accelerator, prepare_batch=data.prepare_batch,
-                      num_classes=max(model.num_classes, data.num_classes), collect_class_stats=collect_class_stats)
+                      num_classes=model.num_classes, collect_class_stats=collect_class_stats)
     model = accelerator.unwrap_model(prepared_model)
     cfg = dict(getattr(model, 'pretrained_cfg', None) or {})
     report: dict[str, Any] = dict(
@@ -454,7 +482,9 @@ def format_report(report: dict[str, Any]) -> str:
 
 def write_json(obj: Any, path: str | os.PathLike) -> Path:
     """Write ``obj`` as indented JSON, creating parent folders; returns the path."""
-    path = Path(path)
+    from ._io import check_output_file
+
+    path = check_output_file(path, what='the JSON report')
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=2) + '\n')
     return path

@@ -28,6 +28,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument('--split', default='test', help='split to evaluate (default: test)')
     p.add_argument('--batch-size', type=int, default=128, help='batch size per process (default: 128)')
     p.add_argument('--max-samples', type=int, default=None, help='evaluate only the first N rows of the split')
+    p.add_argument('--num-classes', type=int, default=None, metavar='N',
+                   help="the data's number of classes, for labels without ClassLabel metadata (must equal the "
+                        "model's)")
     p.add_argument('--cpu', action='store_true', default=False,
                    help='run on the CPU even if a GPU is present (always the case without CUDA)')
 
@@ -48,11 +51,15 @@ def add_analyze_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser
 
 def run_eval(args: argparse.Namespace) -> int:
     """Evaluate ``args.model`` on ``args.data`` and print (and optionally save) the report."""
+    from ._io import check_output_file
     from .evaluation import default_accelerator, evaluate_model, format_report, write_json
 
+    if args.json is not None:  # before the evaluation, not after it
+        check_output_file(args.json, what='the JSON report (--json)')
     accelerator = default_accelerator(args.cpu)
     report, _, _, _ = evaluate_model(args.model, args.data, split=args.split, batch_size=args.batch_size,
-                                     max_samples=args.max_samples, accelerator=accelerator)
+                                     max_samples=args.max_samples, accelerator=accelerator,
+                                     num_classes=args.num_classes)
     if accelerator.is_main_process:
         print(format_report(report))
         if args.json is not None:
@@ -62,12 +69,15 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def run_analyze(args: argparse.Namespace) -> int:
     """Evaluate a GaterNet and write the gate analysis figures and ``gate_stats.json`` to ``args.out``."""
+    from ._io import check_output_dir
     from .analysis import analyze
     from .evaluation import default_accelerator, format_report
 
+    # Figures in an existing folder are replaced (re-running an analysis is normal); it must be writable, though.
+    check_output_dir(args.out, overwrite=True, what='the analysis figures (--out)')
     accelerator = default_accelerator(args.cpu)
     report, paths = analyze(args.model, args.data, args.out, split=args.split, batch_size=args.batch_size,
-                            max_samples=args.max_samples, accelerator=accelerator)
+                            max_samples=args.max_samples, accelerator=accelerator, num_classes=args.num_classes)
     if accelerator.is_main_process:
         print(format_report(report))
         for kind, path in paths.items():

@@ -226,8 +226,12 @@ def test_image_column_found_by_feature_type_and_label_override() -> None:
     ds = datasets.Dataset.from_dict({"thumb": base["img"], "label": [0, 1, 2], "other": [5, 6, 7]}, features=features)
     src = load_image_dataset(ds)
     assert (src.image_column, src.label_column) == ("thumb", "label")
-    src = load_image_dataset(ds, label_column="other")
+    # Plain integers 5..7 name no class count: it is declared, never guessed from the labels (see test_reliability).
+    with pytest.raises(DataSourceError, match="no label 0"):
+        load_image_dataset(ds, label_column="other")
+    src = load_image_dataset(ds, label_column="other", num_classes=8)
     assert (src.label_column, src.num_classes, src.class_names[-1]) == ("other", 8, "7")
+    assert src.class_count_from == "declared"
 
 
 def test_untyped_columns_fall_back_to_names_and_are_cast() -> None:

@@ -335,6 +335,13 @@ def test_config_of_a_bigger_architecture_names_the_missing_keys(saved_v1: Saved,
     config["model_args"]["backbone"] = "cifar_resnet56"
     write_config(folder, config)
 
+    # The fingerprint of config.json in the weights' metadata refuses the edit before anything is built ...
+    with pytest.raises(gz.ChecksumError, match="config.json of .* was changed after the model was saved"):
+        gz.create_model(f"local-dir:{folder}")
+
+    # ... and a folder saved before fingerprints (weights without one) still fails on the keys, all named.
+    save_file(load_file(folder / "model.safetensors"), str(folder / "model.safetensors"), metadata={"format": "pt"})
+    record_sha(folder)
     with pytest.raises(gz.StateDictMismatchError) as info:
         gz.create_model(f"local-dir:{folder}")
 
@@ -439,7 +446,7 @@ def test_register_weights_refuses_bad_arguments() -> None:
         register_weights("resnet18.mine", hf_hub_id=hub_id, sha256=sha)
     with pytest.raises(ValueError, match="exactly one weight source"):
         register_weights(f"{ARCH}.x", sha256=sha)
-    with pytest.raises(ValueError, match="sha256 must be 64 lower-case hex digits"):
+    with pytest.raises(ValueError, match="sha256 must be 64 hex digits"):
         register_weights(f"{ARCH}.x", hf_hub_id=hub_id, sha256="abc")
     with pytest.raises(ValueError, match="Unknown pretrained_cfg keys"):
         register_weights(f"{ARCH}.x", hf_hub_id=hub_id, sha256=sha, not_a_field=1)

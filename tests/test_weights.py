@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import gaternet_zoo as gz
-from gaternet_zoo._hub import sha256_file
+from gaternet_zoo._hub import config_fingerprint, sha256_file
 from gaternet_zoo._pretrained import get_extra_cfg
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,6 +39,8 @@ def test_folder_matches_registry_and_card(folder: Path) -> None:
     registered = get_extra_cfg(arch, tag)
     assert registered['sha256'] == sha, 'the registry pins other weights than the folder holds'
     assert registered.get('revision'), 'registry tags must pin a revision'
+    assert registered.get('config_sha256') == config_fingerprint(config), (
+        'the registry pins another config.json than the folder holds (python tools/publish_weights.py prints the pin)')
     timm_cfg = gz.get_pretrained_cfg(folder.name)
     assert timm_cfg.hf_hub_id == f'gaternet-zoo/{folder.name}'
 

@@ -48,13 +48,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--latency-batch-size', type=int, default=1)
     p.add_argument('--command', help='the full command that trained the run (default: from its config.yaml)')
     p.add_argument('--hardware-note', default='', help='appended to the hardware line, e.g. other load at the time')
+    p.add_argument('--overwrite', action='store_true', help='replace the output folder if it is not empty')
     args = p.parse_args(argv)
 
     import gaternet_zoo
+    from gaternet_zoo._hub import config_fingerprint
+    from gaternet_zoo._io import check_output_dir
     from gaternet_zoo.evaluation import evaluate_model, measure_latency
 
     arch, _, tag = args.name_tag.partition('.')
     out = args.out or REPO / 'weights' / args.name_tag
+    check_output_dir(out, overwrite=args.overwrite, what='the published weight folder', flag='--overwrite')
     model = gaternet_zoo.create_model(f'local-dir:{args.run_dir / "final"}').eval()
     if model.pretrained_cfg.get('architecture') != arch:
         raise SystemExit(f'{args.run_dir}/final holds {model.pretrained_cfg.get("architecture")}, not {arch}.')
@@ -86,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     for key in ('file', 'source', 'hf_hub_id', 'sha256'):
         cfg.pop(key, None)
 
-    if out.exists():
+    if out.exists():  # non-empty only with --overwrite (checked before the evaluations)
         shutil.rmtree(out)
     model.save_pretrained(out)
     shutil.copy(args.run_dir / 'config.yaml', out / 'train_config.yaml')
@@ -94,11 +98,13 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copy(args.run_dir / name, out / name)
     (out / 'eval_test.json').write_text(json.dumps(full, indent=2) + '\n')
     (out / 'eval_builtin_subset.json').write_text(json.dumps(subset, indent=2) + '\n')
-    sha = json.loads((out / 'config.json').read_text())['pretrained_cfg']['sha256']
+    config = json.loads((out / 'config.json').read_text())
+    sha = config['pretrained_cfg']['sha256']
     print(json.dumps(dict(folder=str(out), top1=full['top1'], top1_builtin_subset=subset['top1'], sha256=sha,
                           latency_ms=latency, train_images_per_sec=train_ips), indent=2))
     print(f"registry: '{args.name_tag}': _cfg(hf_hub_id='gaternet-zoo/{args.name_tag}', revision=..., "
-          f"sha256='{sha}', dataset='{args.dataset_id}'),", file=sys.stderr)
+          f"sha256='{sha}', dataset='{args.dataset_id}', config_sha256='{config_fingerprint(config)}'),",
+          file=sys.stderr)
     return 0
 
 

@@ -19,7 +19,14 @@ from .pipeline import (
     create_timm_transforms,
     default_num_workers,
 )
-from .sources import BUILTIN_DATASETS, DEFAULT_SOURCE, DataSourceError, ImageDataSource, load_image_dataset
+from .sources import (
+    BUILTIN_DATASETS,
+    DEFAULT_SOURCE,
+    DataSourceError,
+    ImageDataSource,
+    check_class_count,
+    load_image_dataset,
+)
 
 __all__ = [
     "BUILTIN_DATASETS",
@@ -37,6 +44,7 @@ __all__ = [
     "RandomCropFlip",
     "augmentation_generator",
     "build_pipeline",
+    "check_class_count",
     "choose_pipeline_kind",
     "compute_mean_std",
     "create_timm_transforms",

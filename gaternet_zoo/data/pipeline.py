@@ -21,7 +21,7 @@ import datasets
 import torch
 
 from .augment import Normalize, RandomCropFlip, compute_mean_std
-from .decode import DecodedImageDataset, DecodeErrorPolicy, decode_images
+from .decode import DecodedImageDataset, DecodeErrorPolicy, ImageDecodeError, decode_images
 from .sources import ImageDataSource
 
 __all__ = [
@@ -87,7 +87,16 @@ def choose_pipeline_kind(
     """
     probe = source.train.select(range(min(probe_rows, len(source.train))))
     probe = probe.select_columns([source.image_column]).cast_column(source.image_column, datasets.Image(decode=False))
-    sizes = [_probe_size(row[source.image_column]) for row in probe]
+    sizes = []
+    for index, row in enumerate(probe):
+        value = row[source.image_column]
+        try:
+            sizes.append(_probe_size(value))
+        except Exception as err:  # PIL.UnidentifiedImageError, OSError ...: name the row and the file
+            raise ImageDecodeError(
+                f"could not read the image in row {index} of column {source.image_column!r} of {source.description}"
+                f"{_where(value)}: {type(err).__name__}: {err}. Remove or replace that image (or drop the row)"
+            ) from err
     if not sizes:
         return "tensor"
     height = max(h for h, _ in sizes)
@@ -128,8 +137,17 @@ def create_timm_transforms(
     return train, evaluate, config
 
 
+def _where(value: Any) -> str:
+    path = value.get("path") if isinstance(value, Mapping) else None
+    return f" (file {path})" if path else ""
+
+
 class _TimmBatchTransform:
-    """``Dataset.with_transform`` callable: PIL images -> ``pixel_values`` (a class, so workers can pickle it)."""
+    """``Dataset.with_transform`` callable: undecoded images -> ``pixel_values`` (a class, so workers can pickle it).
+
+    The images arrive undecoded (``datasets.Image(decode=False)``) and are decoded here, so that an unreadable one
+    fails naming its file and label instead of as a bare ``PIL.UnidentifiedImageError`` inside ``datasets``.
+    """
 
     def __init__(self, transform: Callable, image_column: str, label_column: str) -> None:
         self.transform = transform
@@ -137,7 +155,17 @@ class _TimmBatchTransform:
         self.label_column = label_column
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
-        pixels = [self.transform(img if img.mode == "RGB" else img.convert("RGB")) for img in batch[self.image_column]]
+        decoder = datasets.Image()
+        pixels = []
+        for value, label in zip(batch[self.image_column], batch[self.label_column]):
+            try:
+                img = decoder.decode_example(value) if isinstance(value, Mapping) else value
+            except Exception as err:
+                raise ImageDecodeError(
+                    f"could not decode an image of column {self.image_column!r}{_where(value) or ' (embedded bytes)'}"
+                    f", labelled {label}: {type(err).__name__}: {err}. Remove or replace that image, or drop its row"
+                ) from err
+            pixels.append(self.transform(img if img.mode == "RGB" else img.convert("RGB")))
         return {"pixel_values": pixels, "label": batch[self.label_column]}
 
 
@@ -254,12 +282,13 @@ def build_pipeline(
     if kind == "timm":
         train_tf, eval_tf, config = create_timm_transforms(model, pretrained_cfg=cfg, train_kwargs=timm_train_kwargs)
         columns = [source.image_column, source.label_column]
-        train = source.train.with_transform(
+        undecoded = datasets.Image(decode=False)
+        train = source.train.cast_column(source.image_column, undecoded).with_transform(
             _TimmBatchTransform(train_tf, source.image_column, source.label_column), columns=columns
         )
         evaluate = None
         if source.eval is not None:
-            evaluate = source.eval.with_transform(
+            evaluate = source.eval.cast_column(source.image_column, undecoded).with_transform(
                 _TimmBatchTransform(eval_tf, source.image_column, source.label_column), columns=columns
             )
         return DataPipeline(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +20,7 @@ __all__ = [
     "DEFAULT_SOURCE",
     "DataSourceError",
     "ImageDataSource",
+    "check_class_count",
     "load_image_dataset",
 ]
 
@@ -67,6 +68,9 @@ class ImageDataSource:
         num_classes: Number of classes; every label is in ``[0, num_classes)``.
         class_names: Class name of every index (``str(i)`` when the labels carry no names).
         description: Human-readable description of where the data came from, for logs.
+        class_count_from: Where ``num_classes`` comes from: ``"metadata"`` (a ``ClassLabel`` feature),
+            ``"declared"`` (the caller's ``num_classes``) or ``"labels"`` (plain integer labels that cover
+            ``0..K-1`` without a gap; see ``load_image_dataset``).
     """
 
     train: datasets.Dataset
@@ -76,6 +80,7 @@ class ImageDataSource:
     num_classes: int
     class_names: tuple[str, ...]
     description: str
+    class_count_from: str = "metadata"
 
     def splits(self) -> dict[str, datasets.Dataset]:
         """Return the non-empty splits as ``{"train": ..., "eval": ...}``."""
@@ -93,6 +98,7 @@ def load_image_dataset(
     image_column: str | None = None,
     label_column: str | None = None,
     cache_dir: str | os.PathLike | None = None,
+    num_classes: int | None = None,
 ) -> ImageDataSource:
     """Load an image classification data set and resolve its splits, columns and classes.
 
@@ -116,15 +122,20 @@ def load_image_dataset(
         image_column: Image column; by default the column whose feature is ``datasets.Image``, else the first of
             ``img``, ``image``, ... that exists (cast to ``Image``).
         label_column: Label column; by default the ``ClassLabel`` column, preferring ``label``, ``fine_label`` and
-            ``labels``; else an integer column with one of those names (classes are then ``0..max``).
+            ``labels``; else an integer column with one of those names (see ``num_classes`` for its classes).
         cache_dir: ``datasets`` cache folder (``None`` uses the ``datasets`` default).
+        num_classes: The number of classes, declared. With a ``ClassLabel`` column it may not be below the
+            metadata's count. Without one it is what the labels are checked against; when it is not given either, the
+            classes are inferred from the labels only if they are exactly ``0..K-1`` with every class present: a
+            gap (labels 0-9 and one stray 99) is refused, naming the rows, instead of guessing 100 classes.
 
     Returns:
         The resolved splits and schema.
 
     Raises:
         DataSourceError: Unknown dataset or missing path, missing split or column, no image/label column, or a
-            label outside ``[0, num_classes)``.
+            label outside ``[0, num_classes)`` (the rows are named), a declared ``num_classes`` that contradicts
+            the metadata, or labels without metadata that leave a gap.
     """
     cache = os.fspath(cache_dir) if cache_dir is not None else None
     if isinstance(source, datasets.Dataset):
@@ -139,7 +150,7 @@ def load_image_dataset(
     image_col = _resolve_image_column(parts, image_column, description)
     parts = [(name, _ensure_image_feature(ds, image_col)) for name, ds in parts]
     label_col = _resolve_label_column(parts, label_column, image_col, description)
-    num_classes, class_names = _resolve_classes(parts, label_col)
+    num_classes, class_names, count_from = _resolve_classes(parts, label_col, num_classes, description)
     for name, ds in parts:
         _check_label_range(ds, label_col, num_classes, f"split {name!r} of {description}")
 
@@ -151,6 +162,7 @@ def load_image_dataset(
         num_classes=num_classes,
         class_names=class_names,
         description=description,
+        class_count_from=count_from,
     )
 
 
@@ -355,20 +367,72 @@ def _label_array(ds: datasets.Dataset, column: str) -> np.ndarray:
     return col.to_numpy()
 
 
-def _resolve_classes(parts: list[tuple[str, datasets.Dataset]], column: str) -> tuple[int, tuple[str, ...]]:
+def _resolve_classes(
+    parts: list[tuple[str, datasets.Dataset]], column: str, declared: int | None, where: str
+) -> tuple[int, tuple[str, ...], str]:
+    """(num_classes, class_names, where the count comes from): metadata, the declared count, or gap-free labels."""
+    if declared is not None:
+        if isinstance(declared, bool) or not isinstance(declared, (int, np.integer)) or declared < 1:
+            raise DataSourceError(f"num_classes must be a positive integer, got {declared!r}")
+        declared = int(declared)
     feature = parts[0][1].features[column]
     if isinstance(feature, datasets.ClassLabel):
         for split, ds in parts[1:]:
             other = ds.features[column]
             if not isinstance(other, datasets.ClassLabel) or list(other.names) != list(feature.names):
                 raise DataSourceError(f"split {split!r} has different classes in {column!r} than the train split")
-        return feature.num_classes, tuple(feature.names)
-    # Plain integers: the classes are 0..max seen in any split (negative values are caught by the range check).
-    highest = max(int(arr.max()) if len(arr) else -1 for arr in (_label_array(ds, column) for _, ds in parts))
-    num_classes = highest + 1
-    if num_classes < 1:
+        if declared is not None and declared < feature.num_classes:
+            raise DataSourceError(
+                f"num_classes={declared} was declared, but {where} has {feature.num_classes} classes in its ClassLabel "
+                f"column {column!r} ({_names_text(feature.names)}); declare at least {feature.num_classes} (or "
+                f"nothing: the metadata gives the count)"
+            )
+        if declared is not None and declared > feature.num_classes:  # room for classes this data does not have
+            extra = tuple(str(i) for i in range(feature.num_classes, declared))
+            return declared, tuple(feature.names) + extra, "declared"
+        return feature.num_classes, tuple(feature.names), "metadata"
+    if declared is not None:  # The range check of every split then names any row outside it.
+        return declared, tuple(str(i) for i in range(declared)), "declared"
+
+    # Plain integers, nothing declared: accept 0..K-1 only if every class occurs. A count is never guessed from a
+    # stray value: labels 0..9 and one 99 would otherwise make a 100-class data set out of a 10-class one.
+    arrays = [(split, _label_array(ds, column)) for split, ds in parts]
+    present = np.unique(np.concatenate([arr for _, arr in arrays])) if arrays else np.array([], dtype=np.int64)
+    present = present[present >= 0]  # negative values are reported by the range check, with their rows
+    if not len(present):
         raise DataSourceError(f"label column {column!r} has no non-negative labels")
-    return num_classes, tuple(str(i) for i in range(num_classes))
+    highest = int(present[-1])
+    if len(present) != highest + 1:
+        gap = int(np.setdiff1d(np.arange(highest + 1), present)[0])
+        above = present[present > gap]
+        rows = []
+        for split, arr in arrays:
+            idx = np.flatnonzero(arr > gap)
+            if len(idx):
+                rows.append(f"split {split!r} row(s) {_rows_text(idx)}")
+        raise DataSourceError(
+            f"label column {column!r} of {where} carries no class metadata (it is not a ClassLabel) and its labels "
+            f"are not the classes 0..K-1 without a gap: {len(present)} distinct values from {int(present[0])} to "
+            f"{highest}, but no label {gap}. The labels above the gap ({_values_text(above)}) are in "
+            f"{'; '.join(rows)}. The number of classes is not guessed from labels like these: declare it with "
+            f"num_classes=N (--num-classes N on the command line), or fix those rows"
+        )
+    return highest + 1, tuple(str(i) for i in range(highest + 1)), "labels"
+
+
+def _rows_text(rows: np.ndarray, limit: int = 10) -> str:
+    shown = ", ".join(str(int(r)) for r in rows[:limit])
+    return shown + (f", ... ({len(rows)} in all)" if len(rows) > limit else "")
+
+
+def _values_text(values: np.ndarray, limit: int = 10) -> str:
+    shown = ", ".join(str(int(v)) for v in values[:limit])
+    return shown + (f", ... ({len(values)} values)" if len(values) > limit else "")
+
+
+def _names_text(names: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (", ..." if len(names) > limit else "")
 
 
 def _check_label_range(ds: datasets.Dataset, column: str, num_classes: int, where: str) -> None:
@@ -378,5 +442,65 @@ def _check_label_range(ds: datasets.Dataset, column: str, num_classes: int, wher
         first = int(bad[0])
         raise DataSourceError(
             f"label out of range in {where}: row {first} has {column}={int(labels[first])}, expected "
-            f"[0, {num_classes}) ({len(bad)} bad row(s) in total)"
+            f"[0, {num_classes}) ({len(bad)} bad row(s) in total: rows {_rows_text(bad)}); fix or drop those rows, "
+            f"or declare the right number of classes with num_classes=N"
         )
+
+
+def check_class_count(
+    source: ImageDataSource,
+    num_classes: int,
+    *,
+    what: str = "num_classes",
+    split_names: Mapping[str, str] | None = None,
+) -> None:
+    """Check that a model with ``num_classes`` outputs fits ``source``: every label indexes it and the counts agree.
+
+    Call it after building or loading the model, with the model's class count (training, evaluation, analysis).
+    Labels are checked first, so a label a classifier of ``num_classes`` cannot score is reported with its rows.
+
+    Args:
+        source: The loaded data (possibly cut to fewer rows).
+        num_classes: Classes of the model (its classifier's outputs).
+        what: How to name ``num_classes`` in messages (``"the model's num_classes"``, ``"num_classes"``).
+        split_names: Names to show for ``"train"``/``"eval"`` (e.g. ``{"train": "test"}`` when the evaluated
+            split was loaded as the source's train split).
+
+    Raises:
+        DataSourceError: A label outside ``[0, num_classes)`` (naming the split, the rows and the values), or a
+            data set whose class count differs from ``num_classes`` (naming both counts, where the data's count
+            comes from, and the fix).
+    """
+    for split, ds in source.splits().items():
+        labels = _label_array(ds, source.label_column)
+        bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+        if len(bad):
+            first = int(bad[0])
+            shown = (split_names or {}).get(split, split)
+            raise DataSourceError(
+                f"label outside {what}={num_classes} in the {shown} split of {source.description}: row {first} has "
+                f"label {int(labels[first])} ({len(bad)} such row(s): rows {_rows_text(bad)}); labels must be in "
+                f"[0, {num_classes}). Use a model with as many classes as the data, or fix the labels"
+            )
+    if source.num_classes == num_classes:
+        return
+    origin = {
+        "metadata": f"from its ClassLabel metadata ({_names_text(source.class_names)})",
+        "declared": "as declared",
+        "labels": f"inferred from its labels 0..{source.num_classes - 1}, which carry no class metadata",
+    }.get(source.class_count_from, "")
+    if source.class_count_from == "labels" and source.num_classes < num_classes:
+        fix = (
+            f"If the data does have {num_classes} classes (some of which do not occur in it), declare them with "
+            f"num_classes={num_classes} (--num-classes {num_classes}); otherwise use a model with "
+            f"{source.num_classes} classes"
+        )
+    else:
+        fix = (
+            f"Use data with {num_classes} classes, or a model with {source.num_classes} (fine-tune one with "
+            f"create_model(..., num_classes={source.num_classes}))"
+        )
+    raise DataSourceError(
+        f"{source.description} has {source.num_classes} classes ({origin}) but {what} is {num_classes}: scores "
+        f"of a {num_classes}-class model on {source.num_classes}-class data mean nothing. {fix}"
+    )

@@ -26,6 +26,7 @@ from timm.models import checkpoint_seq, register_model
 from timm.models._features import feature_take_indices
 from torch import nn
 
+from .. import _validation
 from .._builder import build_with_cfg
 from .._hub import ZooHubMixin
 from .._pretrained import generate_default_cfgs
@@ -172,6 +173,17 @@ class CifarResNet(nn.Module, ZooHubMixin):
             raise ValueError(f'Unknown block type {block!r}; choose one of {sorted(_BLOCKS)}.')
         if len(layers) != len(widths):
             raise ValueError(f'layers {layers} and widths {widths} must have the same length.')
+        owner = 'CifarResNet'
+        _validation.check_count('num_classes', num_classes, minimum=0, maximum=_validation.MAX_NUM_CLASSES,
+                                owner=owner)
+        _validation.check_count('in_chans', in_chans, maximum=_validation.MAX_CHANNELS, owner=owner)
+        _validation.check_count('stem_width', stem_width, maximum=_validation.MAX_WIDTH, owner=owner)
+        for n in widths:
+            _validation.check_count('widths[i]', n, maximum=_validation.MAX_WIDTH, owner=owner)
+        for n in layers:
+            _validation.check_count('layers[i]', n, minimum=0, maximum=_validation.MAX_WIDTH, owner=owner)
+        for name, rate in (('drop_rate', drop_rate), ('block_drop_rate', block_drop_rate)):
+            _validation.check_finite(name, rate, owner=owner)
         block_cls = _BLOCKS[block]
         self.num_classes = num_classes
         self.in_chans = in_chans
@@ -230,6 +242,8 @@ class CifarResNet(nn.Module, ZooHubMixin):
         return 'fc' if name_only else self.fc
 
     def reset_classifier(self, num_classes: int, global_pool: str = 'avg') -> None:
+        num_classes = _validation.check_count('num_classes', num_classes, minimum=0,
+                                              maximum=_validation.MAX_NUM_CLASSES, owner=type(self).__name__)
         self.num_classes = num_classes
         self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool)
 
@@ -315,6 +329,9 @@ class CifarResNet(nn.Module, ZooHubMixin):
         return x if pre_logits else self.fc(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Checked here, not in forward_features, which a GaterNet calls after checking the input itself.
+        _validation.check_image_batch(x, self, in_chans=self.in_chans, min_side=_validation.min_input_side(self),
+                                      owner=type(self).__name__)
         return self.forward_head(self.forward_features(x))
 
 
@@ -334,7 +351,8 @@ default_cfgs = generate_default_cfgs({
     # Trained here with recipes/configs/cifar10_resnet20.yaml for 30 epochs (weights/cifar_resnet20.cifar10/).
     'cifar_resnet20.cifar10': _cfg(
         paper_ids='arXiv:1512.03385', hf_hub_id='gaternet-zoo/cifar_resnet20.cifar10', revision='v0.1.0',
-        sha256='47d3fe801fc3efc37f74c5dca5904d95f1aa1d37e3c4d424d4f27bde3ca0ce30', dataset='uoft-cs/cifar10'),
+        sha256='47d3fe801fc3efc37f74c5dca5904d95f1aa1d37e3c4d424d4f27bde3ca0ce30', dataset='uoft-cs/cifar10',
+        config_sha256='5f3248193ec2c8b364745c7ade44a651def99f9e295e6bc34f8c6d8c79f764f1'),
     'cifar_resnet32': _cfg(paper_ids='arXiv:1512.03385'),
     'cifar_resnet44': _cfg(paper_ids='arXiv:1512.03385'),
     'cifar_resnet56': _cfg(paper_ids='arXiv:1512.03385'),

@@ -21,6 +21,7 @@ from timm.models import get_pretrained_cfg, register_model
 from timm.models._features import FeatureGetterNet
 from torch import nn
 
+from .. import _validation
 from .._builder import build_with_cfg
 from .._hub import ZooHubMixin
 from .._plugins import GateSite, GatingPlugin, find_plugin, get_plugin, list_plugins
@@ -82,6 +83,8 @@ class GaterNet(nn.Module, ZooHubMixin):
         super().__init__()
         import timm  # imported here so that gaternet_zoo's own models are registered first
 
+        _validation.check_gaternet_args(backbone, gater, num_classes, in_chans, bottleneck, gate_noise_std,
+                                        gate_threshold, drop_rate)
         self.in_chans = in_chans
         self.backbone_name = backbone
         self.gater_name = gater
@@ -233,8 +236,11 @@ class GaterNet(nn.Module, ZooHubMixin):
             raise ValueError(
                 f'GaterNet expects {self.in_chans} input channels, got shape {tuple(x.shape)} '
                 f'({x.shape[1]} channels).{hint} For other channel counts build the model with in_chans=...')
+        _validation.check_input_values(
+            x, self, min_side=_validation.min_input_side(self.backbone, self.gater.encoder), owner='GaterNet')
 
     def _check_gates(self, gates: torch.Tensor, batch_size: int) -> None:
+        _validation.check_gates(gates, self.gate_size, batch_size)
         if gates.ndim != 2 or gates.shape[1] != self.gate_size or gates.shape[0] not in (1, batch_size):
             raise ValueError(
                 f'gates must have shape ({batch_size}, {self.gate_size}) (or (1, {self.gate_size}) to share one '
@@ -471,7 +477,8 @@ default_cfgs = generate_default_cfgs({
     # and seed as cifar_resnet20.cifar10 (weights/gaternet_resnet20.cifar10/; docs/results.md compares them).
     'gaternet_resnet20.cifar10': _cfg(
         hf_hub_id='gaternet-zoo/gaternet_resnet20.cifar10', revision='v0.1.0',
-        sha256='253467237bed9a7239d1fab27498e23ea2ee229852e32bb09c625c3200bb2428', dataset='uoft-cs/cifar10'),
+        sha256='253467237bed9a7239d1fab27498e23ea2ee229852e32bb09c625c3200bb2428', dataset='uoft-cs/cifar10',
+        config_sha256='51ec678ea86ddbbc4fc1d7552fc2afa1350edaee2754ddd27c7b89c106e5a7cb'),
     'gaternet_resnet56': _cfg(),
     'gaternet_resnet110': _cfg(),
     'gaternet_resnet164': _cfg(),

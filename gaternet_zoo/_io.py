@@ -1,0 +1,96 @@
+"""Output folders and files of the zoo's writers (``convert-official``, ``publish``, ``eval --json``, ``analyze``).
+
+Writers never overwrite a non-empty folder unless asked to (``--overwrite``), and an output that cannot be written
+fails before any work starts, with one sentence that names the path, the reason and the fix, instead of a raw
+``FileNotFoundError`` or ``PermissionError`` after minutes of evaluation.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ['OutputExistsError', 'check_output_dir', 'prepare_output_dir', 'check_output_file']
+
+
+class OutputExistsError(FileExistsError):
+    """The output folder already holds files and overwriting was not asked for."""
+
+
+def _nearest_existing(path: Path) -> Path:
+    for parent in (path, *path.parents):
+        if parent.exists():
+            return parent
+    return Path('.')
+
+
+def _check_creatable(path: Path, what: str) -> None:
+    """Check that ``path`` (a folder to be) can be created or written: its nearest existing ancestor is a writable
+    folder."""
+    base = _nearest_existing(path)
+    if not base.is_dir():
+        raise NotADirectoryError(f'Cannot write {what} to {path}: {base} is a file, not a folder. Choose another path.')
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise PermissionError(
+            f'Cannot write {what} to {path}: {base} is not writable by this user. Choose a folder you can write to.')
+
+
+def check_output_dir(path: str | os.PathLike, *, overwrite: bool = False, what: str = 'the output',
+                     flag: str = '--overwrite') -> Path:
+    """Check, before any work, that ``path`` can receive ``what``: new or empty (or ``overwrite``) and writable.
+
+    Args:
+        path: Output folder.
+        overwrite: Accept a non-empty folder (its files may be replaced).
+        what: What is written, for the messages (``"the converted model"``).
+        flag: The option that allows overwriting, named in the message (``overwrite=True`` for Python callers).
+
+    Returns:
+        ``path`` as a ``Path``.
+
+    Raises:
+        OutputExistsError: ``path`` is a non-empty folder and ``overwrite`` is false.
+        NotADirectoryError, PermissionError: ``path`` (or a parent) is a file, or not writable.
+    """
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f'Cannot write {what} to {path}: it is a file, not a folder. Choose a folder path.')
+    if path.is_dir():
+        entries = sorted(p.name for p in path.iterdir())
+        if entries and not overwrite:
+            shown = ', '.join(entries[:5]) + (f', ... ({len(entries)} entries)' if len(entries) > 5 else '')
+            raise OutputExistsError(
+                f'{path} is not empty (it holds {shown}): writing {what} there would overwrite files. Choose a new '
+                f'or empty folder, or pass {flag} to replace them.')
+    _check_creatable(path, what)
+    return path
+
+
+def prepare_output_dir(path: str | os.PathLike, *, overwrite: bool = False, what: str = 'the output',
+                       flag: str = '--overwrite') -> Path:
+    """:func:`check_output_dir`, then create the folder (and its parents); returns it."""
+    path = check_output_dir(path, overwrite=overwrite, what=what, flag=flag)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise type(e)(f'Cannot create {path} for {what}: {e.strerror or e}. Choose a folder you can write '
+                               f'to.') from e
+    return path
+
+
+def check_output_file(path: str | os.PathLike, *, what: str = 'the output') -> Path:
+    """Check, before any work, that the file ``path`` can be written (its parents can be created); returns it.
+
+    Raises:
+        IsADirectoryError: ``path`` is a folder.
+        NotADirectoryError, PermissionError: A parent is a file, or not writable.
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise IsADirectoryError(
+            f'Cannot write {what} to {path}: it is a folder. Name a file, e.g. {path / "report.json"}.')
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise PermissionError(f'Cannot write {what} to {path}: the file is not writable.')
+        return path
+    _check_creatable(path.parent, what)
+    return path
