@@ -19,7 +19,7 @@ from torch import nn
 
 from .._builder import build_with_cfg
 from .._hub import ZooHubMixin
-from .._plugins import GateSite, find_plugin, get_plugin
+from .._plugins import GateSite, find_plugin, get_plugin, plugin_for_name
 from .._pretrained import generate_default_cfgs
 from ..layers.gater import Gater
 from ..layers.gates import DEFAULT_THRESHOLD, GateContext, GateSlot, ImprovedSemHash
@@ -71,7 +71,11 @@ class GaterNet(nn.Module, ZooHubMixin):
         self.in_chans = in_chans
         self.backbone_name = backbone
         self.gater_name = gater
-        backbone_kwargs = dict(backbone_args or {})
+        # Arguments the family's gates need (zero_init_last=False, ...), from the plugin matched by name; the
+        # user's backbone_args win.
+        named_plugin = plugin_for_name(backbone, plugin)
+        backbone_kwargs = {**(named_plugin.backbone_kwargs_for(backbone) if named_plugin else {}),
+                           **(backbone_args or {})}
         if drop_rate:
             backbone_kwargs['drop_rate'] = drop_rate
         self.backbone = timm.create_model(backbone, num_classes=num_classes, in_chans=in_chans, **backbone_kwargs)

@@ -32,9 +32,19 @@ class TimmResNetPlugin(GatingPlugin):
         'gcresne*',
     )
 
+    # timm zero-initialises each block's last norm by default; a gated branch would then output 0 whatever its gates
+    # and the gater would get no gradient on the first step. Start from unit scales, as the official code does.
+    backbone_kwargs = {'zero_init_last': False}
+
     def supported_models(self) -> list[str]:
         import timm
         return timm.list_models(module='resnet')
+
+    def matches_name(self, model_name: str) -> bool:
+        # By file rather than by pattern: 'resnet*' also matches resnetv2_*, resnet50_clip (byobnet), resnet51q, ...
+        if not hasattr(self, '_supported'):
+            self._supported = frozenset(self.supported_models())
+        return model_name in self._supported
 
     def supports(self, model: nn.Module) -> bool:
         return isinstance(model, ResNet) and len(_blocks(model)) > 0

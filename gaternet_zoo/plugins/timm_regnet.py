@@ -1,0 +1,39 @@
+"""Plugin for timm's RegNet family (``timm/models/regnet.py``): ``regnetx_*``, ``regnety_*``, ``regnetv_*`` and
+the ``regnetz_005/040`` models of that file.
+
+The gate multiplies the output of the branch's last conv: ``conv3`` (a conv + norm, so after its norm) in the
+``Bottleneck`` block, the bare ``conv3`` in the pre-activation ``PreBottleneck`` (``regnetv_*``). RegNetY's SE
+module sits before ``conv3``, on the bottleneck width, so the gate comes after it as well. ``regnetz_*`` blocks have
+no shortcut at all (timm then never calls ``drop_path``); the gate is hooked on ``conv3`` and runs there too.
+
+timm zero-initialises the last norm of each block by default (``zero_init_last=True``): the plugin builds the
+backbone with ``zero_init_last=False``, else every gated branch would output zeros whatever its gates. The
+``regnetz`` entry points set that themselves (they have no residual to protect) and get nothing extra.
+The ``regnetz_b16``-style models of ``byobnet.py`` are another family (ByobNet) and are not covered.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from timm.models.regnet import Bottleneck, PreBottleneck, RegNet
+
+from .._plugins import BlockGatingPlugin, GatePoint, register_gating_plugin
+
+
+@register_gating_plugin
+class TimmRegNetPlugin(BlockGatingPlugin):
+    """Gates the last conv (``conv3``) of every RegNet block."""
+
+    name = 'timm_regnet'
+    description = 'timm RegNet (regnetx_*, regnety_*, regnetv_*, regnetz_005/040): the output filters of conv3'
+    timm_modules = ('regnet',)
+    model_types = (RegNet,)
+    gate_points = (
+        GatePoint(Bottleneck, conv='conv3.conv', output='conv3'),
+        GatePoint(PreBottleneck, conv='conv3'),
+    )
+    backbone_kwargs = {'zero_init_last': False}
+
+    def backbone_kwargs_for(self, model_name: str) -> dict[str, Any]:
+        # The regnetz entry points pass zero_init_last=False themselves; passing it again would be a TypeError.
+        return {} if model_name.startswith('regnetz') else dict(self.backbone_kwargs)
