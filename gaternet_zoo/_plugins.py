@@ -71,6 +71,9 @@ class GatingPlugin:
     description: str = ''
     #: ``fnmatch`` patterns of timm model names the plugin is meant for (used to pick a plugin by name).
     model_patterns: tuple[str, ...] = ()
+    #: A few small timm model names that between them hold every block type the plugin gates: the contract suite
+    #: (``tests/test_plugins.py``) builds each and checks the plugin against the plain timm model.
+    representative_models: tuple[str, ...] = ()
     #: Keyword arguments the gates need when ``timm.create_model`` builds a backbone of this family (for instance
     #: ``zero_init_last=False`` where timm zero-initialises each block's last norm: a branch that outputs zeros
     #: whatever its gates would make every gate a no-op and give the gater no gradient). GaterNet passes them for

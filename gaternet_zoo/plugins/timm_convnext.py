@@ -26,4 +26,5 @@ class TimmConvNeXtPlugin(BlockGatingPlugin):
     description = 'timm ConvNeXt V1/V2 (convnext_*, convnextv2_*): the output filters of each block\'s mlp.fc2'
     timm_modules = ('convnext',)
     model_types = (ConvNeXt,)
+    representative_models = ('test_convnext', 'convnextv2_atto')  # Linear MLP (V1), conv MLP + GRN (V2)
     gate_points = (GatePoint(ConvNeXtBlock, conv='mlp.fc2', output='mlp'),)

@@ -22,4 +22,5 @@ class TimmDenseNetPlugin(BlockGatingPlugin):
     description = 'timm DenseNet (densenet121/161/169/201/264d, densenetblur121d): the filters of each layer\'s conv2'
     timm_modules = ('densenet',)
     model_types = (DenseNet,)
+    representative_models = ('densenet121',)
     gate_points = (GatePoint(DenseLayer, conv='conv2'),)

@@ -47,6 +47,8 @@ class TimmEfficientNetPlugin(BlockGatingPlugin):
                    'mixnet_*, mnasnet_*, fbnet*, tinynet_*, lcnet_*, ...)')
     timm_modules = ('efficientnet', 'mobilenetv3')
     model_types = (EfficientNet, MobileNetV3)
+    # ConvBnAct+EdgeResidual+InvertedResidual; DepthwiseSeparableConv+SE; UniversalInvertedResidual
+    representative_models = ('test_efficientnet', 'mobilenetv3_small_050', 'mobilenetv4_conv_small')
     gate_points = (
         GatePoint(DepthwiseSeparableConv, conv='conv_pw', output='bn2'),
         GatePoint(InvertedResidual, conv='conv_pwl', output='bn3'),  # CondConvResidual is a subclass

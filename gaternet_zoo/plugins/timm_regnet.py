@@ -28,6 +28,7 @@ class TimmRegNetPlugin(BlockGatingPlugin):
     description = 'timm RegNet (regnetx_*, regnety_*, regnetv_*, regnetz_005/040): the output filters of conv3'
     timm_modules = ('regnet',)
     model_types = (RegNet,)
+    representative_models = ('regnetx_002', 'regnety_002', 'regnetz_005', 'regnetv_040')
     gate_points = (
         GatePoint(Bottleneck, conv='conv3.conv', output='conv3'),
         GatePoint(PreBottleneck, conv='conv3'),

@@ -35,6 +35,7 @@ class TimmResNetPlugin(GatingPlugin):
     # timm zero-initialises each block's last norm by default; a gated branch would then output 0 whatever its gates
     # and the gater would get no gradient on the first step. Start from unit scales, as the official code does.
     backbone_kwargs = {'zero_init_last': False}
+    representative_models = ('test_resnet',)  # BasicBlock and Bottleneck
 
     def supported_models(self) -> list[str]:
         import timm

@@ -21,6 +21,7 @@ class TimmResNetV2Plugin(BlockGatingPlugin):
     description = 'timm ResNetV2: pre-activation resnetv2_* and BiT (PreActBasic/PreActBottleneck/Bottleneck)'
     timm_modules = ('resnetv2',)
     model_types = (ResNetV2,)
+    representative_models = ('resnetv2_18', 'resnetv2_50')  # PreActBasic, PreActBottleneck
     gate_points = (
         GatePoint(PreActBasic, conv='conv2'),
         GatePoint(PreActBottleneck, conv='conv3'),
