@@ -120,6 +120,146 @@ def gaternet(pretrained: bool = False, **kwargs):
     return _create_model("gaternet", pretrained=pretrained, **kwargs)
 
 
+def gaternet_convnext_tiny(pretrained: bool = False, **kwargs):
+    """timm ConvNeXt-Tiny gated by a ResNet-18 gater (ImageNet, 224x224): 6624 gates on the MLP outputs.
+
+    Args:
+        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        **kwargs: Model arguments, e.g. ``num_classes=100``.
+
+    Example:
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gaternet_convnext_tiny", pretrained=False, trust_repo=True)
+    """
+    return _create_model("gaternet_convnext_tiny", pretrained=pretrained, **kwargs)
+
+
+def gated_convnext_tiny(pretrained: bool = False, **kwargs):
+    """Alias of ``gaternet_convnext_tiny``.
+
+    timm ConvNeXt-Tiny gated by a ResNet-18 gater (ImageNet, 224x224): 6624 gates on the MLP outputs.
+
+    Args:
+        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        **kwargs: Model arguments, e.g. ``num_classes=100``.
+
+    Example:
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gated_convnext_tiny", pretrained=False, trust_repo=True)
+    """
+    return _create_model("gaternet_convnext_tiny", pretrained=pretrained, **kwargs)
+
+
+def gaternet_densenet121(pretrained: bool = False, **kwargs):
+    """timm DenseNet-121 gated by a MobileNetV3-Small gater (ImageNet, 224x224): 1856 gates on the new features.
+
+    Args:
+        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        **kwargs: Model arguments, e.g. ``num_classes=100``.
+
+    Example:
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gaternet_densenet121", pretrained=False, trust_repo=True)
+    """
+    return _create_model("gaternet_densenet121", pretrained=pretrained, **kwargs)
+
+
+def gated_densenet121(pretrained: bool = False, **kwargs):
+    """Alias of ``gaternet_densenet121``.
+
+    timm DenseNet-121 gated by a MobileNetV3-Small gater (ImageNet, 224x224): 1856 gates on the new features.
+
+    Args:
+        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        **kwargs: Model arguments, e.g. ``num_classes=100``.
+
+    Example:
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gated_densenet121", pretrained=False, trust_repo=True)
+    """
+    return _create_model("gaternet_densenet121", pretrained=pretrained, **kwargs)
+
+
+def gaternet_efficientnet_b0(pretrained: bool = False, **kwargs):
+    """timm EfficientNet-B0 gated by a MobileNetV3-Small gater (ImageNet, 224x224): 1808 gates.
+
+    Args:
+        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        **kwargs: Model arguments, e.g. ``num_classes=100``.
+
+    Example:
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gaternet_efficientnet_b0", pretrained=False, trust_repo=True)
+    """
+    return _create_model("gaternet_efficientnet_b0", pretrained=pretrained, **kwargs)
+
+
+def gated_efficientnet_b0(pretrained: bool = False, **kwargs):
+    """Alias of ``gaternet_efficientnet_b0``.
+
+    timm EfficientNet-B0 gated by a MobileNetV3-Small gater (ImageNet, 224x224): 1808 gates.
+
+    Args:
+        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        **kwargs: Model arguments, e.g. ``num_classes=100``.
+
+    Example:
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gated_efficientnet_b0", pretrained=False, trust_repo=True)
+    """
+    return _create_model("gaternet_efficientnet_b0", pretrained=pretrained, **kwargs)
+
+
+def gaternet_mobilenetv3_large_100(pretrained: bool = False, **kwargs):
+    """timm MobileNetV3-Large 1.0 gated by a MobileNetV3-Small gater (ImageNet, 224x224): 2168 gates.
+
+    Args:
+        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        **kwargs: Model arguments, e.g. ``num_classes=100``.
+
+    Example:
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gaternet_mobilenetv3_large_100", pretrained=False, trust_repo=True)
+    """
+    return _create_model("gaternet_mobilenetv3_large_100", pretrained=pretrained, **kwargs)
+
+
+def gated_mobilenetv3_large_100(pretrained: bool = False, **kwargs):
+    """Alias of ``gaternet_mobilenetv3_large_100``.
+
+    timm MobileNetV3-Large 1.0 gated by a MobileNetV3-Small gater (ImageNet, 224x224): 2168 gates.
+
+    Args:
+        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        **kwargs: Model arguments, e.g. ``num_classes=100``.
+
+    Example:
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gated_mobilenetv3_large_100", pretrained=False, trust_repo=True)
+    """
+    return _create_model("gaternet_mobilenetv3_large_100", pretrained=pretrained, **kwargs)
+
+
+def gaternet_regnety_016(pretrained: bool = False, **kwargs):
+    """timm RegNetY-1.6GF gated by a MobileNetV3-Small gater (ImageNet, 224x224): 8304 gates.
+
+    Args:
+        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        **kwargs: Model arguments, e.g. ``num_classes=100``.
+
+    Example:
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gaternet_regnety_016", pretrained=False, trust_repo=True)
+    """
+    return _create_model("gaternet_regnety_016", pretrained=pretrained, **kwargs)
+
+
+def gated_regnety_016(pretrained: bool = False, **kwargs):
+    """Alias of ``gaternet_regnety_016``.
+
+    timm RegNetY-1.6GF gated by a MobileNetV3-Small gater (ImageNet, 224x224): 8304 gates.
+
+    Args:
+        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        **kwargs: Model arguments, e.g. ``num_classes=100``.
+
+    Example:
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gated_regnety_016", pretrained=False, trust_repo=True)
+    """
+    return _create_model("gaternet_regnety_016", pretrained=pretrained, **kwargs)
+
+
 def gaternet_resnet18(pretrained: bool = False, **kwargs):
     """timm ResNet-18 gated by a ResNet-18 gater (ImageNet, 224x224): 1920 gates.
 
@@ -342,6 +482,34 @@ def gated_resnet164(pretrained: bool = False, **kwargs):
         >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gated_resnet164", pretrained=False, trust_repo=True)
     """
     return _create_model("gaternet_resnet164", pretrained=pretrained, **kwargs)
+
+
+def gaternet_resnetv2_50(pretrained: bool = False, **kwargs):
+    """timm pre-activation ResNetV2-50 gated by a ResNet-18 gater (ImageNet, 224x224): 15104 gates.
+
+    Args:
+        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        **kwargs: Model arguments, e.g. ``num_classes=100``.
+
+    Example:
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gaternet_resnetv2_50", pretrained=False, trust_repo=True)
+    """
+    return _create_model("gaternet_resnetv2_50", pretrained=pretrained, **kwargs)
+
+
+def gated_resnetv2_50(pretrained: bool = False, **kwargs):
+    """Alias of ``gaternet_resnetv2_50``.
+
+    timm pre-activation ResNetV2-50 gated by a ResNet-18 gater (ImageNet, 224x224): 15104 gates.
+
+    Args:
+        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        **kwargs: Model arguments, e.g. ``num_classes=100``.
+
+    Example:
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gated_resnetv2_50", pretrained=False, trust_repo=True)
+    """
+    return _create_model("gaternet_resnetv2_50", pretrained=pretrained, **kwargs)
 
 
 def gaternet_wrn28_10(pretrained: bool = False, **kwargs):

@@ -18,6 +18,7 @@ import atexit
 import copy
 import importlib
 import importlib.metadata
+import json
 import shutil
 import subprocess
 import sys
@@ -371,3 +372,64 @@ def test_example_plugin_is_installed_and_registered():
     # Blocks with and without the (partial) shortcut are gated alike.
     blocks = [model.backbone.get_submodule(s.name) for s in model.gate_sites]
     assert {b.use_shortcut for b in blocks} == {True, False}
+
+
+# ------------------------------------------------------------------------------------------- zoo names
+
+#: zoo name -> (backbone, plugin, default gater, gates)
+ZOO = {
+    'gaternet_resnetv2_50': ('resnetv2_50', 'timm_resnetv2', 'resnet18', 15104),
+    'gaternet_convnext_tiny': ('convnext_tiny', 'timm_convnext', 'resnet18', 6624),
+    'gaternet_efficientnet_b0': ('efficientnet_b0', 'timm_efficientnet', 'mobilenetv3_small_100', 1808),
+    'gaternet_mobilenetv3_large_100': ('mobilenetv3_large_100', 'timm_efficientnet', 'mobilenetv3_small_100', 2168),
+    'gaternet_regnety_016': ('regnety_016', 'timm_regnet', 'mobilenetv3_small_100', 8304),
+    'gaternet_densenet121': ('densenet121', 'timm_densenet', 'mobilenetv3_small_100', 1856),
+}
+
+
+@pytest.mark.parametrize('name', list(ZOO))
+def test_zoo_names_of_the_new_families(name):
+    backbone, plugin, gater, gates = ZOO[name]
+    assert name in gz.list_models() and gz.is_model(name.replace('gaternet_', 'gated_'))
+    model = gz.create_model(name.replace('gaternet_', 'gated_'), num_classes=NUM_CLASSES).eval()
+    assert (model.backbone_name, model.plugin_name, model.gater_name, model.gate_size) == (backbone, plugin, gater,
+                                                                                          gates)
+    assert f'{gates} gates' in timm.models.model_entrypoint(name).__doc__
+    cfg, timm_cfg = model.pretrained_cfg, timm.models.get_pretrained_cfg(backbone)
+    assert tuple(cfg['input_size']) == timm_cfg.input_size and tuple(cfg['mean']) == timm_cfg.mean
+    for conv in cfg['first_conv']:
+        assert isinstance(model.get_submodule(conv), nn.Conv2d)
+    assert model.get_submodule(cfg['classifier']) is model.get_classifier()
+    x = torch.randn(BATCH, 3, SIDE, SIDE)
+    model.train()
+    F.cross_entropy(model(x), torch.arange(BATCH)).backward()
+    assert model.gater.fc2.weight.grad.abs().sum() > 0
+
+
+def test_hubconf_has_the_new_zoo_names():
+    hubconf = (Path(__file__).resolve().parents[1] / 'hubconf.py').read_text()
+    for name in ZOO:
+        assert f'\ndef {name}(' in hubconf and f'\ndef {name.replace("gaternet_", "gated_")}(' in hubconf
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+
+
+def test_cli_plugins_lists_each_plugin_with_its_model_count(capsys):
+    from gaternet_zoo.cli import main
+
+    assert main(['plugins', '--json']) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r['plugin'] for r in rows] == gz.list_plugins()
+    counts = {r['plugin']: r['models'] for r in rows}
+    assert counts == {p: len(gz.get_plugin(p).supported_models()) for p in gz.list_plugins()}
+    assert counts['timm_efficientnet'] > 100 and counts['timm_densenet'] == 6
+    assert main(['plugins']) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ['plugin', 'models', 'covers']
+    assert any(line.split()[:2] == ['timm_regnet', str(counts['timm_regnet'])] for line in lines)
+    assert lines[-1].split() == ['total', str(sum(counts.values()))]
+    assert main(['plugins', 'timm_densenet']) == 0
+    assert capsys.readouterr().out.split() == gz.get_plugin('timm_densenet').supported_models()
+    assert main(['plugins', 'timm_densnet']) == 2
+    assert "Did you mean 'timm_densenet'" in capsys.readouterr().err
