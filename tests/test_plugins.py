@@ -406,6 +406,17 @@ def test_zoo_names_of_the_new_families(name):
     assert model.gater.fc2.weight.grad.abs().sum() > 0
 
 
+def test_models_page_table_lists_every_zoo_model():
+    """docs/models.md holds the table tools/gen_model_table.py prints (regenerate it after adding a model)."""
+    page = (Path(__file__).resolve().parents[1] / 'docs' / 'models.md').read_text()
+    rows = {cells[1].strip('` '): cells for cells in (line.split('|') for line in page.splitlines())
+            if len(cells) > 2 and cells[1].strip().startswith('`gaternet_')}
+    assert set(rows) == set(gz.list_models()) - {'gaternet'}
+    for name, (backbone, plugin, gater, gates) in ZOO.items():
+        cells = [c.strip(' `') for c in rows[name]]
+        assert cells[2:5] == [backbone, plugin, gater] and cells[8] == str(gates)
+
+
 def test_hubconf_has_the_new_zoo_names():
     hubconf = (Path(__file__).resolve().parents[1] / 'hubconf.py').read_text()
     for name in ZOO:
