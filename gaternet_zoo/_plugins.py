@@ -62,7 +62,8 @@ class GatingPlugin:
     """Base class of gating plugins.
 
     Subclasses set :attr:`name`, :attr:`description` and :attr:`model_patterns`, and implement
-    :meth:`supports`, :meth:`gate_sites` and :meth:`install`.
+    :meth:`supports`, :meth:`gate_sites` and :meth:`install`. For a timm family whose blocks can be described by
+    where their gate goes, derive from :class:`BlockGatingPlugin` instead and declare it.
     """
 
     #: Registry name of the plugin.

@@ -270,7 +270,7 @@ def test_install_twice_raises():
     model = gz.gate('densenet121', gater=GATER)
     site = model.gate_sites[0]
     with pytest.raises(RuntimeError, match='already holds a gate'):
-        plugin.install(model.backbone, site, GateSlot(model._gate_context, site.offset, site.num_channels, site.name))
+        plugin.install(model.backbone, site, _slots(model.backbone)[0])
 
 
 def test_slot_attribute_clash_names_the_fix(monkeypatch):
