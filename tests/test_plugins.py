@@ -64,9 +64,14 @@ def _install_example() -> None:
         atexit.register(shutil.rmtree, work, ignore_errors=True)
         source, target = work / 'src', work / 'site'
         shutil.copytree(EXAMPLE, source)
-        subprocess.run(
+        done = subprocess.run(
             [sys.executable, '-m', 'pip', 'install', '-q', '--no-deps', '--no-build-isolation', '--no-index',
-             '--disable-pip-version-check', '--target', str(target), str(source)], check=True)
+             '--disable-pip-version-check', '--target', str(target), str(source)], capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(
+                f'Could not pip-install the example plugin {EXAMPLE} (exit code {done.returncode}):\n{done.stderr}\n'
+                'It is built offline without build isolation, with the setuptools of this environment: install the '
+                'dev extra (pip install -e ".[dev]", which requires setuptools>=70.1).')
         sys.path.append(str(target))
         importlib.invalidate_caches()
     # Entry points are read once per process: read them again now that the package is there.

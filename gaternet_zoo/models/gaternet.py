@@ -35,7 +35,9 @@ class GaterNet(nn.Module, ZooHubMixin):
 
     Args:
         backbone: timm model name of the backbone (any model a gating plugin supports).
-        gater: timm model name of the gater's feature extractor.
+        gater: timm model name of the gater's feature extractor: any timm classifier (built with
+            ``num_classes=0``; its pre-logits features feed the bottleneck). Its pretrained weights are chosen apart
+            from the backbone's, with ``gater_args={"pretrained": True}``.
         num_classes: Classes of the backbone's classifier.
         in_chans: Input channels (the same image goes to both networks).
         bottleneck: Width of the gater's bottleneck.
@@ -44,7 +46,8 @@ class GaterNet(nn.Module, ZooHubMixin):
         gate_discrete_prob: Per-sample probability of discrete gates in training.
         gate_threshold: Step threshold of the binarisation.
         plugin: Name of the gating plugin; found from the backbone when ``None``.
-        backbone_args: Extra keyword arguments for ``timm.create_model(backbone, ...)``.
+        backbone_args: Extra keyword arguments for ``timm.create_model(backbone, ...)``; they win over the ones
+            the backbone's gating plugin adds (``GatingPlugin.backbone_kwargs``, e.g. ``zero_init_last=False``).
         gater_args: Extra keyword arguments for ``timm.create_model(gater, ...)``.
         drop_rate: Dropout before the backbone's classifier.
     """
