@@ -25,7 +25,9 @@ from ._registry import is_model as is_model
 from ._registry import list_backbones as list_backbones
 from ._registry import list_models as list_models
 from ._registry import list_pretrained as list_pretrained
+from .losses import MacBudgetLoss as MacBudgetLoss
 from .losses import gate_l1_loss as gate_l1_loss
+from .losses import gate_target_rate_loss as gate_target_rate_loss
 from .models import CifarResNet as CifarResNet
 from .models import GaterNet as GaterNet
 from .utils import GateStatistics as GateStatistics
@@ -33,8 +35,8 @@ from .version import __version__ as __version__
 
 __all__ = [
     'BlockGatingPlugin', 'CifarResNet', 'ChecksumError', 'GatePoint', 'GateSite', 'GateStatistics', 'GaterNet',
-    'GatingPlugin', 'HubLoadError', 'StateDictMismatchError', 'UnknownModelError', 'UnsupportedBackboneError',
-    '__version__', 'create_model', 'gate', 'gate_l1_loss', 'get_plugin', 'get_pretrained_cfg', 'is_model',
-    'list_backbones', 'list_models', 'list_plugins', 'list_pretrained', 'load_official_checkpoint',
-    'parse_model_name', 'register_gating_plugin', 'register_weights',
+    'GatingPlugin', 'HubLoadError', 'MacBudgetLoss', 'StateDictMismatchError', 'UnknownModelError',
+    'UnsupportedBackboneError', '__version__', 'create_model', 'gate', 'gate_l1_loss', 'gate_target_rate_loss',
+    'get_plugin', 'get_pretrained_cfg', 'is_model', 'list_backbones', 'list_models', 'list_plugins', 'list_pretrained',
+    'load_official_checkpoint', 'parse_model_name', 'register_gating_plugin', 'register_weights',
 ]
