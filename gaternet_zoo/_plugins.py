@@ -16,10 +16,9 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from types import MappingProxyType
 from typing import Any, TypeVar
 
 import torch
@@ -62,8 +61,7 @@ class GatingPlugin:
     """Base class of gating plugins.
 
     Subclasses set :attr:`name`, :attr:`description` and :attr:`model_patterns`, and implement
-    :meth:`supports`, :meth:`gate_sites` and :meth:`install`. For a timm family whose blocks can be described by
-    where their gate goes, derive from :class:`BlockGatingPlugin` instead and declare it.
+    :meth:`supports`, :meth:`gate_sites` and :meth:`install`.
     """
 
     #: Registry name of the plugin.
@@ -75,16 +73,6 @@ class GatingPlugin:
     #: A few small timm model names that between them hold every block type the plugin gates: the contract suite
     #: (``tests/test_plugins.py``) builds each and checks the plugin against the plain timm model.
     representative_models: tuple[str, ...] = ()
-    #: Keyword arguments the gates need when ``timm.create_model`` builds a backbone of this family (for instance
-    #: ``zero_init_last=False`` where timm zero-initialises each block's last norm: a branch that outputs zeros
-    #: whatever its gates would make every gate a no-op and give the gater no gradient). GaterNet passes them for
-    #: the plugin matched by the backbone's name; the user's ``backbone_args`` win.
-    backbone_kwargs: Mapping[str, Any] = MappingProxyType({})
-
-    def backbone_kwargs_for(self, model_name: str) -> dict[str, Any]:
-        """The keyword arguments :attr:`backbone_kwargs` for building ``model_name`` (override for exceptions)."""
-        return dict(self.backbone_kwargs)
-
     def matches_name(self, model_name: str) -> bool:
         """Whether a timm model name belongs to this plugin's family."""
         return any(fnmatch.fnmatch(model_name, p) for p in self.model_patterns)
@@ -92,6 +80,15 @@ class GatingPlugin:
     def supports(self, model: nn.Module) -> bool:
         """Whether this plugin can gate the built ``model``."""
         raise NotImplementedError
+
+    def backbone_args(self, model_name: str) -> dict[str, Any]:
+        """Keyword arguments for ``timm.create_model(model_name, ...)`` that the gates need (none by default).
+
+        GaterNet asks for them before it builds the backbone, whatever the route (``create_model("gaternet",
+        backbone=...)``, ``gate()``, ``timm.create_model``), so a backbone gets one initialisation. Arguments the
+        caller gives in ``backbone_args`` win over these.
+        """
+        return {}
 
     def gate_sites(self, model: nn.Module) -> list[GateSite]:
         """The gate sites of ``model`` in forward order, with offsets into the flat gate vector."""
@@ -326,7 +323,7 @@ def get_plugin(name: str) -> GatingPlugin:
 def plugin_for_name(model_name: str, plugin: str | None = None) -> GatingPlugin | None:
     """The plugin named ``plugin``, else the first registered plugin whose name patterns match ``model_name``.
 
-    Used before the backbone is built (for :meth:`GatingPlugin.backbone_kwargs_for`); :func:`find_plugin` checks the
+    Used before the backbone is built (for :meth:`GatingPlugin.backbone_args`); :func:`find_plugin` checks the
     built model afterwards.
     """
     if plugin:

@@ -112,7 +112,7 @@ def _slots(module: nn.Module) -> list[GateSlot]:
 def case(request, tmp_path_factory):
     plugin_name, model_name, backbone_args = request.param
     plugin = gz.get_plugin(plugin_name)
-    kwargs = {**plugin.backbone_kwargs_for(model_name), **backbone_args}
+    kwargs = {**plugin.backbone_args(model_name), **backbone_args}
     torch.manual_seed(0)
     plain = _randomise(timm.create_model(model_name, num_classes=NUM_CLASSES, **kwargs)).eval()
     weights = tmp_path_factory.mktemp('weights') / 'model.safetensors'
@@ -259,9 +259,9 @@ def test_blocks_without_residual_are_gated():
 
 
 def test_zero_init_last_is_turned_off_for_the_families_that_have_it():
-    assert plugin_for_name('regnety_002').backbone_kwargs_for('regnety_002') == {'zero_init_last': False}
-    assert plugin_for_name('regnetz_005').backbone_kwargs_for('regnetz_005') == {}  # set by timm's entry point
-    assert plugin_for_name('resnet50').backbone_kwargs_for('resnet50') == {'zero_init_last': False}
+    assert plugin_for_name('regnety_002').backbone_args('regnety_002') == {'zero_init_last': False}
+    assert plugin_for_name('regnetz_005').backbone_args('regnetz_005') == {}  # set by timm's entry point
+    assert plugin_for_name('resnet50').backbone_args('resnet50') == {'zero_init_last': False}
     model = gz.gate('regnetx_002', gater=GATER)
     last_norms = [m.conv3.bn.weight for m in model.backbone.modules() if hasattr(m, 'zero_init_last')]
     assert last_norms and all(w.abs().sum() > 0 for w in last_norms)
@@ -305,7 +305,7 @@ def test_block_plugin_supports_every_model_it_lists(plugin_name):
     assert names
     for name in names:
         with torch.device('meta'):
-            backbone = timm.create_model(name, **plugin.backbone_kwargs_for(name))
+            backbone = timm.create_model(name, **plugin.backbone_args(name))
         assert find_plugin(backbone, name) is plugin, name
         assert plugin.gate_sites(backbone), name
 

@@ -47,7 +47,7 @@ class GaterNet(nn.Module, ZooHubMixin):
         gate_threshold: Step threshold of the binarisation.
         plugin: Name of the gating plugin; found from the backbone when ``None``.
         backbone_args: Extra keyword arguments for ``timm.create_model(backbone, ...)``; they win over the ones
-            the backbone's gating plugin adds (``GatingPlugin.backbone_kwargs``, e.g. ``zero_init_last=False``).
+            the backbone's gating plugin asks for (``GatingPlugin.backbone_args``, e.g. ``zero_init_last=False``).
         gater_args: Extra keyword arguments for ``timm.create_model(gater, ...)``.
         drop_rate: Dropout before the backbone's classifier.
     """
@@ -77,7 +77,7 @@ class GaterNet(nn.Module, ZooHubMixin):
         # Arguments the family's gates need (zero_init_last=False, ...), from the plugin matched by name; the
         # user's backbone_args win.
         named_plugin = plugin_for_name(backbone, plugin)
-        backbone_kwargs = {**(named_plugin.backbone_kwargs_for(backbone) if named_plugin else {}),
+        backbone_kwargs = {**(named_plugin.backbone_args(backbone) if named_plugin else {}),
                            **(backbone_args or {})}
         if drop_rate:
             backbone_kwargs['drop_rate'] = drop_rate

@@ -33,8 +33,6 @@ class TimmRegNetPlugin(BlockGatingPlugin):
         GatePoint(Bottleneck, conv='conv3.conv', output='conv3'),
         GatePoint(PreBottleneck, conv='conv3'),
     )
-    backbone_kwargs = {'zero_init_last': False}
-
-    def backbone_kwargs_for(self, model_name: str) -> dict[str, Any]:
+    def backbone_args(self, model_name: str) -> dict[str, Any]:
         # The regnetz entry points pass zero_init_last=False themselves; passing it again would be a TypeError.
-        return {} if model_name.startswith('regnetz') else dict(self.backbone_kwargs)
+        return {} if model_name.startswith('regnetz') else {'zero_init_last': False}

@@ -9,6 +9,8 @@ pretrained backbone weights load into a gated backbone unchanged.
 """
 from __future__ import annotations
 
+from typing import Any
+
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch import nn
 
@@ -32,23 +34,24 @@ class TimmResNetPlugin(GatingPlugin):
         'gcresne*',
     )
 
-    # timm zero-initialises each block's last norm by default; a gated branch would then output 0 whatever its gates
-    # and the gater would get no gradient on the first step. Start from unit scales, as the official code does.
-    backbone_kwargs = {'zero_init_last': False}
     representative_models = ('test_resnet',)  # BasicBlock and Bottleneck
 
     def supported_models(self) -> list[str]:
         import timm
         return timm.list_models(module='resnet')
 
-    def matches_name(self, model_name: str) -> bool:
-        # By file rather than by pattern: 'resnet*' also matches resnetv2_*, resnet50_clip (byobnet), resnet51q, ...
-        if not hasattr(self, '_supported'):
-            self._supported = frozenset(self.supported_models())
-        return model_name in self._supported
-
     def supports(self, model: nn.Module) -> bool:
         return isinstance(model, ResNet) and len(_blocks(model)) > 0
+
+    def backbone_args(self, model_name: str) -> dict[str, Any]:
+        """``zero_init_last=False`` for the ResNets of timm's ``resnet`` module.
+
+        timm zero-initialises the last norm of every residual branch; a gated branch would then output 0 whatever
+        its gates (all-closed and all-open gates give the same output) and the gater would get no gradient on the
+        first step. Unit scales, as in the released GaterNet code, let the gates act from the start.
+        """
+        from timm.models import is_model_in_modules
+        return {'zero_init_last': False} if is_model_in_modules(model_name, ['resnet']) else {}
 
     def gate_sites(self, model: nn.Module) -> list[GateSite]:
         sites = []
@@ -65,3 +68,9 @@ class TimmResNetPlugin(GatingPlugin):
             raise RuntimeError(f'Block {site.name!r} already holds a gate.')
         slot.after = block.drop_path
         block.drop_path = slot
+
+    def matches_name(self, model_name: str) -> bool:
+        # By file rather than by pattern: 'resnet*' also matches resnetv2_*, resnet50_clip (byobnet), resnet51q, ...
+        if not hasattr(self, '_supported'):
+            self._supported = frozenset(self.supported_models())
+        return model_name in self._supported
