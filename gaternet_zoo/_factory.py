@@ -204,12 +204,13 @@ def gate(
         raise ValueError(
             f'Unknown gater {gater!r}: not a timm model name. Any timm classifier can be the gater, e.g. '
             '"resnet18" or "mobilenetv3_small_100"; see timm.list_models().')
-    # The family's own backbone arguments (zero_init_last=False, ...) are added by GaterNet from its plugin.
+    # The backbone arguments the gates need (zero_init_last=False for timm ResNets) come from the gating plugin
+    # inside GaterNet, as on every other route.
     if pretrained_backbone:
-        kwargs['backbone_args'] = {**kwargs.get('backbone_args', {}), 'pretrained': True}
+        kwargs['backbone_args'] = {**(kwargs.get('backbone_args') or {}), 'pretrained': True}
     if pretrained_gater is None:
         pretrained_gater = pretrained_backbone and not gater.startswith('cifar_')
     if pretrained_gater:
-        kwargs['gater_args'] = {**kwargs.get('gater_args', {}), 'pretrained': True}
+        kwargs['gater_args'] = {**(kwargs.get('gater_args') or {}), 'pretrained': True}
     return create_model('gaternet', backbone=backbone, gater=gater, bottleneck=bottleneck, num_classes=num_classes,
                         **kwargs)

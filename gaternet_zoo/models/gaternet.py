@@ -46,8 +46,8 @@ class GaterNet(nn.Module, ZooHubMixin):
         gate_discrete_prob: Per-sample probability of discrete gates in training.
         gate_threshold: Step threshold of the binarisation.
         plugin: Name of the gating plugin; found from the backbone when ``None``.
-        backbone_args: Extra keyword arguments for ``timm.create_model(backbone, ...)``; they win over the ones
-            the backbone's gating plugin asks for (``GatingPlugin.backbone_args``, e.g. ``zero_init_last=False``).
+        backbone_args: Extra keyword arguments for ``timm.create_model(backbone, ...)``; they win over those the
+            gating plugin asks for (``GatingPlugin.backbone_args``, e.g. ``zero_init_last=False`` for timm ResNets).
         gater_args: Extra keyword arguments for ``timm.create_model(gater, ...)``.
         drop_rate: Dropout before the backbone's classifier.
     """
