@@ -115,6 +115,8 @@ def offsets_in_order(sites: Iterable[GateSite]) -> list[GateSite]:
 
 #: A block-relative module name, or a function of the block returning one (for layouts that vary per block).
 ModulePath = str | Callable[[nn.Module], str]
+#: Whether a block adds its branch to a shortcut: a constant, the name of the block's boolean flag, or a function.
+ResidualFlag = bool | str | Callable[[nn.Module], bool]
 
 
 @dataclass(frozen=True)
@@ -126,19 +128,25 @@ class GatePoint:
         conv: Block-relative name of the conv (or ``nn.Linear`` used as a 1x1 conv) whose output filters are gated:
             the last conv of the block's main branch. Its output width is the number of gates, and it is the
             module whose MACs a closed gate could save.
-        output: Block-relative name of the module whose output the gate multiplies: the conv's norm, or the
-            attention/SE module after it, or the conv itself in pre-activation blocks. ``None`` means ``conv``.
-            The module must run on every forward of the block, so never name ``drop_path`` (timm skips it in
-            blocks without a residual connection).
+        residual: Whether a block adds its branch to a shortcut as timm's blocks do, ``drop_path(branch) +
+            shortcut``: ``True``/``False``, the name of the block's boolean flag (``"has_skip"``), or a function of
+            the block. Such a block is gated in its ``drop_path`` slot, right before the add; a block without a
+            residual (timm then never calls its ``drop_path``) is gated on its output, which is its branch's.
     """
 
     block: type | tuple[type, ...]
     conv: ModulePath
-    output: ModulePath | None = None
+    residual: ResidualFlag = True
 
 
-def _resolve(path: ModulePath | None, block: nn.Module) -> str | None:
+def _resolve(path: ModulePath, block: nn.Module) -> str:
     return path(block) if callable(path) else path
+
+
+def _has_residual(flag: ResidualFlag, block: nn.Module) -> bool:
+    if isinstance(flag, str):
+        return bool(getattr(block, flag))
+    return bool(flag(block)) if callable(flag) else flag
 
 
 def _num_outputs(conv: nn.Module) -> int:
@@ -149,24 +157,16 @@ def _num_outputs(conv: nn.Module) -> int:
 
 
 class _GateHook:
-    """Forward hook that passes a module's output through a gate slot.
+    """Forward hook that passes a block's output through its gate slot (blocks without a residual).
 
     A plain object (not a closure) so that ``copy.deepcopy`` of the model (EMA copies, for instance) gives the copy's
     hook the copy's slot: deepcopy maps the hook's ``slot`` through the same memo as the module tree.
-
-    Args:
-        slot: The site's gate slot.
-        channels_last: The output is ``(B, H, W, C)`` (an ``nn.Linear`` as the gated conv): permuted to channels-first
-            for the slot and back.
     """
 
-    def __init__(self, slot: nn.Module, channels_last: bool = False) -> None:
+    def __init__(self, slot: nn.Module) -> None:
         self.slot = slot
-        self.channels_last = channels_last
 
     def __call__(self, module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
-        if self.channels_last:
-            return self.slot(output.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         return self.slot(output)
 
 
@@ -179,10 +179,19 @@ class BlockGatingPlugin(GatingPlugin):
     * **sites**: every block that matches a gate point, in module-registration order (the forward order of timm's
       sequential stages), one :class:`GateSite` each, with ``num_channels`` = the gated conv's output width and
       offsets laid out one after another;
-    * **installation**: the slot becomes a parameter-free submodule of its block (attribute :attr:`slot_attr`) and
-      a forward hook on the gate point's ``output`` module passes that module's output through the slot. Neither
-      adds, removes nor renames a ``state_dict`` key (a wrapper module would add a key level, ``norm.weight`` ->
-      ``norm.inner.weight``), and the hooked module runs whether or not the block has a residual connection;
+    * **installation**, without adding, removing or renaming a ``state_dict`` key (the slot has no parameters),
+      at the last point of the main branch, after its norm, SE and layer scale, before any residual add:
+
+      - a block that adds its branch to a shortcut (``residual``) runs ``drop_path(branch) + shortcut``: the slot
+        takes the ``drop_path`` attribute's place and runs the original drop-path module after the gate;
+      - a block without a residual (stride 2, a change of width, DenseNet's layers, ...) never calls its
+        ``drop_path``; its output is its branch's, so the slot becomes a submodule of the block (attribute
+        :attr:`slot_attr`) applied to the block's output by a forward hook.
+
+      Both are traced by ``torch.fx`` (timm's feature extraction, quantisation), ``torch.compile`` and
+      ``torch.export``. A hook on the norm inside the block would not be: norms and convs are leaf modules of
+      ``torch.fx`` tracers, whose hooks do not run while tracing, so the traced graph would silently lose the gates.
+      A wrapper module around the norm would add a key level (``bn3.weight`` -> ``bn3.inner.weight``);
     * **MAC accounting**: each site names its gated conv.
 
     Blocks of no listed type are not gated (and, when :attr:`model_types` is set, models of other classes are not
@@ -196,7 +205,7 @@ class BlockGatingPlugin(GatingPlugin):
     timm_modules: tuple[str, ...] = ()
     #: One gate point per block type, tried in order (put subclasses before their base classes).
     gate_points: tuple[GatePoint, ...] = ()
-    #: Attribute of the block that holds the slot (parameter-free, so it adds no ``state_dict`` key).
+    #: Attribute of a block without a residual that holds its slot (parameter-free: no ``state_dict`` key).
     slot_attr: str = 'gate'
 
     def supported_models(self) -> list[str]:
@@ -245,19 +254,21 @@ class BlockGatingPlugin(GatingPlugin):
         point = self.gate_point(block)
         if point is None:
             raise RuntimeError(f'{site.name!r} ({type(block).__name__}) is not a block plugin {self.name!r} gates.')
-        held = getattr(block, self.slot_attr, None)
-        if isinstance(held, GateSlot):
+        if any(isinstance(getattr(block, a, None), GateSlot) for a in ('drop_path', self.slot_attr)):
             raise RuntimeError(f'Block {site.name!r} already holds a gate.')
+        if _has_residual(point.residual, block):
+            # Right before `drop_path(branch) + shortcut`; the original drop-path module (or None) runs after it.
+            slot.after = getattr(block, 'drop_path', None)
+            block.drop_path = slot
+            return
+        held = getattr(block, self.slot_attr, None)
         if held is not None:
             raise RuntimeError(
                 f'Block {site.name!r} already has an attribute {self.slot_attr!r} ({type(held).__name__}); set '
                 f'`slot_attr` of plugin {type(self).__name__} to a free attribute name.')
-        conv = _resolve(point.conv, block)
-        output = block.get_submodule(_resolve(point.output, block) or conv)
-        # Registered as a submodule so that .to(), deepcopy and module listings see it; it has no parameters or
-        # buffers, so the state_dict keys stay timm's.
+        # A submodule, so that .to(), deepcopy and module listings see it; it has no parameters or buffers.
         block.add_module(self.slot_attr, slot)
-        output.register_forward_hook(_GateHook(slot, channels_last=isinstance(block.get_submodule(conv), nn.Linear)))
+        block.register_forward_hook(_GateHook(slot))
 
 
 _PLUGINS: dict[str, GatingPlugin] = {}

@@ -15,6 +15,7 @@ cases include it.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import copy
 import importlib
 import importlib.metadata
@@ -219,6 +220,78 @@ def test_gradient_reaches_the_gater(case):
         model.eval()
 
 
+@contextlib.contextmanager
+def _current_gates(model: nn.Module, gates: torch.Tensor):
+    """Make ``gates`` the model's current gates outside a GaterNet forward call (to trace the backbone alone)."""
+    context = model._gate_context
+    if hasattr(context, 'push'):  # a per-call context (push/pop)
+        depth = context.push(gates)
+        try:
+            yield
+        finally:
+            context.pop(depth)
+    else:
+        context.gates = gates
+        try:
+            yield
+        finally:
+            context.gates = None
+
+
+class _TimmTracer(torch.fx.Tracer):
+    """torch.fx with timm's leaf modules (norm-act layers, conv variants), as timm's feature extraction traces."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return isinstance(m, tuple(timm.layers.get_notrace_modules())) or super().is_leaf_module(
+            m, module_qualified_name)
+
+
+def _traceable(tracer: torch.fx.Tracer, module: nn.Module) -> str:
+    """'' if ``tracer`` traces ``module``, else why not."""
+    try:
+        tracer.trace(module)
+    except Exception as e:
+        return f'{type(e).__name__}: {e}'.splitlines()[0]
+    return ''
+
+
+@pytest.mark.parametrize('tracer_cls', [torch.fx.Tracer, _TimmTracer], ids=['torch_fx', 'timm_leaves'])
+def test_torch_fx_tracing_sees_every_slot(case, tracer_cls):
+    """Every slot is called while torch.fx traces the backbone: none hides in a hook of a leaf module (a norm, a
+    conv), which tracing skips, so a traced graph (timm's feature extraction, quantisation) keeps its gates."""
+    model, plain = case['model'], case['plain']
+    why = _traceable(tracer_cls(), plain)
+    if why:
+        pytest.skip(f'{case["name"]} itself is not traceable by torch.fx ({why})')
+    calls = []
+    handles = [s.register_forward_pre_hook(lambda m, a: calls.append(m.name)) for s in _slots(model.backbone)]
+    try:
+        tracer_cls().trace(model.backbone)
+    finally:
+        for h in handles:
+            h.remove()
+    assert calls == [s.name for s in model.gate_sites]
+
+
+def test_traced_backbone_applies_the_gates(case):
+    """With the current gates set while tracing, the traced backbone gives the gated backbone's logits."""
+    model, plain, x = case['model'], case['plain'], case['x']
+    gates = (torch.rand(1, model.gate_size, generator=torch.Generator().manual_seed(3)) > 0.5).float()
+    gates = gates.expand(BATCH, -1)
+    if _traceable(_TimmTracer(), plain):
+        pytest.skip(f'{case["name"]} itself is not traceable by torch.fx')
+    with _current_gates(model, gates):
+        why = _traceable(torch.fx.Tracer(), _slots(model.backbone)[0])
+        if why:
+            pytest.skip(f'GateSlot is not traceable by torch.fx with gates set on this branch ({why})')
+        with torch.no_grad():
+            expected = model.backbone(x)
+        traced = torch.fx.GraphModule(model.backbone, _TimmTracer().trace(model.backbone))
+    with torch.no_grad():
+        assert torch.equal(traced(x), expected)
+        assert not torch.equal(expected, plain(x))
+
+
 # ----------------------------------------------------------------------------------------- the plugin base
 
 
@@ -284,7 +357,7 @@ def test_slot_attribute_clash_names_the_fix(monkeypatch):
 
     class Clash(BlockGatingPlugin):
         name = 'gzt_clash'
-        gate_points = (GatePoint(Block, conv='0'),)
+        gate_points = (GatePoint(Block, conv='0', residual=False),)
 
     block = Block(nn.Conv2d(3, 4, 1))
     block.gate = nn.ReLU()

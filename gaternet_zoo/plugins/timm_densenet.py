@@ -3,9 +3,9 @@
 A ``DenseLayer`` (norm, act, 1x1 conv, norm, act, 3x3 conv) adds ``growth_rate`` new feature maps that are
 concatenated to its input; there is no residual add. The layer's main branch ends with ``conv2``, and as the block
 is pre-activation there is no norm after it (the next layer's norm comes first), so the gate multiplies ``conv2``'s
-output: the new feature maps, one gate per filter, before the concatenation (and before the layer's dropout, which
-the gate commutes with). The transition layers (norm, 1x1 conv, pool) between dense blocks are not gated, as the
-stem is not in the other families: they are not blocks of the main branch.
+output: the new feature maps that the layer returns (after its dropout, which commutes with the gate), one gate per
+filter, before the concatenation. The transition layers (norm, 1x1 conv, pool) between dense blocks are not gated,
+as the stem is not in the other families: they are not blocks of the main branch.
 """
 from __future__ import annotations
 
@@ -23,4 +23,4 @@ class TimmDenseNetPlugin(BlockGatingPlugin):
     timm_modules = ('densenet',)
     model_types = (DenseNet,)
     representative_models = ('densenet121',)
-    gate_points = (GatePoint(DenseLayer, conv='conv2'),)
+    gate_points = (GatePoint(DenseLayer, conv='conv2', residual=False),)

@@ -13,8 +13,9 @@ multiplies the output filters of the main branch's last conv after its norm, bef
 * ``ConvBnAct`` (single conv blocks, e.g. MobileNetV3's last stage): ``conv`` after ``bn1`` (norm + activation; a
   0/1 gate commutes with ReLU-like activations) and the anti-aliasing pool.
 
-Many of these blocks have no residual connection (stride 2 or a change of width): timm then never calls their
-``drop_path``, so the gates are hooked on the norms, which always run. Not gated: the stem and head convs (not
+A block with its residual (``has_skip``) is gated in its ``drop_path`` slot, which timm runs right before the add;
+many blocks have none (stride 2 or a change of width): timm then never calls their ``drop_path``, and they are
+gated on their output, which is their branch's. Not gated: the stem and head convs (not
 blocks), and MobileNetV4's ``MobileAttention`` blocks (hybrid models), whose main branch ends in an attention
 output projection rather than a conv with a norm; the conv blocks of hybrid models are gated.
 """
@@ -50,9 +51,9 @@ class TimmEfficientNetPlugin(BlockGatingPlugin):
     # ConvBnAct+EdgeResidual+InvertedResidual; DepthwiseSeparableConv+SE; UniversalInvertedResidual
     representative_models = ('test_efficientnet', 'mobilenetv3_small_050', 'mobilenetv4_conv_small')
     gate_points = (
-        GatePoint(DepthwiseSeparableConv, conv='conv_pw', output='bn2'),
-        GatePoint(InvertedResidual, conv='conv_pwl', output='bn3'),  # CondConvResidual is a subclass
-        GatePoint(EdgeResidual, conv='conv_pwl', output='bn2'),
-        GatePoint(UniversalInvertedResidual, conv=_uir_last_conv, output='layer_scale'),
-        GatePoint(ConvBnAct, conv='conv', output='aa'),
+        GatePoint(DepthwiseSeparableConv, conv='conv_pw', residual='has_skip'),
+        GatePoint(InvertedResidual, conv='conv_pwl', residual='has_skip'),  # CondConvResidual is a subclass
+        GatePoint(EdgeResidual, conv='conv_pwl', residual='has_skip'),
+        GatePoint(UniversalInvertedResidual, conv=_uir_last_conv, residual='has_skip'),
+        GatePoint(ConvBnAct, conv='conv', residual='has_skip'),
     )

@@ -4,7 +4,8 @@ Covers ``resnetv2_*`` (18/34/50/101/152 and their ``d``/``t`` stems, the GroupNo
 BiT models (``resnetv2_50x1_bit``, ...). In the pre-activation blocks (``PreActBasic``, ``PreActBottleneck``) the
 last conv of the residual branch has no norm after it (the norm of the next block comes first), so the gate
 multiplies that conv's output directly, as the zoo's pre-activation ``cifar_resnet164`` does. In the
-post-activation ``Bottleneck`` the gate follows ``norm3``. Both are before the residual add.
+post-activation ``Bottleneck`` the gate follows ``norm3``. Every block adds a shortcut, so the gate sits in the
+block's ``drop_path`` slot, which timm runs right there, before the residual add.
 """
 from __future__ import annotations
 
@@ -25,5 +26,5 @@ class TimmResNetV2Plugin(BlockGatingPlugin):
     gate_points = (
         GatePoint(PreActBasic, conv='conv2'),
         GatePoint(PreActBottleneck, conv='conv3'),
-        GatePoint(Bottleneck, conv='conv3', output='norm3'),
+        GatePoint(Bottleneck, conv='conv3'),
     )

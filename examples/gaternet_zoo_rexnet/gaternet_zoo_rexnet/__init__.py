@@ -23,4 +23,4 @@ class ReXNetPlugin(BlockGatingPlugin):
     timm_modules = ('rexnet',)
     model_types = (RexNet,)
     representative_models = ('rexnet_100',)
-    gate_points = (GatePoint(LinearBottleneck, conv='conv_pwl.conv', output='conv_pwl'),)
+    gate_points = (GatePoint(LinearBottleneck, conv='conv_pwl.conv', residual='use_shortcut'),)
