@@ -4,9 +4,9 @@ For each case the plain timm model is built, given random norm scales (as after 
 or shrinks some of them, which would make gates no-ops and several checks unable to fail), saved with
 safetensors and loaded strictly into the gated backbone of a GaterNet. The checks are the ones every plugin must
 pass, whatever its family: ``state_dict`` keys equal timm's, timm's weights load unchanged, all-ones gates give the
-plain logits exactly, all-zero gates change them, every slot runs once per forward in offset order, the gradient
-reaches the gater, ``gate_size`` is the sum of the sites' channels and every site names a real conv for the MAC
-count. Inputs are tiny (batch 2, 64x64).
+plain logits exactly, all-zero gates change them, every slot runs once per forward in offset order (and is called
+while ``torch.fx`` traces the backbone), the gradient reaches the gater, ``gate_size`` is the sum of the sites'
+channels and every site names a real conv for the MAC count. Inputs are tiny (batch 2, 64x64).
 
 The third-party example plugin (``examples/gaternet_zoo_rexnet``, gating timm's ReXNet) is pip-installed into a
 temporary folder on ``sys.path`` when this module is collected, so that its entry point is found and the contract
