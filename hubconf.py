@@ -22,7 +22,8 @@ def cifar_resnet20(pretrained: bool = False, **kwargs):
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
-        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "cifar_resnet20", pretrained=False, trust_repo=True)
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "cifar_resnet20",
+        ...                        pretrained=False, trust_repo=True)
     """
     return _create_model("cifar_resnet20", pretrained=pretrained, **kwargs)
 
@@ -35,7 +36,8 @@ def cifar_resnet32(pretrained: bool = False, **kwargs):
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
-        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "cifar_resnet32", pretrained=False, trust_repo=True)
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "cifar_resnet32",
+        ...                        pretrained=False, trust_repo=True)
     """
     return _create_model("cifar_resnet32", pretrained=pretrained, **kwargs)
 
@@ -48,7 +50,8 @@ def cifar_resnet44(pretrained: bool = False, **kwargs):
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
-        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "cifar_resnet44", pretrained=False, trust_repo=True)
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "cifar_resnet44",
+        ...                        pretrained=False, trust_repo=True)
     """
     return _create_model("cifar_resnet44", pretrained=pretrained, **kwargs)
 
@@ -61,7 +64,8 @@ def cifar_resnet56(pretrained: bool = False, **kwargs):
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
-        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "cifar_resnet56", pretrained=False, trust_repo=True)
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "cifar_resnet56",
+        ...                        pretrained=False, trust_repo=True)
     """
     return _create_model("cifar_resnet56", pretrained=pretrained, **kwargs)
 
@@ -74,7 +78,8 @@ def cifar_resnet110(pretrained: bool = False, **kwargs):
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
-        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "cifar_resnet110", pretrained=False, trust_repo=True)
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "cifar_resnet110",
+        ...                        pretrained=False, trust_repo=True)
     """
     return _create_model("cifar_resnet110", pretrained=pretrained, **kwargs)
 
@@ -87,7 +92,8 @@ def cifar_resnet164(pretrained: bool = False, **kwargs):
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
-        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "cifar_resnet164", pretrained=False, trust_repo=True)
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "cifar_resnet164",
+        ...                        pretrained=False, trust_repo=True)
     """
     return _create_model("cifar_resnet164", pretrained=pretrained, **kwargs)
 
@@ -100,7 +106,8 @@ def cifar_wrn28_10(pretrained: bool = False, **kwargs):
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
-        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "cifar_wrn28_10", pretrained=False, trust_repo=True)
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "cifar_wrn28_10",
+        ...                        pretrained=False, trust_repo=True)
     """
     return _create_model("cifar_wrn28_10", pretrained=pretrained, **kwargs)
 
@@ -115,9 +122,160 @@ def gaternet(pretrained: bool = False, **kwargs):
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
-        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gaternet", pretrained=False, trust_repo=True)
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gaternet",
+        ...                        pretrained=False, trust_repo=True)
     """
     return _create_model("gaternet", pretrained=pretrained, **kwargs)
+
+
+def gaternet_convnext_tiny(pretrained: bool = False, **kwargs):
+    """timm ConvNeXt-Tiny gated by a ResNet-18 gater (ImageNet, 224x224): 6624 gates on the MLP outputs.
+
+    Args:
+        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        **kwargs: Model arguments, e.g. ``num_classes=100``.
+
+    Example:
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gaternet_convnext_tiny",
+        ...                        pretrained=False, trust_repo=True)
+    """
+    return _create_model("gaternet_convnext_tiny", pretrained=pretrained, **kwargs)
+
+
+def gated_convnext_tiny(pretrained: bool = False, **kwargs):
+    """Alias of ``gaternet_convnext_tiny``.
+
+    timm ConvNeXt-Tiny gated by a ResNet-18 gater (ImageNet, 224x224): 6624 gates on the MLP outputs.
+
+    Args:
+        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        **kwargs: Model arguments, e.g. ``num_classes=100``.
+
+    Example:
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gated_convnext_tiny",
+        ...                        pretrained=False, trust_repo=True)
+    """
+    return _create_model("gaternet_convnext_tiny", pretrained=pretrained, **kwargs)
+
+
+def gaternet_densenet121(pretrained: bool = False, **kwargs):
+    """timm DenseNet-121 gated by a MobileNetV3-Small gater (ImageNet, 224x224): 1856 gates on the new features.
+
+    Args:
+        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        **kwargs: Model arguments, e.g. ``num_classes=100``.
+
+    Example:
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gaternet_densenet121",
+        ...                        pretrained=False, trust_repo=True)
+    """
+    return _create_model("gaternet_densenet121", pretrained=pretrained, **kwargs)
+
+
+def gated_densenet121(pretrained: bool = False, **kwargs):
+    """Alias of ``gaternet_densenet121``.
+
+    timm DenseNet-121 gated by a MobileNetV3-Small gater (ImageNet, 224x224): 1856 gates on the new features.
+
+    Args:
+        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        **kwargs: Model arguments, e.g. ``num_classes=100``.
+
+    Example:
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gated_densenet121",
+        ...                        pretrained=False, trust_repo=True)
+    """
+    return _create_model("gaternet_densenet121", pretrained=pretrained, **kwargs)
+
+
+def gaternet_efficientnet_b0(pretrained: bool = False, **kwargs):
+    """timm EfficientNet-B0 gated by a MobileNetV3-Small gater (ImageNet, 224x224): 1808 gates.
+
+    Args:
+        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        **kwargs: Model arguments, e.g. ``num_classes=100``.
+
+    Example:
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gaternet_efficientnet_b0",
+        ...                        pretrained=False, trust_repo=True)
+    """
+    return _create_model("gaternet_efficientnet_b0", pretrained=pretrained, **kwargs)
+
+
+def gated_efficientnet_b0(pretrained: bool = False, **kwargs):
+    """Alias of ``gaternet_efficientnet_b0``.
+
+    timm EfficientNet-B0 gated by a MobileNetV3-Small gater (ImageNet, 224x224): 1808 gates.
+
+    Args:
+        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        **kwargs: Model arguments, e.g. ``num_classes=100``.
+
+    Example:
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gated_efficientnet_b0",
+        ...                        pretrained=False, trust_repo=True)
+    """
+    return _create_model("gaternet_efficientnet_b0", pretrained=pretrained, **kwargs)
+
+
+def gaternet_mobilenetv3_large_100(pretrained: bool = False, **kwargs):
+    """timm MobileNetV3-Large 1.0 gated by a MobileNetV3-Small gater (ImageNet, 224x224): 2168 gates.
+
+    Args:
+        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        **kwargs: Model arguments, e.g. ``num_classes=100``.
+
+    Example:
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gaternet_mobilenetv3_large_100",
+        ...                        pretrained=False, trust_repo=True)
+    """
+    return _create_model("gaternet_mobilenetv3_large_100", pretrained=pretrained, **kwargs)
+
+
+def gated_mobilenetv3_large_100(pretrained: bool = False, **kwargs):
+    """Alias of ``gaternet_mobilenetv3_large_100``.
+
+    timm MobileNetV3-Large 1.0 gated by a MobileNetV3-Small gater (ImageNet, 224x224): 2168 gates.
+
+    Args:
+        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        **kwargs: Model arguments, e.g. ``num_classes=100``.
+
+    Example:
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gated_mobilenetv3_large_100",
+        ...                        pretrained=False, trust_repo=True)
+    """
+    return _create_model("gaternet_mobilenetv3_large_100", pretrained=pretrained, **kwargs)
+
+
+def gaternet_regnety_016(pretrained: bool = False, **kwargs):
+    """timm RegNetY-1.6GF gated by a MobileNetV3-Small gater (ImageNet, 224x224): 8304 gates.
+
+    Args:
+        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        **kwargs: Model arguments, e.g. ``num_classes=100``.
+
+    Example:
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gaternet_regnety_016",
+        ...                        pretrained=False, trust_repo=True)
+    """
+    return _create_model("gaternet_regnety_016", pretrained=pretrained, **kwargs)
+
+
+def gated_regnety_016(pretrained: bool = False, **kwargs):
+    """Alias of ``gaternet_regnety_016``.
+
+    timm RegNetY-1.6GF gated by a MobileNetV3-Small gater (ImageNet, 224x224): 8304 gates.
+
+    Args:
+        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        **kwargs: Model arguments, e.g. ``num_classes=100``.
+
+    Example:
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gated_regnety_016",
+        ...                        pretrained=False, trust_repo=True)
+    """
+    return _create_model("gaternet_regnety_016", pretrained=pretrained, **kwargs)
 
 
 def gaternet_resnet18(pretrained: bool = False, **kwargs):
@@ -128,7 +286,8 @@ def gaternet_resnet18(pretrained: bool = False, **kwargs):
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
-        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gaternet_resnet18", pretrained=False, trust_repo=True)
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gaternet_resnet18",
+        ...                        pretrained=False, trust_repo=True)
     """
     return _create_model("gaternet_resnet18", pretrained=pretrained, **kwargs)
 
@@ -143,7 +302,8 @@ def gated_resnet18(pretrained: bool = False, **kwargs):
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
-        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gated_resnet18", pretrained=False, trust_repo=True)
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gated_resnet18",
+        ...                        pretrained=False, trust_repo=True)
     """
     return _create_model("gaternet_resnet18", pretrained=pretrained, **kwargs)
 
@@ -156,7 +316,8 @@ def gaternet_resnet20(pretrained: bool = False, **kwargs):
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
-        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gaternet_resnet20", pretrained=False, trust_repo=True)
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gaternet_resnet20",
+        ...                        pretrained=False, trust_repo=True)
     """
     return _create_model("gaternet_resnet20", pretrained=pretrained, **kwargs)
 
@@ -171,7 +332,8 @@ def gated_resnet20(pretrained: bool = False, **kwargs):
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
-        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gated_resnet20", pretrained=False, trust_repo=True)
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gated_resnet20",
+        ...                        pretrained=False, trust_repo=True)
     """
     return _create_model("gaternet_resnet20", pretrained=pretrained, **kwargs)
 
@@ -184,7 +346,8 @@ def gaternet_resnet34(pretrained: bool = False, **kwargs):
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
-        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gaternet_resnet34", pretrained=False, trust_repo=True)
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gaternet_resnet34",
+        ...                        pretrained=False, trust_repo=True)
     """
     return _create_model("gaternet_resnet34", pretrained=pretrained, **kwargs)
 
@@ -199,7 +362,8 @@ def gated_resnet34(pretrained: bool = False, **kwargs):
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
-        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gated_resnet34", pretrained=False, trust_repo=True)
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gated_resnet34",
+        ...                        pretrained=False, trust_repo=True)
     """
     return _create_model("gaternet_resnet34", pretrained=pretrained, **kwargs)
 
@@ -212,7 +376,8 @@ def gaternet_resnet50(pretrained: bool = False, **kwargs):
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
-        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gaternet_resnet50", pretrained=False, trust_repo=True)
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gaternet_resnet50",
+        ...                        pretrained=False, trust_repo=True)
     """
     return _create_model("gaternet_resnet50", pretrained=pretrained, **kwargs)
 
@@ -227,7 +392,8 @@ def gated_resnet50(pretrained: bool = False, **kwargs):
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
-        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gated_resnet50", pretrained=False, trust_repo=True)
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gated_resnet50",
+        ...                        pretrained=False, trust_repo=True)
     """
     return _create_model("gaternet_resnet50", pretrained=pretrained, **kwargs)
 
@@ -240,7 +406,8 @@ def gaternet_resnet56(pretrained: bool = False, **kwargs):
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
-        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gaternet_resnet56", pretrained=False, trust_repo=True)
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gaternet_resnet56",
+        ...                        pretrained=False, trust_repo=True)
     """
     return _create_model("gaternet_resnet56", pretrained=pretrained, **kwargs)
 
@@ -255,7 +422,8 @@ def gated_resnet56(pretrained: bool = False, **kwargs):
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
-        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gated_resnet56", pretrained=False, trust_repo=True)
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gated_resnet56",
+        ...                        pretrained=False, trust_repo=True)
     """
     return _create_model("gaternet_resnet56", pretrained=pretrained, **kwargs)
 
@@ -268,7 +436,8 @@ def gaternet_resnet101(pretrained: bool = False, **kwargs):
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
-        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gaternet_resnet101", pretrained=False, trust_repo=True)
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gaternet_resnet101",
+        ...                        pretrained=False, trust_repo=True)
     """
     return _create_model("gaternet_resnet101", pretrained=pretrained, **kwargs)
 
@@ -283,7 +452,8 @@ def gated_resnet101(pretrained: bool = False, **kwargs):
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
-        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gated_resnet101", pretrained=False, trust_repo=True)
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gated_resnet101",
+        ...                        pretrained=False, trust_repo=True)
     """
     return _create_model("gaternet_resnet101", pretrained=pretrained, **kwargs)
 
@@ -296,7 +466,8 @@ def gaternet_resnet110(pretrained: bool = False, **kwargs):
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
-        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gaternet_resnet110", pretrained=False, trust_repo=True)
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gaternet_resnet110",
+        ...                        pretrained=False, trust_repo=True)
     """
     return _create_model("gaternet_resnet110", pretrained=pretrained, **kwargs)
 
@@ -311,7 +482,8 @@ def gated_resnet110(pretrained: bool = False, **kwargs):
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
-        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gated_resnet110", pretrained=False, trust_repo=True)
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gated_resnet110",
+        ...                        pretrained=False, trust_repo=True)
     """
     return _create_model("gaternet_resnet110", pretrained=pretrained, **kwargs)
 
@@ -324,7 +496,8 @@ def gaternet_resnet164(pretrained: bool = False, **kwargs):
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
-        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gaternet_resnet164", pretrained=False, trust_repo=True)
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gaternet_resnet164",
+        ...                        pretrained=False, trust_repo=True)
     """
     return _create_model("gaternet_resnet164", pretrained=pretrained, **kwargs)
 
@@ -339,9 +512,40 @@ def gated_resnet164(pretrained: bool = False, **kwargs):
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
-        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gated_resnet164", pretrained=False, trust_repo=True)
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gated_resnet164",
+        ...                        pretrained=False, trust_repo=True)
     """
     return _create_model("gaternet_resnet164", pretrained=pretrained, **kwargs)
+
+
+def gaternet_resnetv2_50(pretrained: bool = False, **kwargs):
+    """timm pre-activation ResNetV2-50 gated by a ResNet-18 gater (ImageNet, 224x224): 15104 gates.
+
+    Args:
+        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        **kwargs: Model arguments, e.g. ``num_classes=100``.
+
+    Example:
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gaternet_resnetv2_50",
+        ...                        pretrained=False, trust_repo=True)
+    """
+    return _create_model("gaternet_resnetv2_50", pretrained=pretrained, **kwargs)
+
+
+def gated_resnetv2_50(pretrained: bool = False, **kwargs):
+    """Alias of ``gaternet_resnetv2_50``.
+
+    timm pre-activation ResNetV2-50 gated by a ResNet-18 gater (ImageNet, 224x224): 15104 gates.
+
+    Args:
+        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        **kwargs: Model arguments, e.g. ``num_classes=100``.
+
+    Example:
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gated_resnetv2_50",
+        ...                        pretrained=False, trust_repo=True)
+    """
+    return _create_model("gaternet_resnetv2_50", pretrained=pretrained, **kwargs)
 
 
 def gaternet_wrn28_10(pretrained: bool = False, **kwargs):
@@ -352,7 +556,8 @@ def gaternet_wrn28_10(pretrained: bool = False, **kwargs):
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
-        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gaternet_wrn28_10", pretrained=False, trust_repo=True)
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gaternet_wrn28_10",
+        ...                        pretrained=False, trust_repo=True)
     """
     return _create_model("gaternet_wrn28_10", pretrained=pretrained, **kwargs)
 
@@ -367,7 +572,8 @@ def gated_wrn28_10(pretrained: bool = False, **kwargs):
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
-        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gated_wrn28_10", pretrained=False, trust_repo=True)
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "gated_wrn28_10",
+        ...                        pretrained=False, trust_repo=True)
     """
     return _create_model("gaternet_wrn28_10", pretrained=pretrained, **kwargs)
 

@@ -10,6 +10,8 @@ from ._factory import parse_model_name as parse_model_name
 from ._hub import ChecksumError as ChecksumError
 from ._hub import HubLoadError as HubLoadError
 from ._hub import StateDictMismatchError as StateDictMismatchError
+from ._plugins import BlockGatingPlugin as BlockGatingPlugin
+from ._plugins import GatePoint as GatePoint
 from ._plugins import GateSite as GateSite
 from ._plugins import GatingPlugin as GatingPlugin
 from ._plugins import UnsupportedBackboneError as UnsupportedBackboneError
@@ -32,9 +34,9 @@ from .utils import GateStatistics as GateStatistics
 from .version import __version__ as __version__
 
 __all__ = [
-    'CifarResNet', 'ChecksumError', 'GateSite', 'GateStatistics', 'GaterNet', 'GatingPlugin', 'HubLoadError',
-    'MacBudgetLoss', 'StateDictMismatchError', 'UnknownModelError', 'UnsupportedBackboneError', '__version__', 'create_model',
-    'gate', 'gate_l1_loss', 'gate_target_rate_loss', 'get_plugin', 'get_pretrained_cfg', 'is_model', 'list_backbones', 'list_models',
-    'list_plugins', 'list_pretrained', 'load_official_checkpoint', 'parse_model_name', 'register_gating_plugin',
-    'register_weights',
+    'BlockGatingPlugin', 'CifarResNet', 'ChecksumError', 'GatePoint', 'GateSite', 'GateStatistics', 'GaterNet',
+    'GatingPlugin', 'HubLoadError', 'MacBudgetLoss', 'StateDictMismatchError', 'UnknownModelError',
+    'UnsupportedBackboneError', '__version__', 'create_model', 'gate', 'gate_l1_loss', 'gate_target_rate_loss',
+    'get_plugin', 'get_pretrained_cfg', 'is_model', 'list_backbones', 'list_models', 'list_plugins', 'list_pretrained',
+    'load_official_checkpoint', 'parse_model_name', 'register_gating_plugin', 'register_weights',
 ]

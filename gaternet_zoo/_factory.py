@@ -166,22 +166,26 @@ def gate(
         bottleneck: int = 8,
         num_classes: int | None = None,
         pretrained_backbone: bool = False,
+        pretrained_gater: bool | None = None,
         **kwargs: Any,
 ) -> nn.Module:
     """Gate any backbone a gating plugin supports: ``gate("resnet50", gater="resnet18", num_classes=100)``.
 
     Args:
         backbone: timm model name of the backbone.
-        gater: timm model name of the gater's feature extractor; ``cifar_resnet20`` for the zoo's CIFAR
-            backbones, ``resnet18`` otherwise.
+        gater: timm model name of the gater's feature extractor (any timm classifier: ``"mobilenetv3_small_100"``,
+            ``"efficientnet_b0"``, ...); ``cifar_resnet20`` for the zoo's CIFAR backbones, ``resnet18`` otherwise.
         bottleneck: Width of the gater's bottleneck.
         num_classes: Classes; defaults to the backbone's.
-        pretrained_backbone: Start the backbone (and a timm gater) from timm's pretrained weights. The gate slots
-            add no parameters, so timm's weights load unchanged.
+        pretrained_backbone: Start the backbone from timm's pretrained weights. The gate slots add no parameters,
+            so timm's weights load unchanged.
+        pretrained_gater: Start the gater's feature extractor from timm's pretrained weights of ``gater``; by default
+            as ``pretrained_backbone`` for a timm gater (the zoo's CIFAR gaters start from scratch).
         **kwargs: Further :class:`~gaternet_zoo.GaterNet` arguments.
 
     Raises:
         UnsupportedBackboneError: Listing the supported families, if no plugin supports the backbone.
+        ValueError: If ``gater`` is not a timm model name.
     """
     from ._plugins import UnsupportedBackboneError, _families_text
 
@@ -194,7 +198,9 @@ def gate(
     # inside GaterNet, as on every other route.
     if pretrained_backbone:
         kwargs['backbone_args'] = {**(kwargs.get('backbone_args') or {}), 'pretrained': True}
-        if not gater.startswith('cifar_'):
-            kwargs['gater_args'] = {**(kwargs.get('gater_args') or {}), 'pretrained': True}
+    if pretrained_gater is None:
+        pretrained_gater = pretrained_backbone and not gater.startswith('cifar_')
+    if pretrained_gater:
+        kwargs['gater_args'] = {**(kwargs.get('gater_args') or {}), 'pretrained': True}
     return create_model('gaternet', backbone=backbone, gater=gater, bottleneck=bottleneck, num_classes=num_classes,
                         **kwargs)

@@ -5,24 +5,30 @@ conv of each residual branch, after its norm, before the residual add) and then 
 :class:`~gaternet_zoo.layers.GateSlot` per site. Plugins are registered by name with :func:`register_gating_plugin`
 (a class decorator) or, for third-party packages, through the ``gaternet_zoo.plugins`` entry-point group, whose
 entries point at a :class:`GatingPlugin` subclass and are loaded the first time the registry is queried.
+
+Most families need no code beyond a declaration: a :class:`BlockGatingPlugin` subclass lists its block types and,
+per type, a :class:`GatePoint` (which conv's filters are gated, and which module's output the gate multiplies);
+the base finds the sites in forward order, lays out their offsets, installs the slots and names the gated convs
+for MAC accounting.
 """
 from __future__ import annotations
 
 import difflib
 import fnmatch
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, TypeVar
 
+import torch
 from torch import nn
 
 from .layers.gates import GateSlot
 
 __all__ = [
-    'GateSite', 'GatingPlugin', 'register_gating_plugin', 'get_plugin', 'list_plugins', 'find_plugin',
-    'UnsupportedBackboneError', 'ENTRY_POINT_GROUP',
+    'GateSite', 'GatingPlugin', 'BlockGatingPlugin', 'GatePoint', 'register_gating_plugin', 'get_plugin',
+    'list_plugins', 'find_plugin', 'plugin_for_name', 'UnsupportedBackboneError', 'ENTRY_POINT_GROUP',
 ]
 
 _logger = logging.getLogger(__name__)
@@ -67,7 +73,9 @@ class GatingPlugin:
     description: str = ''
     #: ``fnmatch`` patterns of timm model names the plugin is meant for (used to pick a plugin by name).
     model_patterns: tuple[str, ...] = ()
-
+    #: A few small timm model names that between them hold every block type the plugin gates: the contract suite
+    #: (``tests/test_plugins.py``) builds each and checks the plugin against the plain timm model.
+    representative_models: tuple[str, ...] = ()
     def matches_name(self, model_name: str) -> bool:
         """Whether a timm model name belongs to this plugin's family."""
         return any(fnmatch.fnmatch(model_name, p) for p in self.model_patterns)
@@ -106,6 +114,164 @@ def offsets_in_order(sites: Iterable[GateSite]) -> list[GateSite]:
         out.append(GateSite(site.name, site.num_channels, offset, site.conv))
         offset += site.num_channels
     return out
+
+
+#: A block-relative module name, or a function of the block returning one (for layouts that vary per block).
+ModulePath = str | Callable[[nn.Module], str]
+#: Whether a block adds its branch to a shortcut: a constant, the name of the block's boolean flag, or a function.
+ResidualFlag = bool | str | Callable[[nn.Module], bool]
+
+
+@dataclass(frozen=True)
+class GatePoint:
+    """Where blocks of one type are gated: the declaration a :class:`BlockGatingPlugin` makes per block type.
+
+    Attributes:
+        block: Block class(es) this point applies to (``isinstance``, so subclasses are included).
+        conv: Block-relative name of the conv (or ``nn.Linear`` used as a 1x1 conv) whose output filters are gated:
+            the last conv of the block's main branch. Its output width is the number of gates, and it is the
+            module whose MACs a closed gate could save.
+        residual: Whether a block adds its branch to a shortcut as timm's blocks do, ``drop_path(branch) +
+            shortcut``: ``True``/``False``, the name of the block's boolean flag (``"has_skip"``), or a function of
+            the block. Such a block is gated in its ``drop_path`` slot, right before the add; a block without a
+            residual (timm then never calls its ``drop_path``) is gated on its output, which is its branch's.
+    """
+
+    block: type | tuple[type, ...]
+    conv: ModulePath
+    residual: ResidualFlag = True
+
+
+def _resolve(path: ModulePath, block: nn.Module) -> str:
+    return path(block) if callable(path) else path
+
+
+def _has_residual(flag: ResidualFlag, block: nn.Module) -> bool:
+    if isinstance(flag, str):
+        return bool(getattr(block, flag))
+    return bool(flag(block)) if callable(flag) else flag
+
+
+def _num_outputs(conv: nn.Module) -> int:
+    for attr in ('out_channels', 'out_features'):
+        if isinstance(getattr(conv, attr, None), int):
+            return getattr(conv, attr)
+    raise TypeError(f'{type(conv).__name__} has neither out_channels nor out_features: not a conv to gate.')
+
+
+class _GateHook:
+    """Forward hook that passes a block's output through its gate slot (blocks without a residual).
+
+    A plain object (not a closure) so that ``copy.deepcopy`` of the model (EMA copies, for instance) gives the copy's
+    hook the copy's slot: deepcopy maps the hook's ``slot`` through the same memo as the module tree.
+    """
+
+    def __init__(self, slot: nn.Module) -> None:
+        self.slot = slot
+
+    def __call__(self, module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
+        return self.slot(output)
+
+
+class BlockGatingPlugin(GatingPlugin):
+    """Declarative base of a plugin for one timm family: list the block types and where each is gated.
+
+    A subclass sets :attr:`name`, :attr:`description`, :attr:`timm_modules` (the timm model files whose models it
+    covers), :attr:`model_types` (the backbone classes) and :attr:`gate_points`; the base does the rest:
+
+    * **sites**: every block that matches a gate point, in module-registration order (the forward order of timm's
+      sequential stages), one :class:`GateSite` each, with ``num_channels`` = the gated conv's output width and
+      offsets laid out one after another;
+    * **installation**, without adding, removing or renaming a ``state_dict`` key (the slot has no parameters),
+      at the last point of the main branch, after its norm, SE and layer scale, before any residual add:
+
+      - a block that adds its branch to a shortcut (``residual``) runs ``drop_path(branch) + shortcut``: the slot
+        takes the ``drop_path`` attribute's place and runs the original drop-path module after the gate;
+      - a block without a residual (stride 2, a change of width, DenseNet's layers, ...) never calls its
+        ``drop_path``; its output is its branch's, so the slot becomes a submodule of the block (attribute
+        :attr:`slot_attr`) applied to the block's output by a forward hook.
+
+      Both are traced by ``torch.fx`` (timm's feature extraction, quantisation), ``torch.compile`` and
+      ``torch.export``. A hook on the norm inside the block would not be: norms and convs are leaf modules of
+      ``torch.fx`` tracers, whose hooks do not run while tracing, so the traced graph would silently lose the gates.
+      A wrapper module around the norm would add a key level (``bn3.weight`` -> ``bn3.inner.weight``);
+    * **MAC accounting**: each site names its gated conv.
+
+    Blocks of no listed type are not gated (and, when :attr:`model_types` is set, models of other classes are not
+    supported even if they reuse the blocks).
+    """
+
+    #: Backbone classes this plugin supports (``isinstance``); empty: any model holding at least one gated block.
+    model_types: tuple[type, ...] = ()
+    #: timm model files (``timm/models/<module>.py``) whose models the plugin covers; their models are listed by
+    #: :meth:`supported_models` and matched by :meth:`matches_name`.
+    timm_modules: tuple[str, ...] = ()
+    #: One gate point per block type, tried in order (put subclasses before their base classes).
+    gate_points: tuple[GatePoint, ...] = ()
+    #: Attribute of a block without a residual that holds its slot (parameter-free: no ``state_dict`` key).
+    slot_attr: str = 'gate'
+
+    def supported_models(self) -> list[str]:
+        import timm
+        if not self.timm_modules:
+            return super().supported_models()
+        names = timm.list_models(module=list(self.timm_modules))
+        if self.model_patterns:
+            names = [n for n in names if any(fnmatch.fnmatch(n, p) for p in self.model_patterns)]
+        return names
+
+    def matches_name(self, model_name: str) -> bool:
+        if not self.timm_modules:
+            return super().matches_name(model_name)
+        if not hasattr(self, '_supported'):
+            self._supported = frozenset(self.supported_models())
+        return model_name in self._supported
+
+    def gate_point(self, block: nn.Module) -> GatePoint | None:
+        """The gate point of ``block``, or ``None`` if its type is not gated."""
+        return next((p for p in self.gate_points if isinstance(block, p.block)), None)
+
+    def gated_blocks(self, model: nn.Module) -> list[tuple[str, nn.Module, GatePoint]]:
+        """``(name, block, gate point)`` of every gated block, in forward order."""
+        out = []
+        for name, module in model.named_modules():
+            point = self.gate_point(module)
+            if point is not None:
+                out.append((name, module, point))
+        return out
+
+    def supports(self, model: nn.Module) -> bool:
+        if self.model_types and not isinstance(model, self.model_types):
+            return False
+        return len(self.gated_blocks(model)) > 0
+
+    def gate_sites(self, model: nn.Module) -> list[GateSite]:
+        sites = []
+        for name, block, point in self.gated_blocks(model):
+            conv = _resolve(point.conv, block)
+            sites.append(GateSite(name, _num_outputs(block.get_submodule(conv)), conv=f'{name}.{conv}'))
+        return offsets_in_order(sites)
+
+    def install(self, model: nn.Module, site: GateSite, slot: GateSlot) -> None:
+        block = model.get_submodule(site.name)
+        point = self.gate_point(block)
+        if point is None:
+            raise RuntimeError(f'{site.name!r} ({type(block).__name__}) is not a block plugin {self.name!r} gates.')
+        if any(isinstance(getattr(block, a, None), GateSlot) for a in ('drop_path', self.slot_attr)):
+            raise RuntimeError(f'Block {site.name!r} already holds a gate.')
+        if _has_residual(point.residual, block):
+            # Right before `drop_path(branch) + shortcut`; the original drop-path module (or None) runs after it.
+            slot.after = getattr(block, 'drop_path', None)
+            block.drop_path = slot
+            return
+        held = getattr(block, self.slot_attr, None)
+        if held is not None:
+            raise RuntimeError(
+                f'Block {site.name!r} already has an attribute {self.slot_attr!r} ({type(held).__name__}); set '
+                f'`slot_attr` of plugin {type(self).__name__} to a free attribute name.')
+        # A submodule, so that .to(), deepcopy and module listings see it; it has no parameters or buffers.
+        block.add_module(self.slot_attr, slot)
+        block.register_forward_hook(_GateHook(slot))
 
 
 _PLUGINS: dict[str, GatingPlugin] = {}
@@ -166,6 +332,18 @@ def get_plugin(name: str) -> GatingPlugin:
         hint = f' Did you mean {", ".join(map(repr, close))}?' if close else ''
         raise KeyError(f'Unknown gating plugin {name!r}.{hint} Registered plugins: {", ".join(sorted(_PLUGINS))}.')
     return _PLUGINS[name]
+
+
+def plugin_for_name(model_name: str, plugin: str | None = None) -> GatingPlugin | None:
+    """The plugin named ``plugin``, else the first registered plugin whose name patterns match ``model_name``.
+
+    Used before the backbone is built (for :meth:`GatingPlugin.backbone_args`); :func:`find_plugin` checks the
+    built model afterwards.
+    """
+    if plugin:
+        return get_plugin(plugin)
+    _load_entry_points()
+    return next((p for p in _PLUGINS.values() if p.matches_name(model_name)), None)
 
 
 def _families_text() -> str:

@@ -1,4 +1,4 @@
-"""The ``gaternet-zoo`` command line: list, info, convert-official, push (and eval/analyze from the recipes)."""
+"""The ``gaternet-zoo`` command line: list, plugins, info, convert-official, push (and the recipes' eval/analyze)."""
 from __future__ import annotations
 
 import argparse
@@ -37,6 +37,33 @@ def _add_list(sub: argparse._SubParsersAction) -> None:
             return 0
         for name in gz.list_models(args.filter, pretrained=args.pretrained, include_backbones=args.backbones):
             print(name)
+        return 0
+    p.set_defaults(func=run)
+
+
+@command('plugins')
+def _add_plugins(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser('plugins', help='list the gating plugins with the number of timm models each covers')
+    p.add_argument('plugin', nargs='?', help='list the timm models this plugin covers instead')
+    p.add_argument('--json', action='store_true', help='print JSON')
+
+    def run(args: argparse.Namespace) -> int:
+        import gaternet_zoo as gz
+
+        if args.plugin:
+            models = gz.get_plugin(args.plugin).supported_models()
+            print(json.dumps(models, indent=2) if args.json else '\n'.join(models))
+            return 0
+        rows = [dict(plugin=name, models=len(gz.get_plugin(name).supported_models()),
+                     description=gz.get_plugin(name).description) for name in gz.list_plugins()]
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return 0
+        width = max(len(r['plugin']) for r in rows)
+        print(f'{"plugin":<{width}}  {"models":>6}  covers')
+        for r in rows:
+            print(f'{r["plugin"]:<{width}}  {r["models"]:>6}  {r["description"]}')
+        print(f'{"total":<{width}}  {sum(r["models"] for r in rows):>6}')
         return 0
     p.set_defaults(func=run)
 

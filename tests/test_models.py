@@ -25,7 +25,9 @@ from gaternet_zoo.layers.gates import DEFAULT_THRESHOLD, GateContext, GateSlot, 
 BATCH = 2
 MAX_SIDE = 64  # ImageNet models (224x224) run at 64x64 here
 
-MODEL_NAMES = gz.list_models()
+# The GaterNets over ResNets (the paper's family); the other timm families' zoo names are checked by the plugin
+# contract suite, tests/test_plugins.py (their blocks may have no residual, which the placement tests here assume).
+MODEL_NAMES = timm.list_models(module='gaternet')
 
 #: Gate counts of the registered models (the generic ``gaternet`` defaults to a CIFAR ResNet-20 backbone).
 EXPECTED_GATE_SIZE = {

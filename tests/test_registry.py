@@ -35,7 +35,8 @@ def test_list_models_wildcards_and_aliases():
     assert gz.list_models(['gated_wrn*', 'gaternet_resnet5*']) == ['gaternet_resnet50', 'gaternet_resnet56',
                                                                    'gaternet_wrn28_10']
     assert gz.list_models('gaternet_resnet*', exclude_filters='*1*') == ['gaternet_resnet20', 'gaternet_resnet34',
-                                                                         'gaternet_resnet50', 'gaternet_resnet56']
+                                                                         'gaternet_resnet50', 'gaternet_resnet56',
+                                                                         'gaternet_resnetv2_50']
 
 
 def test_listings_hold_canonical_names_once():

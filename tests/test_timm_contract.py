@@ -36,7 +36,7 @@ def _tiny_args(name: str) -> dict:
     for key, net in (('backbone_args', model.backbone), ('gater_args', model.gater.encoder)):
         if isinstance(net, CifarResNet):  # narrow too: a wide ResNet has the blocks of a plain pre-activation one
             args[key] = dict(layers=[1] * len(net.stages()), widths=[16 * 2 ** i for i in range(len(net.stages()))])
-        else:
+        elif type(net).__name__ in ('ResNet', 'ResNetV2'):
             args[key] = dict(layers=[1] * (len(net.feature_info) - 1))
     return args
 

@@ -33,7 +33,8 @@ def {name}(pretrained: bool = False, **kwargs):
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
-        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "{name}", pretrained=False, trust_repo=True)
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "{name}",
+        ...                        pretrained=False, trust_repo=True)
     """
     return _create_model("{canonical}", pretrained=pretrained, **kwargs)
 '''

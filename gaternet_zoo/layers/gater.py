@@ -29,7 +29,8 @@ class Gater(nn.Module):
     """Global gater network.
 
     Args:
-        encoder: Feature extractor returning pooled features of width ``encoder.num_features``.
+        encoder: Feature extractor returning pooled features of width ``encoder.head_hidden_size`` (timm's pre-logits
+            width; ``encoder.num_features`` for models without it).
         gate_size: Number of gates to emit (gated filters of the backbone).
         bottleneck: Width of the bottleneck layer.
         bottleneck_norm: Add ``BatchNorm1d`` before the bottleneck ReLU (the paper's text; not the released code).
@@ -48,7 +49,9 @@ class Gater(nn.Module):
         if bottleneck < 1:
             raise ValueError(f'bottleneck must be a positive width, got {bottleneck}.')
         self.encoder = encoder
-        self.fc1 = nn.Linear(encoder.num_features, bottleneck)
+        # timm's width of the pooled (pre-logits) features: larger than num_features where the model has a head
+        # conv/MLP after pooling (MobileNetV3, ...).
+        self.fc1 = nn.Linear(getattr(encoder, 'head_hidden_size', None) or encoder.num_features, bottleneck)
         self.norm = nn.BatchNorm1d(bottleneck) if bottleneck_norm else nn.Identity()
         self.act = nn.ReLU(inplace=True)
         self.fc2 = nn.Linear(bottleneck, gate_size)

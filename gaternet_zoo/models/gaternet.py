@@ -42,7 +42,9 @@ class GaterNet(nn.Module, ZooHubMixin):
 
     Args:
         backbone: timm model name of the backbone (any model a gating plugin supports).
-        gater: timm model name of the gater's feature extractor.
+        gater: timm model name of the gater's feature extractor: any timm classifier (built with
+            ``num_classes=0``; its pre-logits features feed the bottleneck). Its pretrained weights are chosen apart
+            from the backbone's, with ``gater_args={"pretrained": True}``.
         num_classes: Classes of the backbone's classifier.
         in_chans: Input channels (the same image goes to both networks).
         bottleneck: Width of the gater's bottleneck.
@@ -335,15 +337,18 @@ def _check_gate_sites(backbone: nn.Module, sites: tuple[GateSite, ...], context:
     where = f'gating plugin {plugin!r} on backbone {backbone_name!r}'
     for site in sites:
         conv = _get_submodule(backbone, site.conv) if site.conv else None
-        if not isinstance(conv, nn.modules.conv._ConvNd):
+        # A conv is anything with a weight and a filter count: nn.Conv*, timm's CondConv2d, or an nn.Linear used as
+        # a 1x1 conv (ConvNeXt V1's pointwise layers).
+        width = conv.out_features if isinstance(conv, nn.Linear) else getattr(conv, 'out_channels', None)
+        if not isinstance(width, int) or not isinstance(getattr(conv, 'weight', None), nn.Parameter):
             raise ValueError(
                 f'Gate site {site.name!r} of {where} names the gated conv {site.conv!r}, which is not a conv of the '
                 'backbone: GateSite.conv must be the qualified name of the conv whose filters the site gates (the '
                 'MAC figures count that conv).')
-        if conv.out_channels != site.num_channels:
+        if width != site.num_channels:
             raise ValueError(
                 f'Gate site {site.name!r} of {where} gates {site.num_channels} channels, but its conv {site.conv!r} '
-                f'has {conv.out_channels} filters.')
+                f'has {width} filters.')
     slots = [m for m in backbone.modules() if isinstance(m, GateSlot)]
     counts: Counter[str | tuple[str, str]] = Counter()
     handles = [slot.register_forward_pre_hook(lambda m, args: counts.update([m.name])) for slot in slots]

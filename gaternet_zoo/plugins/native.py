@@ -32,6 +32,7 @@ class NativeSlotPlugin(GatingPlugin):
     name = 'native'
     description = 'blocks with a `gate` slot and `gate_channels` (cifar_resnet20/32/44/56/110/164, cifar_wrn28_10)'
     model_patterns = ('cifar_resnet*', 'cifar_wrn*')
+    representative_models = ('cifar_resnet20',)
 
     def supports(self, model: nn.Module) -> bool:
         return len(_slot_blocks(model)) > 0

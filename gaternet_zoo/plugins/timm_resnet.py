@@ -34,6 +34,8 @@ class TimmResNetPlugin(GatingPlugin):
         'gcresne*',
     )
 
+    representative_models = ('test_resnet',)  # BasicBlock and Bottleneck
+
     def supported_models(self) -> list[str]:
         import timm
         return timm.list_models(module='resnet')
@@ -66,3 +68,9 @@ class TimmResNetPlugin(GatingPlugin):
             raise RuntimeError(f'Block {site.name!r} already holds a gate.')
         slot.after = block.drop_path
         block.drop_path = slot
+
+    def matches_name(self, model_name: str) -> bool:
+        # By file rather than by pattern: 'resnet*' also matches resnetv2_*, resnet50_clip (byobnet), resnet51q, ...
+        if not hasattr(self, '_supported'):
+            self._supported = frozenset(self.supported_models())
+        return model_name in self._supported

@@ -1,0 +1,30 @@
+"""Plugin for timm's ``ResNetV2`` family (``timm/models/resnetv2.py``): pre-activation and BiT ResNets.
+
+Covers ``resnetv2_*`` (18/34/50/101/152 and their ``d``/``t`` stems, the GroupNorm/EvoNorm/FRN variants) and the
+BiT models (``resnetv2_50x1_bit``, ...). In the pre-activation blocks (``PreActBasic``, ``PreActBottleneck``) the
+last conv of the residual branch has no norm after it (the norm of the next block comes first), so the gate
+multiplies that conv's output directly, as the zoo's pre-activation ``cifar_resnet164`` does. In the
+post-activation ``Bottleneck`` the gate follows ``norm3``. Every block adds a shortcut, so the gate sits in the
+block's ``drop_path`` slot, which timm runs right there, before the residual add.
+"""
+from __future__ import annotations
+
+from timm.models.resnetv2 import Bottleneck, PreActBasic, PreActBottleneck, ResNetV2
+
+from .._plugins import BlockGatingPlugin, GatePoint, register_gating_plugin
+
+
+@register_gating_plugin
+class TimmResNetV2Plugin(BlockGatingPlugin):
+    """Gates the last conv of every residual branch of a timm ``ResNetV2``."""
+
+    name = 'timm_resnetv2'
+    description = 'timm ResNetV2: pre-activation resnetv2_* and BiT (PreActBasic/PreActBottleneck/Bottleneck)'
+    timm_modules = ('resnetv2',)
+    model_types = (ResNetV2,)
+    representative_models = ('resnetv2_18', 'resnetv2_50')  # PreActBasic, PreActBottleneck
+    gate_points = (
+        GatePoint(PreActBasic, conv='conv2'),
+        GatePoint(PreActBottleneck, conv='conv3'),
+        GatePoint(Bottleneck, conv='conv3'),
+    )
