@@ -145,20 +145,35 @@ def test_unknown_config_key(tmp_path: Path) -> None:
         train.parse_args(["--config", str(cfg)])
 
 
-def test_lr_schedule() -> None:
-    cosine = train.LRSchedule(100, 10, 1.0, 0.1, "cosine", 0.0, 30, 0.1)
-    assert cosine(0) == pytest.approx(0.1) and cosine(10) == pytest.approx(1.0)
-    assert cosine(55) == pytest.approx(0.5) and cosine(100) == pytest.approx(0.0, abs=1e-12)
-    step = train.LRSchedule(100, 10, 0.0, 0.1, "step", 0.0, 3, 0.1)
-    assert [step(s) for s in (0, 29, 30, 60)] == pytest.approx([1.0, 1.0, 0.1, 0.01])
+def test_lr_schedule_is_timms_per_update() -> None:
+    """timm's scheduler, stepped per optimizer update: linear warm-up from warmup_factor x lr, then cosine."""
+    import gaternet_zoo
+
+    config, _ = train.parse_args(["--epochs", "10", "--lr", "0.1", "--warmup-epochs", "1", "--warmup-factor", "0.1"])
+    optimizer, scheduler = train.build_optimizer(config, gaternet_zoo.create_model("cifar_resnet20"), 10)
+    lrs = []
+    for step in (0, 5, 10, 55, 100):
+        scheduler.step_update(step)
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert lrs == pytest.approx([0.01, 0.055, 0.1, 0.05, 0.0], abs=1e-12)
+    config["sched"], config["warmup_epochs"], config["decay_epochs"] = "step", 0.0, 3.0
+    optimizer, scheduler = train.build_optimizer(config, gaternet_zoo.create_model("cifar_resnet20"), 10)
+    lrs = []
+    for step in (0, 29, 30, 60):
+        scheduler.step_update(step)
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert lrs == pytest.approx([0.1, 0.1, 0.01, 0.001])
 
 
 def test_param_groups_exclude_norms_and_biases() -> None:
     import gaternet_zoo
 
-    groups = train.param_groups(gaternet_zoo.create_model("cifar_resnet20"), 5e-4)
-    assert all(p.ndim > 1 for p in groups[0]["params"]) and groups[0]["weight_decay"] == 5e-4
-    assert all(p.ndim <= 1 for p in groups[1]["params"]) and groups[1]["weight_decay"] == 0.0
+    config, _ = train.parse_args(["--weight-decay", "5e-4"])
+    optimizer, _ = train.build_optimizer(config, gaternet_zoo.create_model("cifar_resnet20"), 10)
+    decay, no_decay = optimizer.param_groups  # Weights first: the order of the recipe's checkpoints.
+    assert all(p.ndim > 1 for p in decay["params"]) and decay["weight_decay"] == 5e-4
+    assert all(p.ndim <= 1 for p in no_decay["params"]) and no_decay["weight_decay"] == 0.0
+    assert decay["nesterov"] and decay["momentum"] == 0.9
 
 
 # ------------------------------------------------------------------------------------------------------- errors
@@ -190,7 +205,7 @@ def test_error_world_size_without_processes(monkeypatch: pytest.MonkeyPatch, tmp
     # Started by a launcher, yet Accelerate ended up with one process: refused after the Accelerator exists.
     monkeypatch.setenv("RANK", "0")
     with pytest.raises(train.RecipeError, match=r"accelerator.num_processes == 1.*" + hint):
-        train._check_world_size_env(1)
+        train.check_world_size(1)
 
 
 def test_error_label_outside_num_classes(tmp_path: Path) -> None:
@@ -214,8 +229,8 @@ def test_error_label_outside_num_classes(tmp_path: Path) -> None:
     proc = _run(["--model", "cifar_resnet20", "--data", str(data), "--num-classes", "3", "--batch-size", "4",
                  "--epochs", "1", "--output-dir", str(tmp_path / "run")], check=False)
     assert proc.returncode == 2, proc.stderr[-3000:]
-    assert "label outside num_classes=3 in the train split" in proc.stderr
-    assert "row 3 has label 3" in proc.stderr
+    assert "outside [0, 3) in the train split" in proc.stderr, proc.stderr[-3000:]
+    assert "row 3 has 3, row 4 has 4, row 8 has 3" in proc.stderr
 
 
 # -------------------------------------------------------------------------------------------------- training runs

@@ -180,8 +180,17 @@ class GaterNet(nn.Module, ZooHubMixin):
         gates = self.gater(x)
         return self.forward_head(self.forward_features(x, gates)), gates
 
-    def forward(self, x: torch.Tensor, gates: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits; ``gates`` (B x gate_size) replaces the gater's output, for ablations and analysis."""
+    def forward(self, x: torch.Tensor, gates: torch.Tensor | None = None,
+                return_gates: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits; ``gates`` (B x gate_size) replaces the gater's output, for ablations and analysis.
+
+        With ``return_gates=True``, ``(logits, gates)``: what training needs for the gate loss, through ``forward``
+        so that DDP and ``torch.compile`` wrappers see the call.
+        """
+        if return_gates:
+            if gates is not None:
+                raise ValueError('return_gates=True returns the gater\'s own gates; do not pass gates= with it.')
+            return self.forward_with_gates(x)
         return self.forward_head(self.forward_features(x, gates))
 
     def gate_site_table(self) -> list[dict[str, Any]]:

@@ -1,0 +1,178 @@
+"""Recipe plumbing around Accelerate: config files, process checks, the run folder, evaluation fields, final/."""
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import shutil
+from collections.abc import Callable, Collection
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from ._run_dir import (
+    CHECKPOINT_STATE,
+    RecipeError,
+    check_output_dir,
+    clear_run_artifacts,
+    find_checkpoint,
+    list_checkpoints,
+    resolve_run_dir,
+)
+
+__all__ = ['check_world_size', 'evaluation_metrics', 'jsonable', 'prepare_run_folder', 'quiet_checkpoint_rotation',
+           'read_config_file']
+
+
+def read_config_file(path: str | os.PathLike, valid_keys: Collection[str], *,
+                     cli_only: Collection[str] = (), ignored: Collection[str] = ('runtime',)) -> dict[str, Any]:
+    """Read a YAML config of settings (keys written with ``_`` or ``-``) and check its keys.
+
+    Args:
+        path: YAML file holding a mapping.
+        valid_keys: Accepted keys (``dest`` spelling).
+        cli_only: Keys that are command-line flags only (refused with that reason).
+        ignored: Keys skipped silently (records a run writes into its own ``config.yaml``).
+
+    Returns:
+        The settings keyed by ``dest``.
+
+    Raises:
+        RecipeError: Missing or malformed file, or a key that is not a setting (named, with the valid ones).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f'config file {path} does not exist')
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise RecipeError(f'config file {path} is not valid YAML: {err}') from err
+    if not isinstance(loaded, dict):
+        raise RecipeError(f'config file {path} must hold a mapping of settings, got {type(loaded).__name__}')
+    out = {}
+    for key, value in loaded.items():
+        dest = str(key).replace('-', '_')
+        if dest in ignored:
+            continue
+        if dest in cli_only:
+            raise RecipeError(f'config file {path}: {key!r} is a command-line-only flag, not a config key')
+        if dest not in valid_keys:
+            raise RecipeError(f'config file {path}: unknown key {key!r}. Valid keys: {", ".join(sorted(valid_keys))}')
+        out[dest] = value
+    if not isinstance(out.get('model_args') or {}, dict):
+        raise RecipeError(f'config file {path}: model_args must be a mapping of create_model keyword arguments')
+    return out
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with plain ``dict``/``list``/``int``/``float``/``str`` only (what YAML and JSON can represent)."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, (int, float)):
+        return type(value)(value) if type(value) in (int, float) else float(value)
+    return str(value)  # Also plain-izes str subclasses such as torch's TorchVersion, which YAML cannot represent.
+
+
+def check_world_size(num_processes: int | None, script: str = 'recipes/train.py') -> None:
+    """Fail loudly when the environment asks for several processes but this run is not one of them.
+
+    Args:
+        num_processes: ``accelerator.num_processes``, or ``None`` before the Accelerator exists.
+        script: The training script, for the suggested command.
+    """
+    world = int(os.environ.get('WORLD_SIZE', '1') or 1)
+    hint = (f'On CPU use `accelerate launch --multi_gpu --num_processes 2 {script} --cpu` for a real 2-process '
+            '(gloo) run; note that `accelerate launch --cpu --num_processes 2` starts only ONE process.')
+    if world > 1 and num_processes is None and 'RANK' not in os.environ and 'LOCAL_RANK' not in os.environ:
+        raise RecipeError(
+            f'WORLD_SIZE={world} is set, but this process was not started by a distributed launcher (no RANK or '
+            f'LOCAL_RANK): it would train alone while believing it is one of {world}. {hint} Otherwise unset '
+            'WORLD_SIZE.')
+    if world > 1 and num_processes == 1:
+        raise RecipeError(f'WORLD_SIZE={world} is set, but Accelerate runs this training in a single process '
+                          f'(accelerator.num_processes == 1). {hint}')
+
+
+class _DropRotationNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return 'checkpoints to make room for new checkpoint' not in str(record.msg)  # Msg may carry "[RANK 0] ".
+
+
+def quiet_checkpoint_rotation() -> None:
+    """Silence Accelerate's warning on every routine deletion that ``total_limit`` asked for."""
+    logger = logging.getLogger('accelerate.accelerator')
+    if not any(isinstance(f, _DropRotationNotice) for f in logger.filters):
+        logger.addFilter(_DropRotationNotice())
+
+
+def prepare_run_folder(output_dir: str | None, resume: str | None, overwrite: bool, name: str,
+                       state: Any) -> tuple[Path, Path | None]:
+    """Check (or name) the run folder and find the checkpoint to resume, before any work is done.
+
+    Args:
+        output_dir: ``--output-dir`` or ``None`` for ``runs/<name>-<YYYYmmdd-HHMMSS>`` (rank 0's time).
+        resume: ``--resume latest|PATH`` or ``None``.
+        overwrite: ``--overwrite``: delete the recipe's artifacts of a previous run first.
+        name: Model name, for the default folder name.
+        state: Accelerate's ``PartialState``.
+
+    Returns:
+        The run folder (created) and the complete checkpoint to resume from, or ``None``.
+    """
+    from accelerate.utils import broadcast_object_list
+
+    resuming = resume is not None
+    out = resolve_run_dir(resume, output_dir) if resuming else (Path(output_dir) if output_dir else None)
+    if out is None:  # The default name holds a timestamp: take rank 0's so all processes share one folder.
+        stamp = [datetime.datetime.now().strftime('%Y%m%d-%H%M%S')]
+        if state.num_processes > 1:
+            broadcast_object_list(stamp, from_process=0)
+        out = Path('runs') / f"{name.replace('/', '_').replace(':', '_')}-{stamp[0]}"
+    check_output_dir(out, resuming=resuming, overwrite=overwrite)
+    checkpoint = find_checkpoint(resume, out) if resuming else None
+    state.wait_for_everyone()  # Every process has checked the folder before the main one writes into it.
+    if state.is_main_process:
+        if overwrite and not resuming:
+            clear_run_artifacts(out)
+        out.mkdir(parents=True, exist_ok=True)
+        # Folders without the completion marker are saves a killed run never finished. Complete checkpoints are
+        # kept even when newer than the one resumed from (never lose work).
+        for stale in list_checkpoints(out) if resuming else []:
+            if not (stale / CHECKPOINT_STATE).is_file() and stale != checkpoint:
+                shutil.rmtree(stale)
+    state.wait_for_everyone()
+    return out, checkpoint
+
+
+def evaluation_metrics(net: nn.Module, dataloader: Any, accelerator: Any, *,
+                       prepare_batch: Callable[[Any], tuple[torch.Tensor, torch.Tensor]], num_classes: int,
+                       prefix: str = '') -> dict[str, Any]:
+    """Run ``gaternet_zoo.evaluation.evaluate`` and flatten the result into metric fields.
+
+    Without ``prefix`` the fields are ``top1``, ``top5``, ``eval_loss``, ``eval_samples``, ``eval_images_per_sec``
+    and, for GaterNets, ``gate_open_fraction``, ``gates_always_on``/``_off``/``_input_dependent`` and
+    ``gate_open_fraction_per_block``; with ``prefix="val_"``: ``val_top1``, ``val_loss``, ``val_samples``, ...
+    ``_gate_stats`` holds the full gate summary (``None`` for plain backbones).
+    """
+    from ..evaluation import evaluate
+
+    result = evaluate(net, dataloader, accelerator, prepare_batch=prepare_batch, num_classes=num_classes)
+    out = {'top1': result.top1, 'top5': result.top5, 'eval_loss': result.loss, 'eval_samples': result.num_samples,
+           'eval_images_per_sec': result.images_per_second}
+    gates = result.gate_stats.summary() if result.gate_stats is not None else None
+    if gates is not None:
+        out.update({'gate_open_fraction': gates['mean_open_fraction'], 'gates_always_on': gates['always_on'],
+                    'gates_always_off': gates['always_off'], 'gates_input_dependent': gates['input_dependent'],
+                    'gate_open_fraction_per_block': gates['per_site_open_fraction']})
+    out = {(prefix + k.removeprefix('eval_')) if prefix else k: v for k, v in out.items()}
+    out['_gate_stats'] = gates
+    return out
+
+
