@@ -11,6 +11,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -342,10 +343,16 @@ def test_two_process_cpu_run(reference_run: Path, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_bf16_on_cpu(tmp_path: Path) -> None:
+    """``mixed_precision: auto`` (the CIFAR configs' default) is bf16 autocast on a CPU with native bf16."""
+    from gaternet_zoo.training import cpu_supports_bf16
+
     out = tmp_path / "bf16"
-    _run(["--model", "gaternet_resnet20", "--cpu", "--mixed-precision", "bf16", "--epochs", "1", "--batch-size", "32",
-          "--max-train-samples", "64", "--max-eval-samples", "32", "--gate-l1", "0.01", "--output-dir", str(out)])
-    assert yaml.safe_load((out / "config.yaml").read_text())["runtime"]["mixed_precision"] == "bf16"
+    proc = _run(["--model", "gaternet_resnet20", "--cpu", "--mixed-precision", "auto", "--epochs", "1",
+                 "--batch-size", "32", "--max-train-samples", "64", "--max-eval-samples", "32", "--gate-l1", "0.01",
+                 "--output-dir", str(out)])
+    expected = "bf16" if cpu_supports_bf16() else "no"
+    assert yaml.safe_load((out / "config.yaml").read_text())["runtime"]["mixed_precision"] == expected
+    assert f"mixed_precision auto: {'bf16 autocast' if expected == 'bf16' else 'float32'}" in proc.stdout
     record = _records(out)[-1]
     assert math.isfinite(record["train_loss"]) and math.isfinite(record["eval_loss"])
     assert record["eval_samples"] == 32
@@ -379,3 +386,73 @@ def test_overwrite_deletes_only_run_artifacts(tmp_path: Path) -> None:
         (tmp_path / name).write_text("x")
     train.clear_run_artifacts(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+# ------------------------------------------------------------------------------------- failing loudly, new options
+
+
+def test_diverged_run_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = _run(["--model", "cifar_resnet20", "--cpu", "--lr", "1e36", "--warmup-epochs", "0", "--epochs", "1",
+                 "--batch-size", "32", "--max-train-samples", "192", "--max-eval-samples", "32",
+                 "--checkpoint-every-steps", "1", "--mixed-precision", "no", "--output-dir", str(out)], check=False)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    error = proc.stderr.strip().splitlines()[-1]
+    assert re.search(r"train.py: error: training diverged: .* is not finite at optimizer step \d+ "
+                     r"\(epoch 1/1, batch \d+\)\..*learning rate", error), error
+    assert "No final/ model was written" in error and not (out / "final").exists()
+    good = _complete_checkpoints(out)
+    assert good and f"The last good checkpoint is kept: {good[-1]}." in error
+    for checkpoint in good:  # Every checkpoint left behind holds finite weights.
+        assert all(torch.isfinite(t).all() for t in load_file(checkpoint / "model.safetensors").values())
+    assert not (out / "metrics.jsonl").exists()  # No epoch finished: nothing measured on NaN weights was logged.
+
+
+def test_validation_split_holds_out_the_last_training_rows() -> None:
+    import gaternet_zoo
+    from gaternet_zoo.data import load_image_dataset
+
+    config, _ = train.parse_args(["--val-split", "40", "--test-at-end", "--max-eval-samples", "8"])
+    data = train.load_data(config, gaternet_zoo.create_model("cifar_resnet20"))
+    full = load_image_dataset("builtin:cifar10-subset")
+    assert len(data["train"]) == len(full.train) - 40 and data["eval_name"] == "validation"
+    assert len(data["eval"]) == len(data["test"]) == 8
+    assert [int(data["eval"][i]["label"]) for i in range(8)] == full.train["label"][-40:-32]
+    assert [int(data["test"][i]["label"]) for i in range(8)] == full.eval["label"][:8]
+    with pytest.raises(train.RecipeError, match="leaves no training images"):
+        train.load_data({**config, "val_split": len(full.train)}, gaternet_zoo.create_model("cifar_resnet20"))
+
+
+@pytest.mark.slow
+def test_gate_options_and_validation_run(tmp_path: Path) -> None:
+    """The options beyond the paper change what they should, per step, and are logged with validation metrics."""
+    out = tmp_path / "options"
+    _run(["--model", "gaternet_resnet20", "--cpu", "--mixed-precision", "no", "--epochs", "2", "--batch-size", "32",
+          "--max-train-samples", "64", "--val-split", "40", "--max-eval-samples", "32", "--test-at-end",
+          "--lr", "0.05", "--warmup-epochs", "0", "--gate-init-bias", "3", "--gate-discrete-prob-start", "0",
+          "--gate-discrete-prob-warmup-epochs", "2", "--gate-noise-std-start", "0", "--gate-noise-warmup-epochs", "1",
+          "--gater-lr-scale", "0.1", "--output-dir", str(out)])
+    records = _records(out)
+    # 2 steps per epoch; the ramps are set before each micro-step from the optimizer step (last one: step 1, 3).
+    assert [r["gate_discrete_prob"] for r in records] == pytest.approx([0.5 * 1 / 4, 0.5 * 3 / 4])
+    assert [r["gate_noise_std"] for r in records] == pytest.approx([0.5, 1.0])
+    assert records[0]["lr"] > 0 and all(r["gater_lr"] == pytest.approx(0.1 * r["lr"]) for r in records)
+    assert all(r["val_samples"] == 32 and "val_top1" in r and "top1" not in r for r in records)
+    assert records[-1]["val_gate_open_fraction"] > 0.9  # Gates started open (bias 3) and two steps kept them so.
+    runtime = yaml.safe_load((out / "config.yaml").read_text())["runtime"]
+    assert runtime["eval_split"] == "validation" and runtime["train_samples"] == 64 and runtime["test_samples"] == 32
+    test = json.loads((out / "test_metrics.json").read_text())
+    assert test["test_samples"] == 32 and 0 <= test["test_top1"] <= 100
+    metrics = json.loads((out / "final" / "config.json").read_text())["pretrained_cfg"]["metrics"]
+    assert metrics["eval_split"] == "test" and metrics["top1"] == test["test_top1"]
+
+
+@pytest.mark.slow
+def test_error_resume_from_another_models_checkpoint(reference_run: Path, tmp_path: Path) -> None:
+    checkpoint = _complete_checkpoints(reference_run)[-1]
+    proc = _run(["--resume", str(checkpoint), "--output-dir", str(tmp_path / "other"), "--model", "cifar_resnet20",
+                 "--cpu", "--batch-size", str(BATCH), "--max-train-samples", str(TRAIN_SAMPLES)], check=False)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    error = proc.stderr.strip().splitlines()[-1]
+    assert "holds weights of another model than 'cifar_resnet20'" in error and "start a new run" in error
+    assert "Missing key" not in proc.stderr and "size mismatch" not in proc.stderr
