@@ -7,6 +7,7 @@ Runs are tiny (a few hundred images of the built-in subset, 2 epochs) and share 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -27,6 +28,8 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
+
+import gaternet_zoo.training as zt
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = REPO / "recipes" / "train.py"
@@ -78,7 +81,7 @@ def _records(out: Path) -> list[dict]:
 
 
 def _complete_checkpoints(out: Path) -> list[Path]:
-    return [p for p in train.list_checkpoints(out) if (p / train.CHECKPOINT_STATE).is_file()]
+    return [p for p in zt.list_checkpoints(out) if (p / train.CHECKPOINT_STATE).is_file()]
 
 
 def _free_port() -> int:
@@ -102,7 +105,7 @@ def _eval_final(final: Path) -> tuple[int, int]:
 
     model = gaternet_zoo.create_model(f"local-dir:{final}").eval().to(memory_format=torch.channels_last)
     source = load_image_dataset("builtin:cifar10-subset")
-    source = train.replace(
+    source = dataclasses.replace(
         source, train=source.train.select(range(BATCH)), eval=source.eval.select(range(EVAL_SAMPLES)))
     pipeline = build_pipeline(source, model=model, channels_last=True)
     loader = torch.utils.data.DataLoader(pipeline.eval_dataset, batch_size=BATCH)
@@ -206,7 +209,7 @@ def test_error_world_size_without_processes(monkeypatch: pytest.MonkeyPatch, tmp
     # Started by a launcher, yet Accelerate ended up with one process: refused after the Accelerator exists.
     monkeypatch.setenv("RANK", "0")
     with pytest.raises(train.RecipeError, match=r"accelerator.num_processes == 1.*" + hint):
-        train.check_world_size(1)
+        zt.check_world_size(1)
 
 
 def test_error_label_outside_num_classes(tmp_path: Path) -> None:
@@ -384,7 +387,7 @@ def test_overwrite_deletes_only_run_artifacts(tmp_path: Path) -> None:
         (tmp_path / name).mkdir(parents=True)
     for name in ("config.yaml", "metrics.jsonl", "summary.csv", "notes.txt"):
         (tmp_path / name).write_text("x")
-    train.clear_run_artifacts(tmp_path)
+    zt.clear_run_artifacts(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
@@ -412,15 +415,17 @@ def test_validation_split_holds_out_the_last_training_rows() -> None:
     import gaternet_zoo
     from gaternet_zoo.data import load_image_dataset
 
-    config, _ = train.parse_args(["--val-split", "40", "--test-at-end", "--max-eval-samples", "8"])
-    data = train.load_data(config, gaternet_zoo.create_model("cifar_resnet20"))
+    model = gaternet_zoo.create_model("cifar_resnet20")
+    data = zt.load_training_data("builtin:cifar10-subset", model=model, val_split=40, test_at_end=True,
+                                 max_eval_samples=8)
     full = load_image_dataset("builtin:cifar10-subset")
-    assert len(data["train"]) == len(full.train) - 40 and data["eval_name"] == "validation"
-    assert len(data["eval"]) == len(data["test"]) == 8
-    assert [int(data["eval"][i]["label"]) for i in range(8)] == full.train["label"][-40:-32]
-    assert [int(data["test"][i]["label"]) for i in range(8)] == full.eval["label"][:8]
+    assert len(data.train) == len(full.train) - 40 and data.eval_name == "validation"
+    assert len(data.eval) == len(data.test) == 8 and data.num_classes == 10
+    assert [int(data.eval[i]["label"]) for i in range(8)] == full.train["label"][-40:-32]
+    assert [int(data.test[i]["label"]) for i in range(8)] == full.eval["label"][:8]
+    assert zt.load_training_data("builtin:cifar10-subset", model=model, val_split=40, max_eval_samples=8).test is None
     with pytest.raises(train.RecipeError, match="leaves no training images"):
-        train.load_data({**config, "val_split": len(full.train)}, gaternet_zoo.create_model("cifar_resnet20"))
+        zt.load_training_data("builtin:cifar10-subset", model=model, val_split=len(full.train))
 
 
 @pytest.mark.slow

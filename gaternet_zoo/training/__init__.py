@@ -17,14 +17,18 @@ from ._checks import (
     grad_norm,
     resolve_mixed_precision,
 )
-from ._gates import GateWarmup, gater_param_groups, set_gate_init_bias
+from ._data import TrainingData, load_training_data
+from ._gates import GateWarmup, gate_settings, gater_param_groups, param_group_lr, set_gate_init_bias
 from ._recipe import (
     check_world_size,
     evaluation_metrics,
     jsonable,
+    metric_fields,
     prepare_run_folder,
     quiet_checkpoint_rotation,
     read_config_file,
+    save_trained_model,
+    write_run_config,
 )
 from ._run_dir import (
     CHECKPOINT_STATE,
@@ -43,10 +47,11 @@ from ._run_dir import (
 )
 
 __all__ = [
-    'CHECKPOINT_STATE', 'DIVERGENCE_CAUSES', 'GateWarmup', 'RUN_ARTIFACTS', 'RecipeError', 'TrainingDivergedError',
-    'all_finite', 'append_metrics', 'check_checkpoint_matches', 'check_finite_settings', 'check_output_dir',
-    'check_world_size', 'checkpoint_number', 'clear_run_artifacts', 'cpu_supports_bf16', 'divergence_message',
-    'evaluation_metrics', 'find_checkpoint', 'gater_param_groups', 'grad_norm', 'jsonable', 'list_checkpoints',
-    'prepare_run_folder', 'quiet_checkpoint_rotation', 'read_config_file', 'resolve_mixed_precision',
-    'resolve_run_dir', 'set_gate_init_bias', 'truncate_metrics', 'write_json_atomic',
+    'CHECKPOINT_STATE', 'DIVERGENCE_CAUSES', 'GateWarmup', 'RUN_ARTIFACTS', 'RecipeError', 'TrainingData',
+    'TrainingDivergedError', 'all_finite', 'append_metrics', 'check_checkpoint_matches', 'check_finite_settings',
+    'check_output_dir', 'check_world_size', 'checkpoint_number', 'clear_run_artifacts', 'cpu_supports_bf16',
+    'divergence_message', 'evaluation_metrics', 'find_checkpoint', 'gate_settings', 'gater_param_groups', 'grad_norm',
+    'jsonable', 'list_checkpoints', 'load_training_data', 'metric_fields', 'param_group_lr', 'prepare_run_folder',
+    'quiet_checkpoint_rotation', 'read_config_file', 'resolve_mixed_precision', 'resolve_run_dir',
+    'save_trained_model', 'set_gate_init_bias', 'truncate_metrics', 'write_json_atomic', 'write_run_config',
 ]

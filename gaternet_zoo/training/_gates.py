@@ -19,7 +19,7 @@ from torch import nn
 from ..evaluation import has_gates
 from ._run_dir import RecipeError
 
-__all__ = ['GateWarmup', 'gater_param_groups', 'set_gate_init_bias']
+__all__ = ['GateWarmup', 'gate_settings', 'gater_param_groups', 'param_group_lr', 'set_gate_init_bias']
 
 
 def _binarizer(model: nn.Module, option: str) -> nn.Module:
@@ -129,3 +129,20 @@ def gater_param_groups(model: nn.Module, weight_decay: float, *, gater_lr_scale:
                 else gater_weight_decay
             out.append({'params': own, 'weight_decay': decay, 'lr_scale': gater_lr_scale, 'name': 'gater'})
     return out
+
+
+def param_group_lr(optimizer: torch.optim.Optimizer, name: str | None = None) -> float | None:
+    """Learning rate of the first param group named ``name`` (``"gater"``), or of the first unnamed group."""
+    return next((g['lr'] for g in optimizer.param_groups if g.get('name') == name), None)
+
+
+def gate_settings(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    """The gate options in force now, for a metrics row: ``gate_discrete_prob``, ``gate_noise_std``, ``gater_lr``.
+
+    Empty for plain backbones.
+    """
+    if not has_gates(model):
+        return {}
+    binarizer = model.gater.binarizer
+    return {'gate_discrete_prob': float(binarizer.discrete_prob), 'gate_noise_std': float(binarizer.noise_std),
+            'gater_lr': param_group_lr(optimizer, 'gater') or param_group_lr(optimizer)}

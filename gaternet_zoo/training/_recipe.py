@@ -5,7 +5,7 @@ import datetime
 import logging
 import os
 import shutil
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,8 @@ from ._run_dir import (
     resolve_run_dir,
 )
 
-__all__ = ['check_world_size', 'evaluation_metrics', 'jsonable', 'prepare_run_folder', 'quiet_checkpoint_rotation',
-           'read_config_file']
+__all__ = ['check_world_size', 'evaluation_metrics', 'jsonable', 'metric_fields', 'prepare_run_folder',
+           'quiet_checkpoint_rotation', 'read_config_file', 'save_trained_model', 'write_run_config']
 
 
 def read_config_file(path: str | os.PathLike, valid_keys: Collection[str], *,
@@ -152,14 +152,13 @@ def prepare_run_folder(output_dir: str | None, resume: str | None, overwrite: bo
 
 
 def evaluation_metrics(net: nn.Module, dataloader: Any, accelerator: Any, *,
-                       prepare_batch: Callable[[Any], tuple[torch.Tensor, torch.Tensor]], num_classes: int,
-                       prefix: str = '') -> dict[str, Any]:
+                       prepare_batch: Callable[[Any], tuple[torch.Tensor, torch.Tensor]],
+                       num_classes: int) -> dict[str, Any]:
     """Run ``gaternet_zoo.evaluation.evaluate`` and flatten the result into metric fields.
 
-    Without ``prefix`` the fields are ``top1``, ``top5``, ``eval_loss``, ``eval_samples``, ``eval_images_per_sec``
-    and, for GaterNets, ``gate_open_fraction``, ``gates_always_on``/``_off``/``_input_dependent`` and
-    ``gate_open_fraction_per_block``; with ``prefix="val_"``: ``val_top1``, ``val_loss``, ``val_samples``, ...
-    ``_gate_stats`` holds the full gate summary (``None`` for plain backbones).
+    The fields are ``top1``, ``top5``, ``eval_loss``, ``eval_samples``, ``eval_images_per_sec`` and, for GaterNets,
+    ``gate_open_fraction``, ``gates_always_on``/``_off``/``_input_dependent`` and ``gate_open_fraction_per_block``;
+    ``_gate_stats`` holds the full gate summary (``None`` for plain backbones). See :func:`metric_fields`.
     """
     from ..evaluation import evaluate
 
@@ -171,8 +170,68 @@ def evaluation_metrics(net: nn.Module, dataloader: Any, accelerator: Any, *,
         out.update({'gate_open_fraction': gates['mean_open_fraction'], 'gates_always_on': gates['always_on'],
                     'gates_always_off': gates['always_off'], 'gates_input_dependent': gates['input_dependent'],
                     'gate_open_fraction_per_block': gates['per_site_open_fraction']})
-    out = {(prefix + k.removeprefix('eval_')) if prefix else k: v for k, v in out.items()}
     out['_gate_stats'] = gates
     return out
 
 
+def metric_fields(metrics: dict[str, Any], split: str = '', ema: bool = False) -> dict[str, Any]:
+    """Name the fields of :func:`evaluation_metrics` for a metrics row (without ``_gate_stats``).
+
+    ``split=""`` keeps the names (``top1``, ``eval_loss``: the eval split, evaluated every epoch); ``split="val_"``
+    or ``"test_"`` gives ``val_top1``, ``val_loss``, ``val_samples``, ...; ``ema=True`` puts ``ema_`` in front.
+    """
+    lead = 'ema_' if ema else ''
+    return {lead + (split + k.removeprefix('eval_') if split else k): v for k, v in metrics.items() if k[0] != '_'}
+
+
+def write_run_config(out: Path, config: dict[str, Any], runtime: dict[str, Any], *, resumed: bool,
+                     schedule_keys: Collection[str] = ()) -> list[str]:
+    """Write ``out/config.yaml`` (the settings and their ``runtime`` record); on resume, say what changed.
+
+    Returns:
+        The ``schedule_keys`` whose value differs from the resumed run's (the run will not match an uninterrupted
+        one).
+    """
+    path = Path(out) / 'config.yaml'
+    changed = []
+    if resumed and path.is_file():
+        previous = yaml.safe_load(path.read_text()) or {}
+        changed = [k for k in schedule_keys if k in previous and previous[k] != config.get(k)]
+    path.write_text(yaml.safe_dump({**jsonable(config), 'runtime': jsonable(runtime)}, sort_keys=False))
+    return changed
+
+
+def save_trained_model(net: nn.Module, folder: str | os.PathLike, *, metrics: dict[str, Any], num_classes: int,
+                       label_names: Sequence[str] | None = None, mean_std: tuple[Any, Any] | None = None,
+                       gate_stats: dict[str, Any] | None = None, dataset: str | None = None,
+                       recipe: dict[str, Any] | None = None, push_to_hub: str | None = None) -> Path:
+    """Save newly trained weights with a ``pretrained_cfg`` that says what they are and how they measured.
+
+    The weights are not those of the tag the model was built (or fine-tuned) from, so the tag is cleared;
+    ``save_pretrained`` then publishes only the input and provenance fields that describe these weights (no
+    ``hf_hub_id`` or earlier sha256).
+
+    Args:
+        net: The trained model (unwrapped).
+        folder: Where to save (``final/``).
+        metrics: Measured figures for the card (``top1``, ``top5``, ...).
+        num_classes: Classes of the data trained on.
+        label_names: Class names.
+        mean_std: Normalisation the weights were trained with, when it is not the model's own.
+        gate_stats: Gate summary of the evaluation (GaterNets).
+        dataset: Data the weights were trained on.
+        recipe: How they were trained (command, config file).
+        push_to_hub: Hub repository to push the folder to.
+    """
+    cfg = {**(getattr(net, 'pretrained_cfg', None) or {}), 'tag': None, 'num_classes': num_classes,
+           'metrics': dict(metrics)}
+    optional = {'label_names': list(label_names) if label_names is not None else None, 'dataset': dataset,
+                'gate_stats': jsonable(gate_stats) if gate_stats is not None else None, 'recipe': recipe}
+    cfg.update({k: v for k, v in optional.items() if v is not None})
+    if mean_std is not None:
+        cfg['mean'], cfg['std'] = mean_std
+    net.pretrained_cfg = cfg
+    net.save_pretrained(folder)
+    if push_to_hub:
+        net.push_to_hub(push_to_hub, commit_message='Add model trained with gaternet_zoo')
+    return Path(folder)
