@@ -170,6 +170,7 @@ def validate_config(config: dict[str, Any]) -> None:
             raise RecipeError(f"{key} must be a positive integer or unset, got {config[key]!r}")
     floats = [a.dest for a in build_parser()._actions if a.type is float]
     zt.check_finite_settings(config, floats)  # NaN/inf (argparse and YAML accept both) before anything starts.
+    zt.check_finite_settings({f"model_args.{k}": v for k, v in config["model_args"].items() if isinstance(v, float)})
     for key in (k for k in floats if config[k] is not None and k != "gate_init_bias"):
         positive, value = key in ("lr", "clip_grad", "decay_epochs"), config[key]
         if value < 0 or (positive and value == 0) or (key in _AT_MOST_ONE and value > 1):

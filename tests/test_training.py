@@ -49,6 +49,13 @@ def test_non_finite_setting_in_a_config_file(tmp_path: Path) -> None:
         train.parse_args(["--config", str(cfg)])
 
 
+def test_non_finite_model_args_refused(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model_args:\n  gate_noise_std: .nan\n")
+    with pytest.raises(RecipeError, match="model_args.gate_noise_std must be a finite number"):
+        train.parse_args(["--config", str(cfg)])
+
+
 def test_divergence_message_names_step_epoch_and_cause() -> None:
     msg = training.divergence_message("the loss is not finite", step=7, epoch=2, num_epochs=5, batch=3, lr=0.4,
                                       inputs_finite=True, last_checkpoint="runs/x/checkpoints/checkpoint_1")

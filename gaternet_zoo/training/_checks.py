@@ -22,16 +22,20 @@ class TrainingDivergedError(RecipeError):
     """The loss or the gradients became non-finite; the message names the step, the epoch and the likely cause."""
 
 
-def check_finite_settings(config: Mapping[str, Any], keys: Iterable[str]) -> None:
+def check_finite_settings(config: Mapping[str, Any], keys: Iterable[str] | None = None) -> None:
     """Refuse NaN or infinite numbers among ``config[key]`` (``None`` is allowed: an unset option).
 
     ``argparse`` and YAML both accept ``nan`` and ``inf`` as floats; a NaN learning rate would otherwise train to
     NaN weights and exit 0.
 
+    Args:
+        config: Settings.
+        keys: The numeric settings to check (``None``: all of ``config``).
+
     Raises:
         RecipeError: Naming the key and its value.
     """
-    for key in keys:
+    for key in config if keys is None else keys:
         value = config.get(key)
         if value is None or isinstance(value, bool):
             continue
