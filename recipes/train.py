@@ -40,8 +40,7 @@ from gaternet_zoo.data import DataSourceError, augmentation_generator
 from gaternet_zoo.evaluation import has_gates
 from gaternet_zoo.training import CHECKPOINT_STATE, RecipeError
 
-RECIPES_DIR = Path(__file__).resolve().parent
-DEFAULT_CONFIG = RECIPES_DIR / "configs" / "default.yaml"
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "default.yaml"
 # Flags that describe one invocation, not the experiment: they never come from, nor go to, a config file.
 CLI_ONLY_KEYS = frozenset({"config", "resume", "overwrite"})
 # Keys whose change on resume breaks the bit-identical continuation (warned about, not refused).
@@ -186,7 +185,7 @@ def build_optimizer(config: dict[str, Any], net: torch.nn.Module, steps_per_epoc
     """SGD over timm's param groups (the gater's own when asked) and timm's scheduler, stepped per update."""
     no_decay = net.no_weight_decay() if hasattr(net, "no_weight_decay") else ()
     groups = zt.gater_param_groups(net, config["weight_decay"], gater_lr_scale=config["gater_lr_scale"],
-                                gater_weight_decay=config["gater_weight_decay"], no_weight_decay_list=no_decay)
+                                   gater_weight_decay=config["gater_weight_decay"], no_weight_decay_list=no_decay)
     nesterov = bool(config["nesterov"]) and config["momentum"] > 0
     optimizer = create_optimizer_v2(groups, opt="sgd" if nesterov else "momentum", lr=config["lr"],
                                     weight_decay=config["weight_decay"], momentum=config["momentum"])
@@ -206,7 +205,7 @@ def training_function(config: dict[str, Any], args: argparse.Namespace) -> dict[
     zt.check_world_size(None)
     use_cpu = bool(config["cpu"]) or not torch.cuda.is_available()
     out, checkpoint = zt.prepare_run_folder(config["output_dir"], args.resume, args.overwrite, config["model"],
-                                         PartialState(cpu=use_cpu))
+                                            PartialState(cpu=use_cpu))
     config["output_dir"] = str(out)
     precision, precision_note = zt.resolve_mixed_precision(config["mixed_precision"], cpu=use_cpu)
     accelerator = Accelerator(
@@ -390,23 +389,29 @@ def training_function(config: dict[str, Any], args: argparse.Namespace) -> dict[
     test = evaluate(final_net, eval_dls[1]) if data.test is not None else None
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        if test is not None:
-            zt.write_json_atomic(out / "test_metrics.json", zt.metric_fields(test, "test_"))
-        measured = test if test is not None else final_metrics
-        zt.save_trained_model(
-            final_net, out / "final", num_classes=num_classes, gate_stats=measured["_gate_stats"],
-            metrics={**{k: measured[k] for k in ("top1", "top5", "eval_loss", "eval_samples")},
-                     "eval_split": config["eval_split"] if test is not None else data.eval_name,
-                     "epochs": config["epochs"], "train_images_per_sec": record["train_images_per_sec"],
-                     "num_processes": world},
-            label_names=data.label_names, dataset=config["data"] if isinstance(config["data"], str) else
-            data.source.description, mean_std=(pipeline.normalize.mean, pipeline.normalize.std)
-            if pipeline.kind == "tensor" else None, push_to_hub=config["push_to_hub"],
-            recipe={"command": runtime["command"], "config": str((out / "config.yaml").resolve())})
+        save_final(config, data, final_net, test if test is not None else final_metrics, test is not None,
+                   record["train_images_per_sec"], runtime)
         accelerator.print(f"saved {out / 'final'}")
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return {**record, **(zt.metric_fields(test, "test_") if test is not None else {})}
+
+
+def save_final(config: dict[str, Any], data: zt.TrainingData, net: torch.nn.Module, measured: dict[str, Any],
+               on_test: bool, images_per_sec: float | None, runtime: dict[str, Any]) -> None:
+    """Write ``final/`` (and ``test_metrics.json``): the weights with the figures measured on them."""
+    out, pipeline = Path(config["output_dir"]), data.pipeline
+    if on_test:
+        zt.write_json_atomic(out / "test_metrics.json", zt.metric_fields(measured, "test_"))
+    zt.save_trained_model(
+        net, out / "final", num_classes=data.num_classes, label_names=data.label_names,
+        metrics={**{k: measured[k] for k in ("top1", "top5", "eval_loss", "eval_samples")},
+                 "eval_split": config["eval_split"] if on_test else data.eval_name, "epochs": config["epochs"],
+                 "train_images_per_sec": images_per_sec, "num_processes": runtime["num_processes"]},
+        gate_stats=measured["_gate_stats"], push_to_hub=config["push_to_hub"],
+        dataset=config["data"] if isinstance(config["data"], str) else data.source.description,
+        mean_std=(pipeline.normalize.mean, pipeline.normalize.std) if pipeline.kind == "tensor" else None,
+        recipe={"command": runtime["command"], "config": str((out / "config.yaml").resolve())})
 
 
 def build_dataloaders(config: dict[str, Any], data: zt.TrainingData, eval_batch: int):

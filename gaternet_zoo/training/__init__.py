@@ -1,11 +1,14 @@
 """Pieces of the training recipe (``recipes/train.py``) that are not specific to one script.
 
+* the data of a run (``_data``): class count from metadata or a declared ``num_classes`` only, a validation split
+  held out of the training data, the test split kept for the end;
 * run folders, checkpoints and metric files (``_run_dir``): resume from the newest complete checkpoint, refuse to
-  mix runs, refuse a checkpoint of another model;
+  mix runs, refuse a checkpoint of another model in one sentence;
 * settings checks and precision (``_checks``): non-finite hyper-parameters refused up front, ``mixed_precision:
   auto`` (bf16 autocast where the CPU has native bf16), divergence detection with a message that names the step;
-* options beyond the paper (``_gates``): the gater's initial gate-logit bias, warm-up of the discrete-gate
-  probability and of the gate noise, the gater's own learning-rate scale and weight decay (timm param groups).
+* options beyond the paper (``_gates``): the gater's initial gate-logit bias, warm-ups of the discrete-gate
+  probability and of the gate noise, the gater's own learning-rate scale and weight decay (timm param groups);
+* Accelerate plumbing (``_recipe``): config files, process-count checks, evaluation fields, ``final/``.
 """
 from ._checks import (
     DIVERGENCE_CAUSES,
