@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import accelerate
 import torch
 from accelerate import Accelerator, PartialState
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
@@ -54,7 +52,8 @@ __all__ = ["CHECKPOINT_STATE", "RecipeError", "build_parser", "main", "parse_arg
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser; every option's ``dest`` is also a valid config-file key (except CLI-only ones)."""
-    p = argparse.ArgumentParser(description="Train a gaternet_zoo model with Accelerate.")
+    p = argparse.ArgumentParser(description="Train a gaternet_zoo model with Accelerate.",
+                                formatter_class=zt.DefaultsOnceHelpFormatter)
     p.add_argument("--config", default=None, help="YAML config file (default: recipes/configs/default.yaml)")
     g = p.add_argument_group("model and data")
     g.add_argument("--model", default="gaternet_resnet20", help="zoo model name (create_model)")
@@ -117,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="channels-last memory format")
     g.add_argument("--torchcompile", action="store_true", default=False, help="torch.compile via Accelerate")
     g = p.add_argument_group("run folder and checkpoints")
-    g.add_argument("--output-dir", default=None, help="default: runs/<model>-<YYYYmmdd-HHMMSS> under the cwd")
+    g.add_argument("--output-dir", default=None, help="run folder (default: runs/<model>-<YYYYmmdd-HHMMSS> in the cwd)")
     g.add_argument("--resume", default=None, metavar="latest|PATH",
                    help="'latest' (newest complete checkpoint of --output-dir) or a checkpoint/run folder")
     g.add_argument("--overwrite", action="store_true", default=False,
@@ -271,7 +270,7 @@ def training_function(config: dict[str, Any], args: argparse.Namespace) -> dict[
         accelerator.project_configuration.iteration = max(numbers + [zt.checkpoint_number(checkpoint)]) + 1
         accelerator.print(f"resumed from {checkpoint}: epoch {start_epoch}, batch {skip_batches}, step {global_step}")
     scheduler.step_update(global_step)
-    runtime = _runtime(accelerator, data, checkpoint, steps_per_epoch)
+    runtime = zt.runtime_record(accelerator, data, checkpoint=checkpoint, steps_per_epoch=steps_per_epoch)
     if accelerator.is_main_process:
         changed = zt.write_run_config(out, config, runtime, resumed=bool(checkpoint), schedule_keys=_SCHEDULE_KEYS)
         if changed:
@@ -428,20 +427,6 @@ def build_dataloaders(config: dict[str, Any], data: zt.TrainingData, eval_batch:
         raise RecipeError(f"{len(data.train)} training images make no full batch of {config['batch_size']}; "
                           "lower batch_size or raise max_train_samples")
     return train_dl, eval_dls, generator
-
-
-def _runtime(accelerator: Accelerator, data: zt.TrainingData, checkpoint: Path | None, steps_per_epoch: int) -> dict:
-    """What this run actually used, for ``config.yaml``."""
-    return {
-        "num_processes": accelerator.num_processes, "distributed_type": str(accelerator.distributed_type),
-        "device": str(accelerator.device), "mixed_precision": accelerator.mixed_precision,
-        "train_samples": len(data.train), "eval_samples": len(data.eval), "eval_split": data.eval_name,
-        "test_samples": len(data.test) if data.test is not None else None, "num_classes": data.num_classes,
-        "pipeline": data.pipeline.kind, "steps_per_epoch": steps_per_epoch,
-        "data_description": data.source.description, "command": " ".join(shlex.quote(a) for a in sys.argv),
-        "resumed_from": str(checkpoint) if checkpoint else None,
-        "versions": {"torch": torch.__version__, "gaternet_zoo": gaternet_zoo.__version__,
-                     "accelerate": accelerate.__version__}}
 
 
 def _merge_sums(base: dict[str, float], running: torch.Tensor, batches: int) -> dict[str, float]:

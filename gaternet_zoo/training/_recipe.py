@@ -1,18 +1,23 @@
 """Recipe plumbing around Accelerate: config files, process checks, the run folder, evaluation fields, final/."""
 from __future__ import annotations
 
+import argparse
 import datetime
 import logging
 import os
+import shlex
 import shutil
+import sys
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
+import accelerate
 import torch
 import yaml
 from torch import nn
 
+from ..version import __version__
 from ._run_dir import (
     CHECKPOINT_STATE,
     RecipeError,
@@ -23,8 +28,21 @@ from ._run_dir import (
     resolve_run_dir,
 )
 
-__all__ = ['check_world_size', 'evaluation_metrics', 'jsonable', 'metric_fields', 'prepare_run_folder',
-           'quiet_checkpoint_rotation', 'read_config_file', 'save_trained_model', 'write_run_config']
+__all__ = [
+    'DefaultsOnceHelpFormatter', 'check_world_size', 'evaluation_metrics', 'jsonable', 'metric_fields',
+    'prepare_run_folder', 'quiet_checkpoint_rotation', 'read_config_file', 'runtime_record', 'save_trained_model',
+    'write_run_config',
+]
+
+
+class DefaultsOnceHelpFormatter(argparse.HelpFormatter):
+    """Each default once: appended to an option's help unless the help already says what leaving it unset means."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ''
+        if 'default' in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return text + ' (default: %(default)s)'
 
 
 def read_config_file(path: str | os.PathLike, valid_keys: Collection[str], *,
@@ -110,6 +128,26 @@ def quiet_checkpoint_rotation() -> None:
     logger = logging.getLogger('accelerate.accelerator')
     if not any(isinstance(f, _DropRotationNotice) for f in logger.filters):
         logger.addFilter(_DropRotationNotice())
+
+
+def runtime_record(accelerator: Any, data: Any, *, checkpoint: Path | None, steps_per_epoch: int) -> dict[str, Any]:
+    """What a run actually used (processes, precision, data sizes, command, versions), for its ``config.yaml``.
+
+    Args:
+        accelerator: The run's ``Accelerator``.
+        data: The run's :class:`TrainingData`.
+        checkpoint: The checkpoint it resumed from, or ``None``.
+        steps_per_epoch: Optimizer steps per epoch.
+    """
+    return {
+        'num_processes': accelerator.num_processes, 'distributed_type': str(accelerator.distributed_type),
+        'device': str(accelerator.device), 'mixed_precision': accelerator.mixed_precision,
+        'train_samples': len(data.train), 'eval_samples': len(data.eval), 'eval_split': data.eval_name,
+        'test_samples': len(data.test) if data.test is not None else None, 'num_classes': data.num_classes,
+        'pipeline': data.pipeline.kind, 'steps_per_epoch': steps_per_epoch,
+        'data_description': data.source.description, 'command': ' '.join(shlex.quote(a) for a in sys.argv),
+        'resumed_from': str(checkpoint) if checkpoint else None,
+        'versions': {'torch': torch.__version__, 'gaternet_zoo': __version__, 'accelerate': accelerate.__version__}}
 
 
 def prepare_run_folder(output_dir: str | None, resume: str | None, overwrite: bool, name: str,
