@@ -235,6 +235,12 @@ def test_error_label_outside_num_classes(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "outside [0, 3) in the train split" in proc.stderr, proc.stderr[-3000:]
     assert "row 3 has 3, row 4 has 4, row 8 has 3" in proc.stderr
+    # Without num_classes and without ClassLabel metadata, no class count is guessed from the largest label.
+    proc = _run(["--model", "cifar_resnet20", "--data", str(data), "--batch-size", "4", "--epochs", "1",
+                 "--output-dir", str(tmp_path / "run2")], check=False)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "plain integer labels in 'label' (no ClassLabel metadata)" in proc.stderr
+    assert "the largest label is 4); set num_classes" in proc.stderr and not (tmp_path / "run2" / "final").exists()
 
 
 # -------------------------------------------------------------------------------------------------- training runs
