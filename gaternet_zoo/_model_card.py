@@ -11,7 +11,7 @@ from typing import Any
 from huggingface_hub import ModelCard, ModelCardData
 from torch import nn
 
-from .evaluation import has_gates
+from .utils.gate_stats import has_gates
 
 __all__ = ['render_model_card', 'MODEL_CARD_TEMPLATE']
 

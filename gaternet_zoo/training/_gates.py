@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..evaluation import has_gates
+from ..utils.gate_stats import has_gates
 from ._run_dir import RecipeError
 
 __all__ = ['GateWarmup', 'gate_settings', 'gater_param_groups', 'param_group_lr', 'set_gate_init_bias']
