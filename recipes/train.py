@@ -327,7 +327,8 @@ def training_function(config: dict[str, Any], args: argparse.Namespace) -> dict[
             loader.set_epoch(epoch)
         sums = dict(carried) if first else {"loss": 0.0, "ce": 0.0, "gate": 0.0, "batches": 0.0}
         running = torch.zeros(4, dtype=torch.float64, device=accelerator.device)  # loss, ce, gate, non-finite
-        t0 = time.perf_counter()
+        t0, progress = time.perf_counter(), zt.EpochProgress(accelerator, micro_steps, first,
+                                                              f"epoch {epoch + 1}/{config['epochs']}")
         for index, batch in enumerate(loader, start=first):
             if warmup is not None:
                 warmup.apply(net, global_step)
@@ -349,6 +350,7 @@ def training_function(config: dict[str, Any], args: argparse.Namespace) -> dict[
                         raise diverged(f"{what} is not finite", x, epoch, index)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
+            progress.step(loss)
             if accelerator.sync_gradients:
                 global_step += 1
                 scheduler.step_update(global_step)
@@ -356,6 +358,7 @@ def training_function(config: dict[str, Any], args: argparse.Namespace) -> dict[
                     ema.update(net, step=global_step)
                 if every and global_step % every == 0 and index + 1 < micro_steps:
                     save_checkpoint(epoch, index + 1, _merge_sums(sums, running, index + 1 - first))
+        progress.close()
         train_time = time.perf_counter() - t0
         sums = _merge_sums(sums, running, micro_steps - first)
         # Mean over processes of each process's mean loss (they saw equal shares of every batch).

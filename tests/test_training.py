@@ -236,3 +236,19 @@ def test_checkpoint_of_the_older_recipe_is_migrated(tmp_path: Path) -> None:
     training.check_checkpoint_matches(folder, model, "cifar_resnet20")
     migrated = load_file(str(folder / "model.safetensors"))
     assert migrated.keys() == state.keys() and all(torch.equal(migrated[k], state[k]) for k in state)
+
+
+def test_epoch_progress_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    class Main:
+        is_main_process = True
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    quiet = training.EpochProgress(Main(), total=4, initial=1, desc="epoch 1/2")
+    quiet.step(torch.tensor(1.0))
+    quiet.close()
+    assert quiet.bar is None and capsys.readouterr().err == ""
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    shown = training.EpochProgress(Main(), total=4, initial=1, desc="epoch 1/2")
+    shown.step(torch.tensor(2.5))
+    assert shown.bar.n == 2 and shown.bar.postfix == "loss=2.500"
+    shown.close()

@@ -24,6 +24,7 @@ from ._data import TrainingData, load_training_data
 from ._gates import GateWarmup, gate_settings, gater_param_groups, param_group_lr, set_gate_init_bias
 from ._recipe import (
     DefaultsOnceHelpFormatter,
+    EpochProgress,
     check_world_size,
     evaluation_metrics,
     jsonable,
@@ -52,12 +53,12 @@ from ._run_dir import (
 )
 
 __all__ = [
-    'CHECKPOINT_STATE', 'DIVERGENCE_CAUSES', 'DefaultsOnceHelpFormatter', 'GateWarmup', 'RUN_ARTIFACTS', 'RecipeError',
-    'TrainingData', 'TrainingDivergedError', 'all_finite', 'append_metrics', 'check_checkpoint_matches',
-    'check_finite_settings', 'check_output_dir', 'check_world_size', 'checkpoint_number', 'clear_run_artifacts',
-    'cpu_supports_bf16', 'divergence_message', 'evaluation_metrics', 'find_checkpoint', 'gate_settings',
-    'gater_param_groups', 'grad_norm', 'jsonable', 'list_checkpoints', 'load_training_data', 'metric_fields',
-    'param_group_lr', 'prepare_run_folder', 'quiet_checkpoint_rotation', 'read_config_file', 'resolve_mixed_precision',
-    'resolve_run_dir', 'runtime_record', 'save_trained_model', 'set_gate_init_bias', 'truncate_metrics',
-    'write_json_atomic', 'write_run_config',
+    'CHECKPOINT_STATE', 'DIVERGENCE_CAUSES', 'DefaultsOnceHelpFormatter', 'EpochProgress', 'GateWarmup',
+    'RUN_ARTIFACTS', 'RecipeError', 'TrainingData', 'TrainingDivergedError', 'all_finite', 'append_metrics',
+    'check_checkpoint_matches', 'check_finite_settings', 'check_output_dir', 'check_world_size', 'checkpoint_number',
+    'clear_run_artifacts', 'cpu_supports_bf16', 'divergence_message', 'evaluation_metrics', 'find_checkpoint',
+    'gate_settings', 'gater_param_groups', 'grad_norm', 'jsonable', 'list_checkpoints', 'load_training_data',
+    'metric_fields', 'param_group_lr', 'prepare_run_folder', 'quiet_checkpoint_rotation', 'read_config_file',
+    'resolve_mixed_precision', 'resolve_run_dir', 'runtime_record', 'save_trained_model', 'set_gate_init_bias',
+    'truncate_metrics', 'write_json_atomic', 'write_run_config',
 ]

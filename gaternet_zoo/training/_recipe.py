@@ -29,9 +29,9 @@ from ._run_dir import (
 )
 
 __all__ = [
-    'DefaultsOnceHelpFormatter', 'check_world_size', 'evaluation_metrics', 'jsonable', 'metric_fields',
-    'prepare_run_folder', 'quiet_checkpoint_rotation', 'read_config_file', 'runtime_record', 'save_trained_model',
-    'write_run_config',
+    'DefaultsOnceHelpFormatter', 'EpochProgress', 'check_world_size', 'evaluation_metrics', 'jsonable',
+    'metric_fields', 'prepare_run_folder', 'quiet_checkpoint_rotation', 'read_config_file', 'runtime_record',
+    'save_trained_model', 'write_run_config',
 ]
 
 
@@ -187,6 +187,36 @@ def prepare_run_folder(output_dir: str | None, resume: str | None, overwrite: bo
                 shutil.rmtree(stale)
     state.wait_for_everyone()
     return out, checkpoint
+
+
+class EpochProgress:
+    """A tqdm bar over an epoch's batches, on the main process when stderr is a terminal; otherwise it does nothing.
+
+    Args:
+        accelerator: The run's ``Accelerator``.
+        total: Batches in the epoch.
+        initial: Batches already done (a resumed epoch).
+        desc: Label, e.g. ``"epoch 3/30"``.
+    """
+
+    def __init__(self, accelerator: Any, total: int, initial: int, desc: str) -> None:
+        self.bar = None
+        if accelerator.is_main_process and sys.stderr.isatty():
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:  # tqdm comes with the [train] extra
+                return
+            self.bar = tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, leave=False)
+
+    def step(self, loss: torch.Tensor) -> None:
+        """One batch done; shows its loss (a host sync, only when the bar is shown)."""
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f'{loss.item():.3f}', refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def evaluation_metrics(net: nn.Module, dataloader: Any, accelerator: Any, *,
