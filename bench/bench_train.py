@@ -29,6 +29,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from gaternet_zoo.evaluation import has_gates
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # So bench_data imports when run as a script.
 
@@ -62,7 +64,7 @@ def _make(name: str) -> torch.nn.Module:
 def _step_fn(model: torch.nn.Module):
     """One SGD training step on a ready batch, the way the recipe computes its loss."""
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    gated = hasattr(model, "forward_with_gates")
+    gated = has_gates(model)
 
     def step(x: torch.Tensor, y: torch.Tensor) -> float:
         logits = model.forward_with_gates(x)[0] if gated else model(x)

@@ -11,6 +11,8 @@ from typing import Any
 from huggingface_hub import ModelCard, ModelCardData
 from torch import nn
 
+from .utils.gate_stats import has_gates
+
 __all__ = ['render_model_card', 'MODEL_CARD_TEMPLATE']
 
 CITATION = """@inproceedings{chen2019gaternet,
@@ -111,7 +113,7 @@ def render_model_card(model: nn.Module, repo_id: str | None = None, **kwargs: An
     metrics_cfg = dict(cfg.get('metrics') or {})
     gate_stats = dict(cfg.get('gate_stats') or {})
     dataset = cfg.get('dataset')
-    is_gaternet = hasattr(model, 'gate_size')
+    is_gaternet = has_gates(model)
 
     details = [('Parameters', f'{count_params(model) / 1e6:.3f} M'),
                ('sha256 of model.safetensors', f'`{cfg.get("sha256") or "not recorded"}`')]

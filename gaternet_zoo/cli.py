@@ -77,6 +77,7 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
 
     def run(args: argparse.Namespace) -> int:
         import gaternet_zoo as gz
+        from gaternet_zoo.evaluation import has_gates
         from gaternet_zoo.utils.macs import count_macs, count_params, gaternet_macs
 
         model = gz.create_model(args.model).eval()
@@ -85,7 +86,7 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
             _check_input_size(model, input_size, '--input-size')
         info: dict = dict(model=args.model, architecture=model.pretrained_cfg.get('architecture'),
                           input_size=list(input_size), num_classes=model.num_classes, params=count_params(model))
-        if isinstance(model, gz.GaterNet):
+        if has_gates(model):
             macs = gaternet_macs(model, input_size)
             info.update(backbone=model.backbone_name, gater=model.gater_name, plugin=model.plugin_name,
                         gate_size=model.gate_size, gate_sites=len(model.gate_sites),

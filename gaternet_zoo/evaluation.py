@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .utils.gate_stats import GateStatistics
+from .utils.gate_stats import GateStatistics, has_gates
 
 __all__ = ['EvalData', 'EvalResult', 'build_eval_data', 'default_accelerator', 'evaluate', 'evaluate_model',
            'format_report', 'has_gates', 'measure_latency', 'write_json']
@@ -61,13 +61,6 @@ class EvalResult:
         return dict(top1=self.top1, top5=self.top5, loss=self.loss, num_samples=self.num_samples,
                     images_per_second=self.images_per_second,
                     gates=self.gate_stats.summary() if self.gate_stats is not None else None)
-
-
-def has_gates(model: nn.Module) -> bool:
-    """Whether ``model`` (or the model inside a DDP/compile wrapper) is a GaterNet-like model with gates."""
-    base = getattr(model, 'module', model)
-    base = getattr(base, '_orig_mod', base)
-    return hasattr(base, 'forward_with_gates') and hasattr(base, 'gate_sites')
 
 
 def _unwrap(model: nn.Module, accelerator: Any | None) -> nn.Module:

@@ -7,10 +7,12 @@ Runs are tiny (a few hundred images of the built-in subset, 2 epochs) and share 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -26,6 +28,8 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
+
+import gaternet_zoo.training as zt
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = REPO / "recipes" / "train.py"
@@ -77,7 +81,7 @@ def _records(out: Path) -> list[dict]:
 
 
 def _complete_checkpoints(out: Path) -> list[Path]:
-    return [p for p in train.list_checkpoints(out) if (p / train.CHECKPOINT_STATE).is_file()]
+    return [p for p in zt.list_checkpoints(out) if (p / train.CHECKPOINT_STATE).is_file()]
 
 
 def _free_port() -> int:
@@ -101,7 +105,7 @@ def _eval_final(final: Path) -> tuple[int, int]:
 
     model = gaternet_zoo.create_model(f"local-dir:{final}").eval().to(memory_format=torch.channels_last)
     source = load_image_dataset("builtin:cifar10-subset")
-    source = train.replace(
+    source = dataclasses.replace(
         source, train=source.train.select(range(BATCH)), eval=source.eval.select(range(EVAL_SAMPLES)))
     pipeline = build_pipeline(source, model=model, channels_last=True)
     loader = torch.utils.data.DataLoader(pipeline.eval_dataset, batch_size=BATCH)
@@ -145,20 +149,35 @@ def test_unknown_config_key(tmp_path: Path) -> None:
         train.parse_args(["--config", str(cfg)])
 
 
-def test_lr_schedule() -> None:
-    cosine = train.LRSchedule(100, 10, 1.0, 0.1, "cosine", 0.0, 30, 0.1)
-    assert cosine(0) == pytest.approx(0.1) and cosine(10) == pytest.approx(1.0)
-    assert cosine(55) == pytest.approx(0.5) and cosine(100) == pytest.approx(0.0, abs=1e-12)
-    step = train.LRSchedule(100, 10, 0.0, 0.1, "step", 0.0, 3, 0.1)
-    assert [step(s) for s in (0, 29, 30, 60)] == pytest.approx([1.0, 1.0, 0.1, 0.01])
+def test_lr_schedule_is_timms_per_update() -> None:
+    """timm's scheduler, stepped per optimizer update: linear warm-up from warmup_factor x lr, then cosine."""
+    import gaternet_zoo
+
+    config, _ = train.parse_args(["--epochs", "10", "--lr", "0.1", "--warmup-epochs", "1", "--warmup-factor", "0.1"])
+    optimizer, scheduler = train.build_optimizer(config, gaternet_zoo.create_model("cifar_resnet20"), 10)
+    lrs = []
+    for step in (0, 5, 10, 55, 100):
+        scheduler.step_update(step)
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert lrs == pytest.approx([0.01, 0.055, 0.1, 0.05, 0.0], abs=1e-12)
+    config["sched"], config["warmup_epochs"], config["decay_epochs"] = "step", 0.0, 3.0
+    optimizer, scheduler = train.build_optimizer(config, gaternet_zoo.create_model("cifar_resnet20"), 10)
+    lrs = []
+    for step in (0, 29, 30, 60):
+        scheduler.step_update(step)
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert lrs == pytest.approx([0.1, 0.1, 0.01, 0.001])
 
 
 def test_param_groups_exclude_norms_and_biases() -> None:
     import gaternet_zoo
 
-    groups = train.param_groups(gaternet_zoo.create_model("cifar_resnet20"), 5e-4)
-    assert all(p.ndim > 1 for p in groups[0]["params"]) and groups[0]["weight_decay"] == 5e-4
-    assert all(p.ndim <= 1 for p in groups[1]["params"]) and groups[1]["weight_decay"] == 0.0
+    config, _ = train.parse_args(["--weight-decay", "5e-4"])
+    optimizer, _ = train.build_optimizer(config, gaternet_zoo.create_model("cifar_resnet20"), 10)
+    decay, no_decay = optimizer.param_groups  # Weights first: the order of the recipe's checkpoints.
+    assert all(p.ndim > 1 for p in decay["params"]) and decay["weight_decay"] == 5e-4
+    assert all(p.ndim <= 1 for p in no_decay["params"]) and no_decay["weight_decay"] == 0.0
+    assert decay["nesterov"] and decay["momentum"] == 0.9
 
 
 # ------------------------------------------------------------------------------------------------------- errors
@@ -190,7 +209,7 @@ def test_error_world_size_without_processes(monkeypatch: pytest.MonkeyPatch, tmp
     # Started by a launcher, yet Accelerate ended up with one process: refused after the Accelerator exists.
     monkeypatch.setenv("RANK", "0")
     with pytest.raises(train.RecipeError, match=r"accelerator.num_processes == 1.*" + hint):
-        train._check_world_size_env(1)
+        zt.check_world_size(1)
 
 
 def test_error_label_outside_num_classes(tmp_path: Path) -> None:
@@ -214,8 +233,14 @@ def test_error_label_outside_num_classes(tmp_path: Path) -> None:
     proc = _run(["--model", "cifar_resnet20", "--data", str(data), "--num-classes", "3", "--batch-size", "4",
                  "--epochs", "1", "--output-dir", str(tmp_path / "run")], check=False)
     assert proc.returncode == 2, proc.stderr[-3000:]
-    assert "label outside num_classes=3 in the train split" in proc.stderr
-    assert "row 3 has label 3" in proc.stderr
+    assert "outside [0, 3) in the train split" in proc.stderr, proc.stderr[-3000:]
+    assert "row 3 has 3, row 4 has 4, row 8 has 3" in proc.stderr
+    # Without num_classes and without ClassLabel metadata, no class count is guessed from the largest label.
+    proc = _run(["--model", "cifar_resnet20", "--data", str(data), "--batch-size", "4", "--epochs", "1",
+                 "--output-dir", str(tmp_path / "run2")], check=False)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "plain integer labels in 'label' (no ClassLabel metadata)" in proc.stderr
+    assert "the largest label is 4); set num_classes" in proc.stderr and not (tmp_path / "run2" / "final").exists()
 
 
 # -------------------------------------------------------------------------------------------------- training runs
@@ -327,10 +352,16 @@ def test_two_process_cpu_run(reference_run: Path, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_bf16_on_cpu(tmp_path: Path) -> None:
+    """``mixed_precision: auto`` (the CIFAR configs' default) is bf16 autocast on a CPU with native bf16."""
+    from gaternet_zoo.training import cpu_supports_bf16
+
     out = tmp_path / "bf16"
-    _run(["--model", "gaternet_resnet20", "--cpu", "--mixed-precision", "bf16", "--epochs", "1", "--batch-size", "32",
-          "--max-train-samples", "64", "--max-eval-samples", "32", "--gate-l1", "0.01", "--output-dir", str(out)])
-    assert yaml.safe_load((out / "config.yaml").read_text())["runtime"]["mixed_precision"] == "bf16"
+    proc = _run(["--model", "gaternet_resnet20", "--cpu", "--mixed-precision", "auto", "--epochs", "1",
+                 "--batch-size", "32", "--max-train-samples", "64", "--max-eval-samples", "32", "--gate-l1", "0.01",
+                 "--output-dir", str(out)])
+    expected = "bf16" if cpu_supports_bf16() else "no"
+    assert yaml.safe_load((out / "config.yaml").read_text())["runtime"]["mixed_precision"] == expected
+    assert f"mixed_precision auto: {'bf16 autocast' if expected == 'bf16' else 'float32'}" in proc.stdout
     record = _records(out)[-1]
     assert math.isfinite(record["train_loss"]) and math.isfinite(record["eval_loss"])
     assert record["eval_samples"] == 32
@@ -362,5 +393,77 @@ def test_overwrite_deletes_only_run_artifacts(tmp_path: Path) -> None:
         (tmp_path / name).mkdir(parents=True)
     for name in ("config.yaml", "metrics.jsonl", "summary.csv", "notes.txt"):
         (tmp_path / name).write_text("x")
-    train.clear_run_artifacts(tmp_path)
+    zt.clear_run_artifacts(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+# ------------------------------------------------------------------------------------- failing loudly, new options
+
+
+def test_diverged_run_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = _run(["--model", "cifar_resnet20", "--cpu", "--lr", "1e36", "--warmup-epochs", "0", "--epochs", "1",
+                 "--batch-size", "32", "--max-train-samples", "192", "--max-eval-samples", "32",
+                 "--checkpoint-every-steps", "1", "--mixed-precision", "no", "--output-dir", str(out)], check=False)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    error = proc.stderr.strip().splitlines()[-1]
+    assert re.search(r"train.py: error: training diverged: .* is not finite at optimizer step \d+ "
+                     r"\(epoch 1/1, batch \d+\)\..*learning rate", error), error
+    assert "No final/ model was written" in error and not (out / "final").exists()
+    good = _complete_checkpoints(out)
+    assert good and f"The last good checkpoint is kept: {good[-1]}." in error
+    for checkpoint in good:  # Every checkpoint left behind holds finite weights.
+        assert all(torch.isfinite(t).all() for t in load_file(checkpoint / "model.safetensors").values())
+    assert not (out / "metrics.jsonl").exists()  # No epoch finished: nothing measured on NaN weights was logged.
+
+
+def test_validation_split_holds_out_the_last_training_rows() -> None:
+    import gaternet_zoo
+    from gaternet_zoo.data import load_image_dataset
+
+    model = gaternet_zoo.create_model("cifar_resnet20")
+    data = zt.load_training_data("builtin:cifar10-subset", model=model, val_split=40, test_at_end=True,
+                                 max_eval_samples=8)
+    full = load_image_dataset("builtin:cifar10-subset")
+    assert len(data.train) == len(full.train) - 40 and data.eval_name == "validation"
+    assert len(data.eval) == len(data.test) == 8 and data.num_classes == 10
+    assert [int(data.eval[i]["label"]) for i in range(8)] == full.train["label"][-40:-32]
+    assert [int(data.test[i]["label"]) for i in range(8)] == full.eval["label"][:8]
+    assert zt.load_training_data("builtin:cifar10-subset", model=model, val_split=40, max_eval_samples=8).test is None
+    with pytest.raises(train.RecipeError, match="leaves no training images"):
+        zt.load_training_data("builtin:cifar10-subset", model=model, val_split=len(full.train))
+
+
+@pytest.mark.slow
+def test_gate_options_and_validation_run(tmp_path: Path) -> None:
+    """The options beyond the paper change what they should, per step, and are logged with validation metrics."""
+    out = tmp_path / "options"
+    _run(["--model", "gaternet_resnet20", "--cpu", "--mixed-precision", "no", "--epochs", "2", "--batch-size", "32",
+          "--max-train-samples", "64", "--val-split", "40", "--max-eval-samples", "32", "--test-at-end",
+          "--lr", "0.05", "--warmup-epochs", "0", "--gate-init-bias", "3", "--gate-discrete-prob-start", "0",
+          "--gate-discrete-prob-warmup-epochs", "2", "--gate-noise-std-start", "0", "--gate-noise-warmup-epochs", "1",
+          "--gater-lr-scale", "0.1", "--output-dir", str(out)])
+    records = _records(out)
+    # 2 steps per epoch; the ramps are set before each micro-step from the optimizer step (last one: step 1, 3).
+    assert [r["gate_discrete_prob"] for r in records] == pytest.approx([0.5 * 1 / 4, 0.5 * 3 / 4])
+    assert [r["gate_noise_std"] for r in records] == pytest.approx([0.5, 1.0])
+    assert records[0]["lr"] > 0 and all(r["gater_lr"] == pytest.approx(0.1 * r["lr"]) for r in records)
+    assert all(r["val_samples"] == 32 and "val_top1" in r and "top1" not in r for r in records)
+    assert records[-1]["val_gate_open_fraction"] > 0.9  # Gates started open (bias 3) and two steps kept them so.
+    runtime = yaml.safe_load((out / "config.yaml").read_text())["runtime"]
+    assert runtime["eval_split"] == "validation" and runtime["train_samples"] == 64 and runtime["test_samples"] == 32
+    test = json.loads((out / "test_metrics.json").read_text())
+    assert test["test_samples"] == 32 and 0 <= test["test_top1"] <= 100
+    metrics = json.loads((out / "final" / "config.json").read_text())["pretrained_cfg"]["metrics"]
+    assert metrics["eval_split"] == "test" and metrics["top1"] == test["test_top1"]
+
+
+@pytest.mark.slow
+def test_error_resume_from_another_models_checkpoint(reference_run: Path, tmp_path: Path) -> None:
+    checkpoint = _complete_checkpoints(reference_run)[-1]
+    proc = _run(["--resume", str(checkpoint), "--output-dir", str(tmp_path / "other"), "--model", "cifar_resnet20",
+                 "--cpu", "--batch-size", str(BATCH), "--max-train-samples", str(TRAIN_SAMPLES)], check=False)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    error = proc.stderr.strip().splitlines()[-1]
+    assert "holds weights of another model than 'cifar_resnet20'" in error and "start a new run" in error
+    assert "Missing key" not in proc.stderr and "size mismatch" not in proc.stderr

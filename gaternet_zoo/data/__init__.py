@@ -11,6 +11,7 @@ Typical use::
 
 from .augment import CIFAR10_MEAN, CIFAR10_STD, Normalize, RandomCropFlip, augmentation_generator, compute_mean_std
 from .decode import DecodedImageDataset, DecodedImages, ImageDecodeError, decode_images, default_num_proc
+from .labels import check_label_range, class_count_from_metadata, resolve_num_classes
 from .pipeline import (
     DataPipeline,
     PipelineKind,
@@ -45,6 +46,8 @@ __all__ = [
     "augmentation_generator",
     "build_pipeline",
     "check_class_count",
+    "check_label_range",
+    "class_count_from_metadata",
     "choose_pipeline_kind",
     "compute_mean_std",
     "create_timm_transforms",
@@ -52,4 +55,5 @@ __all__ = [
     "default_num_proc",
     "default_num_workers",
     "load_image_dataset",
+    "resolve_num_classes",
 ]

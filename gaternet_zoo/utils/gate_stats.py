@@ -10,8 +10,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import nn
 
-__all__ = ['GateStatistics']
+__all__ = ['GateStatistics', 'has_gates']
+
+
+def has_gates(model: nn.Module) -> bool:
+    """Whether ``model`` (or the model inside a DDP/compile wrapper) is a GaterNet-like model with gates.
+
+    The one test of "is this model gated?" in the package (evaluation, training, the CLI and model cards use it).
+    """
+    base = getattr(model, 'module', model)
+    base = getattr(base, '_orig_mod', base)
+    return hasattr(base, 'forward_with_gates') and hasattr(base, 'gate_sites')
 
 
 @dataclass

@@ -1,0 +1,64 @@
+"""Pieces of the training recipe (``recipes/train.py``) that are not specific to one script.
+
+* the data of a run (``_data``): class count from metadata or a declared ``num_classes`` only, a validation split
+  held out of the training data, the test split kept for the end;
+* run folders, checkpoints and metric files (``_run_dir``): resume from the newest complete checkpoint, refuse to
+  mix runs, refuse a checkpoint of another model in one sentence;
+* settings checks and precision (``_checks``): non-finite hyper-parameters refused up front, ``mixed_precision:
+  auto`` (bf16 autocast where the CPU has native bf16), divergence detection with a message that names the step;
+* options beyond the paper (``_gates``): the gater's initial gate-logit bias, warm-ups of the discrete-gate
+  probability and of the gate noise, the gater's own learning-rate scale and weight decay (timm param groups);
+* Accelerate plumbing (``_recipe``): config files, process-count checks, evaluation fields, ``final/``.
+"""
+from ._checks import (
+    DIVERGENCE_CAUSES,
+    TrainingDivergedError,
+    all_finite,
+    check_finite_settings,
+    cpu_supports_bf16,
+    divergence_message,
+    grad_norm,
+    resolve_mixed_precision,
+)
+from ._data import TrainingData, load_training_data
+from ._gates import GateWarmup, gate_settings, gater_param_groups, param_group_lr, set_gate_init_bias
+from ._recipe import (
+    DefaultsOnceHelpFormatter,
+    EpochProgress,
+    check_world_size,
+    evaluation_metrics,
+    jsonable,
+    metric_fields,
+    prepare_run_folder,
+    quiet_checkpoint_rotation,
+    read_config_file,
+    runtime_record,
+    save_trained_model,
+    write_run_config,
+)
+from ._run_dir import (
+    CHECKPOINT_STATE,
+    RUN_ARTIFACTS,
+    RecipeError,
+    append_metrics,
+    check_checkpoint_matches,
+    check_output_dir,
+    checkpoint_number,
+    clear_run_artifacts,
+    find_checkpoint,
+    list_checkpoints,
+    resolve_run_dir,
+    truncate_metrics,
+    write_json_atomic,
+)
+
+__all__ = [
+    'CHECKPOINT_STATE', 'DIVERGENCE_CAUSES', 'DefaultsOnceHelpFormatter', 'EpochProgress', 'GateWarmup',
+    'RUN_ARTIFACTS', 'RecipeError', 'TrainingData', 'TrainingDivergedError', 'all_finite', 'append_metrics',
+    'check_checkpoint_matches', 'check_finite_settings', 'check_output_dir', 'check_world_size', 'checkpoint_number',
+    'clear_run_artifacts', 'cpu_supports_bf16', 'divergence_message', 'evaluation_metrics', 'find_checkpoint',
+    'gate_settings', 'gater_param_groups', 'grad_norm', 'jsonable', 'list_checkpoints', 'load_training_data',
+    'metric_fields', 'param_group_lr', 'prepare_run_folder', 'quiet_checkpoint_rotation', 'read_config_file',
+    'resolve_mixed_precision', 'resolve_run_dir', 'runtime_record', 'save_trained_model', 'set_gate_init_bias',
+    'truncate_metrics', 'write_json_atomic', 'write_run_config',
+]

@@ -1,0 +1,148 @@
+"""Training options of GaterNets beyond the paper; each one's neutral value is the paper's behaviour.
+
+* :func:`set_gate_init_bias`: the gater's last FC bias starts at a value (positive: gates start open) instead of 0.
+* :class:`GateWarmup`: linear ramps, per optimizer step, of Improved SemHash's discrete-gate probability and of
+  its training noise, from a start value to the model's own value (tensor2tensor's semhash ramps its discrete
+  probability the same way).
+* :func:`gater_param_groups`: timm's weight-decay groups, with the gater's parameters in groups of their own
+  (``lr_scale``, which timm's schedulers apply, and their own weight decay).
+"""
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..utils.gate_stats import has_gates
+from ._run_dir import RecipeError
+
+__all__ = ['GateWarmup', 'gate_settings', 'gater_param_groups', 'param_group_lr', 'set_gate_init_bias']
+
+
+def _binarizer(model: nn.Module, option: str) -> nn.Module:
+    if not has_gates(model):
+        raise RecipeError(f'{option} applies to GaterNets only; {type(model).__name__} has no gates. Unset it.')
+    return model.gater.binarizer
+
+
+@torch.no_grad()
+def set_gate_init_bias(model: nn.Module, bias: float) -> None:
+    """Set the bias of the gater's last FC (one logit per gate) to ``bias``.
+
+    With a bias of ``b`` every gate logit starts near ``b``: ``b = 3`` opens almost every gate at the start (the
+    binarised gate is ``1.2 * sigmoid(logit) - 0.1 > 0.5``), where the released code starts from 0.
+    """
+    _binarizer(model, 'gate_init_bias')
+    model.gater.fc2.bias.fill_(float(bias))
+
+
+def _ramp(start: float | None, end: float, steps: int, step: int) -> float:
+    if start is None or steps <= 0 or step >= steps:
+        return end
+    return start + (end - start) * step / steps
+
+
+@dataclass(frozen=True)
+class GateWarmup:
+    """Per-step values of the binarizer's discrete-gate probability and noise std during a warm-up.
+
+    Attributes:
+        discrete_prob: The model's own discrete-gate probability (reached at the end of the warm-up).
+        discrete_prob_start: Value at step 0, ``None`` for no warm-up.
+        discrete_prob_steps: Optimizer steps of the ramp.
+        noise_std: The model's own noise std.
+        noise_std_start: Value at step 0, ``None`` for no warm-up.
+        noise_steps: Optimizer steps of the ramp.
+    """
+
+    discrete_prob: float
+    discrete_prob_start: float | None = None
+    discrete_prob_steps: int = 0
+    noise_std: float = 1.0
+    noise_std_start: float | None = None
+    noise_steps: int = 0
+
+    @classmethod
+    def for_model(cls, model: nn.Module, *, discrete_prob_start: float | None = None, discrete_prob_steps: int = 0,
+                  noise_std_start: float | None = None, noise_steps: int = 0) -> GateWarmup | None:
+        """The warm-up of ``model``'s binarizer, or ``None`` when neither ramp is asked for (the paper)."""
+        ramps = (discrete_prob_start is not None and discrete_prob_steps > 0,
+                 noise_std_start is not None and noise_steps > 0)
+        if not any(ramps):
+            return None
+        binarizer = _binarizer(model, 'gate_discrete_prob_start' if ramps[0] else 'gate_noise_std_start')
+        return cls(float(binarizer.discrete_prob), discrete_prob_start, discrete_prob_steps,
+                   float(binarizer.noise_std), noise_std_start, noise_steps)
+
+    def values(self, step: int) -> dict[str, float]:
+        """``{"gate_discrete_prob": p, "gate_noise_std": s}`` at optimizer step ``step``."""
+        return {'gate_discrete_prob': _ramp(self.discrete_prob_start, self.discrete_prob, self.discrete_prob_steps,
+                                            step),
+                'gate_noise_std': _ramp(self.noise_std_start, self.noise_std, self.noise_steps, step)}
+
+    def apply(self, model: nn.Module, step: int) -> dict[str, float]:
+        """Set ``model``'s binarizer to the values of ``step`` and return them."""
+        values = self.values(step)
+        binarizer = model.gater.binarizer
+        binarizer.discrete_prob = values['gate_discrete_prob']
+        binarizer.noise_std = values['gate_noise_std']
+        return values
+
+
+def gater_param_groups(model: nn.Module, weight_decay: float, *, gater_lr_scale: float = 1.0,
+                       gater_weight_decay: float | None = None,
+                       no_weight_decay_list: Collection[str] = ()) -> list[dict[str, Any]]:
+    """timm's ``param_groups_weight_decay`` (no decay on norms and biases), with the gater in groups of its own.
+
+    Args:
+        model: Any zoo model; a plain backbone gets timm's two groups unchanged.
+        weight_decay: Weight decay of the weights (not of norms or biases).
+        gater_lr_scale: Learning-rate factor of the gater's groups (timm's schedulers apply ``lr_scale``).
+        gater_weight_decay: Weight decay of the gater's weights; ``None``: ``weight_decay``.
+        no_weight_decay_list: Parameter names without decay besides the 1-D ones (``model.no_weight_decay()``).
+
+    Returns:
+        Optimizer param groups, weights before norms and biases; with a gater option set, the gater's are groups
+        of their own marked ``"name": "gater"``.
+    """
+    from timm.optim import param_groups_weight_decay
+
+    # Weights first, then norms and biases: the group order of the recipe's checkpoints since its first version.
+    groups = param_groups_weight_decay(model, weight_decay, no_weight_decay_list=no_weight_decay_list)[::-1]
+    if gater_lr_scale == 1.0 and gater_weight_decay is None:
+        return groups  # The paper: one learning rate and weight decay for all.
+    if not has_gates(model):
+        raise RecipeError(f'gater_lr_scale and gater_weight_decay apply to GaterNets only; '
+                          f'{type(model).__name__} has no gater. Unset them.')
+    gater = {id(p) for p in model.gater.parameters()}
+    out = []
+    for group in groups:
+        rest = [p for p in group['params'] if id(p) not in gater]
+        own = [p for p in group['params'] if id(p) in gater]
+        if rest:
+            out.append({**group, 'params': rest})
+        if own:
+            decay = group['weight_decay'] if gater_weight_decay is None or not group['weight_decay'] \
+                else gater_weight_decay
+            out.append({'params': own, 'weight_decay': decay, 'lr_scale': gater_lr_scale, 'name': 'gater'})
+    return out
+
+
+def param_group_lr(optimizer: torch.optim.Optimizer, name: str | None = None) -> float | None:
+    """Learning rate of the first param group named ``name`` (``"gater"``), or of the first unnamed group."""
+    return next((g['lr'] for g in optimizer.param_groups if g.get('name') == name), None)
+
+
+def gate_settings(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    """The gate options in force now, for a metrics row: ``gate_discrete_prob``, ``gate_noise_std``, ``gater_lr``.
+
+    Empty for plain backbones.
+    """
+    if not has_gates(model):
+        return {}
+    binarizer = model.gater.binarizer
+    return {'gate_discrete_prob': float(binarizer.discrete_prob), 'gate_noise_std': float(binarizer.noise_std),
+            'gater_lr': param_group_lr(optimizer, 'gater') or param_group_lr(optimizer)}
