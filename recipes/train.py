@@ -45,8 +45,9 @@ CLI_ONLY_KEYS = frozenset({"config", "resume", "overwrite"})
 _SCHEDULE_KEYS = ("model", "data", "epochs", "batch_size", "lr", "seed", "sched", "warmup_epochs", "grad_accum_steps",
                   "max_train_samples", "val_split", "weight_decay", "momentum", "gate_l1", "label_smoothing",
                   "gate_init_bias", "gate_discrete_prob_start", "gate_discrete_prob_warmup_epochs",
-                  "gate_noise_std_start", "gate_noise_warmup_epochs", "gater_lr_scale", "gater_weight_decay")
-_AT_MOST_ONE = ("momentum", "label_smoothing", "model_ema_decay", "gate_discrete_prob_start")
+                  "gate_noise_std_start", "gate_noise_warmup_epochs", "gater_lr_scale", "gater_weight_decay",
+                  "gate_budget", "gate_budget_target", "gate_budget_weight")
+_AT_MOST_ONE = ("momentum", "label_smoothing", "model_ema_decay", "gate_discrete_prob_start", "gate_budget_target")
 __all__ = ["CHECKPOINT_STATE", "RecipeError", "build_parser", "main", "parse_args", "training_function"]
 
 
@@ -95,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0, help="seed of weights, data order, augmentation and gate noise")
     g = p.add_argument_group("GaterNet options (each default is the paper's behaviour)")
     g.add_argument("--gate-l1", type=float, default=0.0, help="lambda of the L1 gate loss")
+    g.add_argument("--gate-budget", choices=zt.GATE_BUDGETS, default="none",
+                   help="sparsity objective: 'rate' keeps each gated block's open fraction near --gate-budget-target "
+                        "(ConvNet-AIG), 'macs' the backbone MACs used near that share of the dense backbone's (DGNet)")
+    g.add_argument("--gate-budget-target", type=float, default=0.5, help="target fraction of --gate-budget")
+    g.add_argument("--gate-budget-weight", type=float, default=5.0, help="weight of the --gate-budget term")
     g.add_argument("--gate-init-bias", type=float, default=None,
                    help="initial bias of the gater's last FC, e.g. 3 to start with open gates (default: 0)")
     g.add_argument("--gate-discrete-prob-start", type=float, default=None,
@@ -242,6 +248,8 @@ def training_function(config: dict[str, Any], args: argparse.Namespace) -> dict[
     if config["channels_last"]:
         net = net.to(memory_format=torch.channels_last)
     ema = ModelEmaV3(net, decay=config["model_ema_decay"]) if config["model_ema"] else None
+    gate_objective = zt.GateObjective(net, config["gate_l1"], config["gate_budget"], config["gate_budget_target"],
+                                      config["gate_budget_weight"])
 
     train_dl, eval_dls, loader_generator = build_dataloaders(config, data, eval_batch)
     micro_steps = len(train_dl)
@@ -336,8 +344,8 @@ def training_function(config: dict[str, Any], args: argparse.Namespace) -> dict[
             with accelerator.accumulate(model):
                 logits, gates = model(x, return_gates=True) if gated else (model(x), None)
                 ce = criterion(logits.float(), batch["label"])
-                gate_term = gaternet_zoo.gate_l1_loss(gates.float(), config["gate_l1"]) if gated else ce.new_zeros(())
-                loss = ce + gate_term if config["gate_l1"] > 0 and gated else ce
+                gate_term = gate_objective(gates) if gate_objective.active else ce.new_zeros(())
+                loss = ce + gate_term if gate_objective.active else ce
                 accelerator.backward(loss)
                 running += torch.stack([loss.detach(), ce.detach(), gate_term.detach(),
                                         (~torch.isfinite(loss.detach())).to(loss.dtype)]).double()
@@ -366,12 +374,14 @@ def training_function(config: dict[str, Any], args: argparse.Namespace) -> dict[
                                                 device=accelerator.device) / max(sums["batches"], 1.0), "mean")
         metrics = evaluate(net, eval_dls[0])
         final_metrics = evaluate(ema.module, eval_dls[0]) if ema is not None else metrics
+        macs_used = {f"{split}macs_used_fraction": gate_objective.macs_used_fraction(
+            metrics["gate_open_fraction_per_block"])} if gated else {}
         record = {"epoch": epoch, "global_step": global_step, "lr": zt.param_group_lr(optimizer),
-                  "train_loss": float(means[0]), "train_ce": float(means[1]), "train_gate_l1": float(means[2]),
+                  "train_loss": float(means[0]), "train_ce": float(means[1]), "train_gate_loss": float(means[2]),
                   "train_images_per_sec": (micro_steps - first) * config["batch_size"] / train_time,
                   "epoch_train_seconds": train_time, "num_processes": world, **zt.gate_settings(net, optimizer),
-                  **zt.metric_fields(metrics, split), **(zt.metric_fields(final_metrics, split, ema=True) if ema
-                                                          is not None else {})}
+                  **zt.metric_fields(metrics, split), **macs_used,
+                  **(zt.metric_fields(final_metrics, split, ema=True) if ema is not None else {})}
         if accelerator.is_main_process:
             zt.append_metrics(out, record)
         accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "epoch"},

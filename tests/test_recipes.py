@@ -461,6 +461,18 @@ def test_gate_options_and_validation_run(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_mac_budget_run_logs_the_mac_share(tmp_path: Path) -> None:
+    """--gate-budget macs adds its term to the loss and every epoch logs the share of backbone MACs used."""
+    out = tmp_path / "budget"
+    _run(["--model", "gaternet_resnet20", "--cpu", "--mixed-precision", "no", "--epochs", "1", "--batch-size", "32",
+          "--max-train-samples", "64", "--max-eval-samples", "32", "--gate-budget", "macs", "--gate-budget-target",
+          "0.3", "--output-dir", str(out)])
+    (record,) = _records(out)
+    assert record["train_gate_loss"] > 0
+    assert 0.0 < record["macs_used_fraction"] <= 1.0
+
+
+@pytest.mark.slow
 def test_error_resume_from_another_models_checkpoint(reference_run: Path, tmp_path: Path) -> None:
     checkpoint = _complete_checkpoints(reference_run)[-1]
     proc = _run(["--resume", str(checkpoint), "--output-dir", str(tmp_path / "other"), "--model", "cifar_resnet20",

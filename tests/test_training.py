@@ -252,3 +252,33 @@ def test_epoch_progress_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch, caps
     shown.step(torch.tensor(2.5))
     assert shown.bar.n == 2 and shown.bar.postfix == "loss=2.500"
     shown.close()
+
+
+# ------------------------------------------------------------------------------------------------ gate objective
+
+
+def test_gate_objective_combines_l1_and_budget() -> None:
+    torch.manual_seed(0)
+    net = gaternet_zoo.create_model("gaternet_resnet20")
+    gates = (torch.rand(3, net.gate_size) > 0.3).float()
+    none = training.GateObjective(net)
+    assert not none.active
+    l1 = training.GateObjective(net, l1=0.5)
+    assert l1(gates).item() == pytest.approx(gaternet_zoo.gate_l1_loss(gates, 0.5).item())
+    rate = training.GateObjective(net, budget="rate", target=0.4, weight=2.0)
+    assert rate(gates).item() == pytest.approx(
+        gaternet_zoo.gate_target_rate_loss(gates, 0.4, net.gate_sites, 2.0).item())
+    macs = training.GateObjective(net, l1=0.1, budget="macs", target=0.5, weight=5.0)
+    expected = gaternet_zoo.gate_l1_loss(gates, 0.1) + gaternet_zoo.MacBudgetLoss(net, 0.5, 5.0)(gates)
+    assert macs(gates).item() == pytest.approx(expected.item())
+    # The logged MAC share: every block fully open uses the dense backbone; half open saves half the gateable MACs.
+    assert macs.macs_used_fraction({s.name: 1.0 for s in net.gate_sites}) == pytest.approx(1.0)
+    half = macs.macs_used_fraction({s.name: 0.5 for s in net.gate_sites})
+    assert half == pytest.approx(1.0 - 0.5 * macs.macs.gateable_macs / macs.macs.dense_macs)
+
+
+def test_gate_objective_refuses_plain_models_and_unknown_budgets() -> None:
+    with pytest.raises(RecipeError, match="GaterNets only"):
+        training.GateObjective(gaternet_zoo.create_model("cifar_resnet20"), budget="macs")
+    with pytest.raises(RecipeError, match="gate_budget must be one of"):
+        training.GateObjective(gaternet_zoo.create_model("gaternet_resnet20"), budget="flops")

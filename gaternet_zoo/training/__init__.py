@@ -21,7 +21,15 @@ from ._checks import (
     resolve_mixed_precision,
 )
 from ._data import TrainingData, load_training_data
-from ._gates import GateWarmup, gate_settings, gater_param_groups, param_group_lr, set_gate_init_bias
+from ._gates import (
+    GATE_BUDGETS,
+    GateObjective,
+    GateWarmup,
+    gate_settings,
+    gater_param_groups,
+    param_group_lr,
+    set_gate_init_bias,
+)
 from ._recipe import (
     DefaultsOnceHelpFormatter,
     EpochProgress,
@@ -53,6 +61,7 @@ from ._run_dir import (
 )
 
 __all__ = [
+    'GATE_BUDGETS', 'GateObjective',
     'CHECKPOINT_STATE', 'DIVERGENCE_CAUSES', 'DefaultsOnceHelpFormatter', 'EpochProgress', 'GateWarmup',
     'RUN_ARTIFACTS', 'RecipeError', 'TrainingData', 'TrainingDivergedError', 'all_finite', 'append_metrics',
     'check_checkpoint_matches', 'check_finite_settings', 'check_output_dir', 'check_world_size', 'checkpoint_number',

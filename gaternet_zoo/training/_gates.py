@@ -6,6 +6,9 @@
   probability the same way).
 * :func:`gater_param_groups`: timm's weight-decay groups, with the gater's parameters in groups of their own
   (``lr_scale``, which timm's schedulers apply, and their own weight decay).
+* :class:`GateObjective`: the gate term of the loss: the paper's L1 (``gate_l1``) plus an optional sparsity budget
+  (``gate_budget``: a target open rate per gated block, or a share of the backbone's MACs), and the share of the
+  backbone's MACs the gates use, logged every epoch.
 """
 from __future__ import annotations
 
@@ -16,10 +19,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..losses import MacBudgetLoss, gate_l1_loss, gate_target_rate_loss
 from ..utils.gate_stats import has_gates
 from ._run_dir import RecipeError
 
-__all__ = ['GateWarmup', 'gate_settings', 'gater_param_groups', 'param_group_lr', 'set_gate_init_bias']
+__all__ = ['GATE_BUDGETS', 'GateObjective', 'GateWarmup', 'gate_settings', 'gater_param_groups', 'param_group_lr',
+           'set_gate_init_bias']
 
 
 def _binarizer(model: nn.Module, option: str) -> nn.Module:
@@ -146,3 +151,57 @@ def gate_settings(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[st
     binarizer = model.gater.binarizer
     return {'gate_discrete_prob': float(binarizer.discrete_prob), 'gate_noise_std': float(binarizer.noise_std),
             'gater_lr': param_group_lr(optimizer, 'gater') or param_group_lr(optimizer)}
+
+
+#: Values of the ``gate_budget`` setting.
+GATE_BUDGETS = ('none', 'rate', 'macs')
+
+
+class GateObjective:
+    """The gate term of a GaterNet's training loss, and the MAC share its gates use.
+
+    Args:
+        model: The GaterNet being trained.
+        l1: ``lambda`` of the paper's L1 term (0: off).
+        budget: ``'none'``; ``'rate'``: :func:`~gaternet_zoo.losses.gate_target_rate_loss` per gated block
+            (ConvNet-AIG style); ``'macs'``: :class:`~gaternet_zoo.losses.MacBudgetLoss` on the backbone's MACs
+            (DGNet style).
+        target: The budget's target fraction (open gates, or used share of the dense backbone MACs).
+        weight: Factor of the budget term.
+    """
+
+    def __init__(self, model: nn.Module, l1: float = 0.0, budget: str = 'none', target: float = 0.5,
+                 weight: float = 5.0) -> None:
+        if budget not in GATE_BUDGETS:
+            raise RecipeError(f'gate_budget must be one of {", ".join(GATE_BUDGETS)}, got {budget!r}')
+        if (l1 or budget != 'none') and not has_gates(model):
+            raise RecipeError(f'gate_l1 and gate_budget apply to GaterNets only; {type(model).__name__} has no '
+                              'gates. Unset them.')
+        self.l1, self.budget, self.target, self.weight = float(l1), budget, float(target), float(weight)
+        self.sites = tuple(model.gate_sites) if has_gates(model) else ()
+        # The MAC account is measured once (one forward pass under a FLOP counter); the 'macs' budget reuses it.
+        self.macs = MacBudgetLoss(model, target, weight) if has_gates(model) else None
+
+    @property
+    def active(self) -> bool:
+        """Whether the loss has a gate term at all (with none, the loss is the cross-entropy alone)."""
+        return self.l1 > 0 or self.budget != 'none'
+
+    def __call__(self, gates: torch.Tensor) -> torch.Tensor:
+        """The gate term for a batch of training gates (B x gate_size)."""
+        gates = gates.float()
+        term = gate_l1_loss(gates, self.l1) if self.l1 > 0 else gates.new_zeros(())
+        if self.budget == 'rate':
+            term = term + gate_target_rate_loss(gates, self.target, self.sites, self.weight)
+        elif self.budget == 'macs':
+            term = term + self.macs(gates)
+        return term
+
+    def macs_used_fraction(self, per_site_open_fraction: dict[str, float]) -> float | None:
+        """Share of the dense backbone MACs used given each gated block's open fraction (an evaluation's)."""
+        if self.macs is None:
+            return None
+        rate = torch.zeros(1, sum(s.num_channels for s in self.sites))
+        for site in self.sites:
+            rate[0, site.offset:site.offset + site.num_channels] = per_site_open_fraction[site.name]
+        return float(self.macs.used_fraction(rate)[0])
