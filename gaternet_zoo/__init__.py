@@ -19,6 +19,8 @@ from ._plugins import get_plugin as get_plugin
 from ._plugins import list_plugins as list_plugins
 from ._plugins import register_gating_plugin as register_gating_plugin
 from ._pretrained import register_weights as register_weights
+from ._prune import PruningError as PruningError
+from ._prune import prune_gaternet as prune_gaternet
 from ._registry import UnknownModelError as UnknownModelError
 from ._registry import get_pretrained_cfg as get_pretrained_cfg
 from ._registry import is_model as is_model
@@ -38,5 +40,5 @@ __all__ = [
     'GatingPlugin', 'HubLoadError', 'MacBudgetLoss', 'StateDictMismatchError', 'UnknownModelError',
     'UnsupportedBackboneError', '__version__', 'create_model', 'gate', 'gate_l1_loss', 'gate_target_rate_loss',
     'get_plugin', 'get_pretrained_cfg', 'is_model', 'list_backbones', 'list_models', 'list_plugins', 'list_pretrained',
-    'load_official_checkpoint', 'parse_model_name', 'register_gating_plugin', 'register_weights',
+    'load_official_checkpoint', 'parse_model_name', 'prune_gaternet', 'PruningError', 'register_gating_plugin', 'register_weights',
 ]

@@ -161,6 +161,15 @@ def render_model_card(model: nn.Module, repo_id: str | None = None, **kwargs: An
         'input-dependent binary gate per filter of the last conv of each residual branch, produced by a separate '
         'gater network.' if is_gaternet else f'The plain `{architecture}` backbone, as a baseline for GaterNets.')
 
+    pruning = cfg.get('pruning')
+    if pruning:
+        description += (
+            f' **Pruned export**: {pruning.get("filters_removed")} of its {pruning.get("filters_gated")} gated filters '
+            f'(in {pruning.get("sites_pruned")} blocks) are removed for real, the {pruning.get("rule")} '
+            f'({pruning.get("calibration_samples")} images: {pruning.get("calibration") or "unrecorded data"}). Its '
+            'outputs equal the gated model\'s wherever those gates stay closed, which holds on that data by '
+            'construction; on other data a removed filter cannot open.')
+
     card_data = ModelCardData(
         library_name='gaternet_zoo', license=cfg.get('license') or 'apache-2.0',
         tags=['gaternet', 'dynamic-network', 'image-classification', 'timm', 'model_hub_mixin'],

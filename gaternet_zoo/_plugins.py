@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .layers.gates import GateSlot
+from .layers.pruning import PruningError
 
 __all__ = [
     'GateSite', 'GatingPlugin', 'BlockGatingPlugin', 'GatePoint', 'register_gating_plugin', 'get_plugin',
@@ -100,6 +101,18 @@ class GatingPlugin:
     def install(self, model: nn.Module, site: GateSite, slot: GateSlot) -> None:
         """Place ``slot`` at ``site`` inside ``model``, without adding or renaming any ``state_dict`` key."""
         raise NotImplementedError
+
+    def prune_site(self, model: nn.Module, site: GateSite, kept: torch.Tensor) -> None:
+        """Remove every output filter of ``site``'s gated conv but ``kept`` (and the same channels of its norm).
+
+        Exact only where nothing between the gated conv and the gate mixes channels (no SE/attention), since the
+        gate slot then puts zeros where the removed filters were. Plugins that can do it override this.
+
+        Raises:
+            PruningError: This plugin cannot prune (the default), or not this block.
+        """
+        raise PruningError(f'gating plugin {self.name!r} does not support pruning; the pruned export covers the '
+                           'native (CIFAR ResNets) and timm_resnet plugins')
 
     def supported_models(self) -> list[str]:
         """timm model names this plugin is known to handle (for listings and error messages)."""

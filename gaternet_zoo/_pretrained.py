@@ -24,7 +24,8 @@ __all__ = [
 ]
 
 #: Fields a weight tag may carry beyond timm's ``PretrainedCfg``.
-EXTRA_CFG_KEYS = ('sha256', 'revision', 'dataset', 'metrics', 'gate_stats', 'recipe', 'hardware', 'config_sha256')
+EXTRA_CFG_KEYS = ('sha256', 'revision', 'dataset', 'metrics', 'gate_stats', 'recipe', 'hardware', 'config_sha256',
+                  'pruning')
 
 #: Organisation the zoo publishes under, and the environment variable a fork sets to publish under its own.
 DEFAULT_HUB_ORG = 'gaternet-zoo'

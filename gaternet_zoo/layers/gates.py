@@ -210,20 +210,34 @@ class GateSlot(nn.Module):
         self.num_channels = num_channels
         self.name = name
         self.after = after
+        # Kept filters of a pruned site (sorted indices into num_channels), None when nothing is pruned. Not
+        # persistent: a pruned model's config records them, and its conv and norm shapes follow from them.
+        self.register_buffer('kept', None, persistent=False)
+
+    def set_kept_channels(self, kept: torch.Tensor | None) -> None:
+        """Make this a pruned site: the feature map holds only the ``kept`` filters, put back at their indices."""
+        self.kept = None if kept is None else torch.as_tensor(kept, dtype=torch.long)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gates = self.context.gates
+        width = self.num_channels if self.kept is None else len(self.kept)
+        # (torch.fx traces shapes as Proxies, which cannot be compared; the traced model checked it at build.)
+        if gates is not None and not isinstance(x, torch.fx.Proxy) and x.shape[1] != width:
+            raise RuntimeError(
+                f'Gate site {self.name!r} expects {width} channels but the feature map has '
+                f'{x.shape[1]}: the backbone was changed after the gates were installed.')
         if gates is not None:
-            # (torch.fx traces shapes as Proxies, which cannot be compared; the traced model checked it at build.)
-            if not isinstance(x, torch.fx.Proxy) and x.shape[1] != self.num_channels:
-                raise RuntimeError(
-                    f'Gate site {self.name!r} expects {self.num_channels} channels but the feature map has '
-                    f'{x.shape[1]}: the backbone was changed after the gates were installed.')
             gate = gates[:, self.offset:self.offset + self.num_channels]
+            if self.kept is not None:
+                gate = gate.index_select(1, self.kept)
             x = x * gate[:, :, None, None].to(x.dtype)
+        if self.kept is not None:  # the pruned filters' outputs are 0 (their gates never open): scatter back
+            full = x.new_zeros(x.shape[0], self.num_channels, *x.shape[2:])
+            x = full.index_copy(1, self.kept, x)
         if self.after is not None:
             x = self.after(x)
         return x
 
     def extra_repr(self) -> str:
-        return f'name={self.name!r}, offset={self.offset}, num_channels={self.num_channels}'
+        pruned = '' if self.kept is None else f', kept={len(self.kept)}'
+        return f'name={self.name!r}, offset={self.offset}, num_channels={self.num_channels}{pruned}'

@@ -65,6 +65,8 @@ class BasicBlock(nn.Module):
         self.shortcut = _projection(in_chs, out_chs, stride, norm=True) if in_chs != out_chs else nn.Identity()
         self.act2 = nn.ReLU(inplace=True)
         self.gate_channels = out_chs
+        # The norm applied right after the gated conv, before the gate (None: the gate follows the conv).
+        self.gate_norm = 'bn2'
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.drop(self.act1(self.bn1(self.conv1(x))))
@@ -88,6 +90,8 @@ class PreActBasicBlock(nn.Module):
         needs_projection = in_chs != out_chs or stride != 1
         self.shortcut = _projection(in_chs, out_chs, stride, norm=False) if needs_projection else None
         self.gate_channels = out_chs
+        # The norm applied right after the gated conv, before the gate (None: the gate follows the conv).
+        self.gate_norm = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.act1(self.bn1(x))
@@ -120,6 +124,8 @@ class PreActBottleneck(nn.Module):
         needs_projection = in_chs != out_chs or stride != 1
         self.shortcut = _projection(in_chs, out_chs, stride, norm=False) if needs_projection else None
         self.gate_channels = out_chs
+        # The norm applied right after the gated conv, before the gate (None: the gate follows the conv).
+        self.gate_norm = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.act1(self.bn1(x))

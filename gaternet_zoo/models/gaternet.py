@@ -59,6 +59,9 @@ class GaterNet(nn.Module, ZooHubMixin):
         drop_rate: Dropout before the backbone's classifier.
         global_pool: The backbone's global pooling (timm's ``global_pool``; ``''`` for none); the backbone's
             default when ``None``.
+        pruned_filters: For a pruned export (:func:`~gaternet_zoo.prune_gaternet`): per gate site, the indices of
+            the filters its gated conv keeps; the others are removed from the conv and its norm, and their output is
+            0 as if their gates were closed. ``None``: nothing pruned.
 
     Raises:
         ValueError: If a gate slot the plugin installed does not run exactly once in a forward pass of the
@@ -81,6 +84,7 @@ class GaterNet(nn.Module, ZooHubMixin):
             gater_args: dict[str, Any] | None = None,
             drop_rate: float = 0.0,
             global_pool: str | None = None,
+            pruned_filters: dict[str, list[int]] | None = None,
     ) -> None:
         super().__init__()
         import timm  # imported here so that gaternet_zoo's own models are registered first
@@ -122,6 +126,9 @@ class GaterNet(nn.Module, ZooHubMixin):
         self.gate_sites: tuple[GateSite, ...] = tuple(sites)
         self.gate_size = sum(s.num_channels for s in sites)
         _check_gate_sites(self.backbone, self.gate_sites, self._gate_context, gating_plugin.name, backbone, in_chans)
+        self.pruned_filters: dict[str, list[int]] = {}
+        if pruned_filters:
+            self.prune_filters(pruned_filters)
 
         encoder = timm.create_model(gater, num_classes=0, in_chans=in_chans, **(gater_args or {}))
         binarizer = ImprovedSemHash(gate_noise_std, gate_discrete_prob, gate_threshold)
@@ -309,6 +316,17 @@ class GaterNet(nn.Module, ZooHubMixin):
     def forward_with_gates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits and the gates that produced them: ``forward(x, return_gates=True)``."""
         return self.forward(x, return_gates=True)
+
+    @torch.no_grad()
+    def prune_filters(self, kept: dict[str, list[int]]) -> None:
+        """Remove, in place, every filter of the named gate sites but the ``kept`` ones (see ``pruned_filters``).
+
+        Raises:
+            PruningError: If the gating plugin cannot prune a site exactly; ValueError for bad indices.
+        """
+        slots = {m.name: m for m in self.backbone.modules() if isinstance(m, GateSlot)}
+        done = _apply_pruning(self.backbone, get_plugin(self.plugin_name), self.gate_sites, slots, kept)
+        self.pruned_filters = {**self.pruned_filters, **done}
 
     def gate_site_table(self) -> list[dict[str, Any]]:
         """One row per gate site: block name, gated conv, channels and offset into the gate vector."""
@@ -588,3 +606,32 @@ def gaternet_resnet50(pretrained: bool = False, **kwargs: Any) -> GaterNet:
 def gaternet_resnet101(pretrained: bool = False, **kwargs: Any) -> GaterNet:
     """timm ResNet-101 gated by a ResNet-18 gater (ImageNet, 224x224): 32512 gates on the expanding convs."""
     return _imagenet('gaternet_resnet101', 'resnet101', pretrained, **kwargs)
+
+
+def _apply_pruning(backbone: nn.Module, plugin: GatingPlugin, sites: tuple[GateSite, ...],
+                   slots: dict[str, GateSlot], pruned_filters: dict[str, list[int]] | None) -> dict[str, list[int]]:
+    """Remove the filters ``pruned_filters`` does not keep from each named site (a pruned export's structure)."""
+    if not pruned_filters:
+        return {}
+    by_name = {s.name: s for s in sites}
+    unknown = sorted(set(pruned_filters) - set(by_name))
+    if unknown:
+        raise ValueError(f'pruned_filters names {len(unknown)} site(s) this model does not have: {unknown[:5]}; '
+                         'its gate sites are listed by model.gate_site_table().')
+    out = {}
+    for name, kept in pruned_filters.items():
+        site = by_name[name]
+        kept = [int(i) for i in kept]
+        if slots[name].kept is not None:
+            raise ValueError(f'gate site {name!r} is already pruned')
+        if not kept or kept != sorted(set(kept)) or kept[0] < 0 or kept[-1] >= site.num_channels:
+            raise ValueError(f'pruned_filters[{name!r}] must be sorted, distinct filter indices in '
+                             f'[0, {site.num_channels}), at least one; got {kept[:8]}{"..." if len(kept) > 8 else ""}')
+        if len(kept) == site.num_channels:
+            continue
+        index = torch.tensor(kept, dtype=torch.long)
+        plugin.prune_site(backbone, site, index)
+        device = next(iter(backbone.parameters())).device
+        slots[name].set_kept_channels(index.to(device))
+        out[name] = kept
+    return out

@@ -6,10 +6,12 @@ third-party block: give it a ``gate = nn.Identity()`` attribute applied to the r
 """
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from .._plugins import GateSite, GatingPlugin, offsets_in_order, register_gating_plugin
 from ..layers.gates import GateSlot
+from ..layers.pruning import PruningError, slice_batchnorm, slice_conv_out
 
 
 def _slot_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -47,3 +49,14 @@ class NativeSlotPlugin(GatingPlugin):
         if not isinstance(block.gate, nn.Identity):
             raise RuntimeError(f'Block {site.name!r} already holds a gate ({type(block.gate).__name__}).')
         block.gate = slot
+
+    def prune_site(self, model: nn.Module, site: GateSite, kept: torch.Tensor) -> None:
+        """Slice the gated conv's filters and, where the block declares one (``gate_norm``), its norm's channels."""
+        block = model.get_submodule(site.name)
+        if not hasattr(block, 'gate_norm'):
+            raise PruningError(f'block {site.name!r} ({type(block).__name__}) does not declare `gate_norm` (the norm '
+                               'between its gated conv and its gate, or None), so its filters cannot be pruned')
+        conv_attr = site.conv[len(site.name) + 1:]
+        setattr(block, conv_attr, slice_conv_out(block.get_submodule(conv_attr), kept))
+        if block.gate_norm is not None:
+            setattr(block, block.gate_norm, slice_batchnorm(block.get_submodule(block.gate_norm), kept))

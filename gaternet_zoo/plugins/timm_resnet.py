@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch import nn
 
 from .._plugins import GateSite, GatingPlugin, offsets_in_order, register_gating_plugin
 from ..layers.gates import GateSlot
+from ..layers.pruning import PruningError, slice_batchnorm, slice_conv_out
 
 
 def _blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -68,6 +70,17 @@ class TimmResNetPlugin(GatingPlugin):
             raise RuntimeError(f'Block {site.name!r} already holds a gate.')
         slot.after = block.drop_path
         block.drop_path = slot
+
+    def prune_site(self, model: nn.Module, site: GateSite, kept: torch.Tensor) -> None:
+        """Slice the gated conv (``conv2``/``conv3``) and its norm; refused where SE/attention mixes channels."""
+        block = model.get_submodule(site.name)
+        if getattr(block, 'se', None) is not None:
+            raise PruningError(f'block {site.name!r} has an attention module ({type(block.se).__name__}) between its '
+                               'gated conv and its gate: it mixes channels, so removing filters would change the '
+                               'output of the kept ones')
+        conv, norm = ('conv3', 'bn3') if isinstance(block, Bottleneck) else ('conv2', 'bn2')
+        setattr(block, conv, slice_conv_out(getattr(block, conv), kept))
+        setattr(block, norm, slice_batchnorm(getattr(block, norm), kept))
 
     def matches_name(self, model_name: str) -> bool:
         # By file rather than by pattern: 'resnet*' also matches resnetv2_*, resnet50_clip (byobnet), resnet51q, ...

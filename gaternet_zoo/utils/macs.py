@@ -73,7 +73,11 @@ def gaternet_macs(model: nn.Module, input_size: tuple[int, ...] | None = None,
         open_fraction = gates.float().mean(0)
         saved = 0.0
         for site in model.gate_sites:
-            closed = 1.0 - open_fraction[site.offset:site.offset + site.num_channels].mean().item()
+            rate = open_fraction[site.offset:site.offset + site.num_channels]
+            kept = (getattr(model, 'pruned_filters', None) or {}).get(site.name)
+            if kept is not None:  # a pruned site: its conv computes only the kept filters, whose gates still act
+                rate = rate[torch.tensor(kept, dtype=torch.long, device=rate.device)]
+            closed = 1.0 - rate.mean().item()
             saved += closed * site_macs[site.name]
         used = int(round(backbone - saved))
     return dict(backbone=backbone, gater=gater, total=backbone + gater, backbone_used=used,

@@ -1,0 +1,73 @@
+"""Pruned export: a GaterNet without the filters its gates never open.
+
+Over a calibration set, a gate that is closed for every image marks a filter whose output the backbone always
+multiplies by 0. :func:`prune_gaternet` removes such filters from the gated conv and from its norm, so they are
+no longer computed; the gate slot scatters the kept channels back to their indices (zeros elsewhere) before the
+residual addition. In evaluation the pruned model's logits equal the gated model's for every input on which those
+gates stay closed, which holds on the calibration set by construction; on other inputs a pruned gate that would
+have opened stays closed, which is what the pruned model's card states.
+
+The pruned model is an ordinary :class:`~gaternet_zoo.GaterNet` whose ``pruned_filters`` argument records the kept
+filters per site, so ``save_pretrained`` writes it in the Hub format and ``create_model("local-dir:...")`` rebuilds
+its shapes before loading its weights strictly.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+from .layers.pruning import PruningError
+from .utils.gate_stats import GateStatistics, has_gates
+
+__all__ = ['PruningError', 'always_off_filters', 'prune_gaternet']
+
+
+def always_off_filters(model: nn.Module, stats: GateStatistics) -> dict[str, list[int]]:
+    """Per gate site, the filters whose gate never opened over the data ``stats`` accumulated."""
+    fired = stats.firing_rate
+    if fired.numel() != model.gate_size:
+        raise ValueError(f'the gate statistics cover {fired.numel()} gates, the model has {model.gate_size}')
+    return {s.name: [i for i in range(s.num_channels) if fired[s.offset + i] == 0] for s in model.gate_sites}
+
+
+@torch.no_grad()
+def prune_gaternet(model: nn.Module, stats: GateStatistics, calibration: str = '') -> nn.Module:
+    """A copy of ``model`` without the filters whose gates were always closed over ``stats``' data.
+
+    Args:
+        model: A trained :class:`~gaternet_zoo.GaterNet` (left unchanged).
+        stats: Its evaluation gate statistics over the calibration data (``GateStatistics.update`` on eval gates).
+        calibration: Says which data that was (recorded in the pruned model's ``pretrained_cfg`` and card).
+
+    Returns:
+        The pruned model, in eval mode, with ``pretrained_cfg['pruning']`` describing what was removed.
+
+    Raises:
+        PruningError: If the model's gating plugin cannot prune exactly (e.g. SE blocks), naming why.
+    """
+    if not has_gates(model):
+        raise PruningError(f'{type(model).__name__} has no gates to prune by; pruning needs a GaterNet')
+    if getattr(model, 'pruned_filters', None):
+        raise PruningError('this model is already pruned; prune the original GaterNet again with other data instead')
+    off = always_off_filters(model, stats)
+    kept: dict[str, list[int]] = {}
+    for site in model.gate_sites:
+        keep = [i for i in range(site.num_channels) if i not in set(off[site.name])]
+        if len(keep) < site.num_channels:
+            # A site whose every gate stayed closed keeps its first filter (gated, so its output is still 0): a
+            # conv needs at least one filter, and the block's shortcut carries the signal.
+            kept[site.name] = keep or [0]
+    pruned = copy.deepcopy(model).eval()
+    pruned.prune_filters(kept)
+    config: dict[str, Any] = dict(getattr(model, '_hub_mixin_config', None) or {})
+    config['pruned_filters'] = kept
+    pruned._hub_mixin_config = config
+    removed = sum(s.num_channels - len(kept.get(s.name, range(s.num_channels))) for s in model.gate_sites)
+    pruned.pretrained_cfg = dict(getattr(model, 'pretrained_cfg', None) or {}, pruning={
+        'calibration': calibration, 'calibration_samples': stats.count, 'filters_removed': removed,
+        'filters_gated': model.gate_size, 'sites_pruned': len(kept),
+        'rule': 'filters whose gate was closed for every calibration image'})
+    return pruned
