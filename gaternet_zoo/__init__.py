@@ -40,5 +40,6 @@ __all__ = [
     'GatingPlugin', 'HubLoadError', 'MacBudgetLoss', 'StateDictMismatchError', 'UnknownModelError',
     'UnsupportedBackboneError', '__version__', 'create_model', 'gate', 'gate_l1_loss', 'gate_target_rate_loss',
     'get_plugin', 'get_pretrained_cfg', 'is_model', 'list_backbones', 'list_models', 'list_plugins', 'list_pretrained',
-    'load_official_checkpoint', 'parse_model_name', 'prune_gaternet', 'PruningError', 'register_gating_plugin', 'register_weights',
+    'load_official_checkpoint', 'parse_model_name', 'prune_gaternet', 'PruningError', 'register_gating_plugin',
+    'register_weights',
 ]
