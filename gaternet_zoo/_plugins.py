@@ -114,6 +114,21 @@ class GatingPlugin:
         raise PruningError(f'gating plugin {self.name!r} does not support pruning; the pruned export covers the '
                            'native (CIFAR ResNets) and timm_resnet plugins')
 
+    def channelwise_after_conv(self, model: nn.Module, site: GateSite) -> bool:
+        """Whether only per-channel operations lie between ``site``'s gated conv and its gate.
+
+        Then skip execution may compute only the open filters of that conv (zeros for the others). False, the
+        safe default, keeps the conv dense; plugins that know their blocks override it.
+        """
+        return False
+
+    def shortcut_only(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+        """The output of the residual ``block`` for input ``x`` when its branch contributes 0 (all gates closed).
+
+        ``None`` (the default): the plugin does not know, and skip execution runs the branch.
+        """
+        return None
+
     def supported_models(self) -> list[str]:
         """timm model names this plugin is known to handle (for listings and error messages)."""
         import timm
@@ -223,6 +238,12 @@ class BlockGatingPlugin(GatingPlugin):
     gate_points: tuple[GatePoint, ...] = ()
     #: Attribute of a block without a residual that holds its slot (parameter-free: no ``state_dict`` key).
     slot_attr: str = 'gate'
+
+    def channelwise_after_conv(self, model: nn.Module, site: GateSite) -> bool:
+        """True: a declared gated conv is the last conv of its branch, followed only by per-channel operations (norm,
+        activation, layer scale) up to the gate, in every family built on this base (SE/attention, where a family
+        has it, comes before that conv). A family for which this does not hold overrides it."""
+        return True
 
     def supported_models(self) -> list[str]:
         import timm

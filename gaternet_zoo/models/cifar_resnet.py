@@ -73,6 +73,10 @@ class BasicBlock(nn.Module):
         y = self.gate(self.bn2(self.conv2(y)))
         return self.act2(y + self.shortcut(x))
 
+    def shortcut_output(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output when every gate is closed (the branch adds 0): skip execution's short cut."""
+        return self.act2(self.shortcut(x).clone())  # clone: the in-place ReLU must not change the input
+
 
 class PreActBasicBlock(nn.Module):
     """Pre-activation (wide) basic block: ``gate(conv2(drop(relu(bn2(conv1(relu(bn1(x)))))))) + shortcut``."""
@@ -100,6 +104,10 @@ class PreActBasicBlock(nn.Module):
         y = self.conv1(pre)
         y = self.conv2(self.drop(self.act2(self.bn2(y))))
         return self.gate(y) + shortcut
+
+    def shortcut_output(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output when every gate is closed (the branch adds 0): skip execution's short cut."""
+        return self.shortcut(self.act1(self.bn1(x))) if self.shortcut is not None else x.clone()
 
 
 class PreActBottleneck(nn.Module):
@@ -134,6 +142,10 @@ class PreActBottleneck(nn.Module):
         y = self.conv2(self.act2(self.bn2(y)))
         y = self.conv3(self.drop(self.act3(self.bn3(y))))
         return self.gate(y) + shortcut
+
+    def shortcut_output(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output when every gate is closed (the branch adds 0): skip execution's short cut."""
+        return self.shortcut(self.act1(self.bn1(x))) if self.shortcut is not None else x.clone()
 
 
 _BLOCKS: dict[str, type[nn.Module]] = {

@@ -28,6 +28,7 @@ from .._plugins import GateSite, GatingPlugin, find_plugin, get_plugin, list_plu
 from .._pretrained import generate_default_cfgs
 from ..layers.gater import Gater
 from ..layers.gates import DEFAULT_THRESHOLD, GateContext, GateSlot, ImprovedSemHash
+from ..layers.skip import SkippingBlockForward, SkippingConvForward, can_slice
 from .cifar_resnet import CIFAR10_MEAN, CIFAR10_STD
 
 __all__ = ['GaterNet']
@@ -282,7 +283,45 @@ class GaterNet(nn.Module, ZooHubMixin):
         self._check_input(x)
         return self._gated_features(x, self._resolve_gates(x, gates))
 
+    @property
+    def execution(self) -> str:
+        """``'mask'`` (closed gates multiply computed filters by 0) or ``'skip'`` (see :meth:`set_execution`)."""
+        return getattr(self, '_execution', 'mask')
+
+    def set_execution(self, mode: str) -> GaterNet:
+        """Choose how closed gates act: ``'mask'`` (the default, the paper's) or ``'skip'`` (inference only).
+
+        In skip mode each gated conv computes only the filters open for some sample of the batch, and a residual
+        block whose gates are all closed does not run its branch (where its plugin knows the block's shortcut);
+        the logits equal mask mode's. Sites where that would not be exact (an SE module between the gated conv and
+        the gate, a conv that cannot be sliced) stay dense. See ``gaternet_zoo.layers.skip``.
+
+        Returns:
+            The model itself.
+        """
+        if mode not in ('mask', 'skip'):
+            raise ValueError(f"execution must be 'mask' or 'skip', got {mode!r}")
+        for module in self.backbone.modules():  # back to the class's own forward first
+            if isinstance(module.__dict__.get('forward'), (SkippingConvForward, SkippingBlockForward)):
+                del module.__dict__['forward']
+        self._execution = mode
+        if mode == 'skip':
+            plugin = get_plugin(self.plugin_name)
+            slots = {m.name: m for m in self.backbone.modules() if isinstance(m, GateSlot)}
+            knows_shortcut = type(plugin).shortcut_only is not GatingPlugin.shortcut_only
+            for site in self.gate_sites:
+                conv, slot = self.backbone.get_submodule(site.conv), slots[site.name]
+                if plugin.channelwise_after_conv(self.backbone, site) and can_slice(conv):
+                    conv.forward = SkippingConvForward(conv, slot)
+                block = self.backbone.get_submodule(site.name)
+                if knows_shortcut:
+                    block.forward = SkippingBlockForward(block, slot, plugin.shortcut_only)
+        return self
+
     def _gated_features(self, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+        if self.training and self.execution == 'skip':
+            raise RuntimeError("skip execution is for inference: call model.eval(), or model.set_execution('mask') "
+                               'to train.')
         # The gates are current for this call only (this thread, this model; nested calls stack).
         depth = self._gate_context.push(gates)
         try:

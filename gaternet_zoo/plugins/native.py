@@ -60,3 +60,11 @@ class NativeSlotPlugin(GatingPlugin):
         setattr(block, conv_attr, slice_conv_out(block.get_submodule(conv_attr), kept))
         if block.gate_norm is not None:
             setattr(block, block.gate_norm, slice_batchnorm(block.get_submodule(block.gate_norm), kept))
+
+    def channelwise_after_conv(self, model: nn.Module, site: GateSite) -> bool:
+        # The gated conv is followed by its norm (gate_norm) or directly by the gate.
+        return hasattr(model.get_submodule(site.name), 'gate_norm')
+
+    def shortcut_only(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+        fn = getattr(block, 'shortcut_output', None)
+        return fn(x) if fn is not None else None

@@ -82,6 +82,14 @@ class TimmResNetPlugin(GatingPlugin):
         setattr(block, conv, slice_conv_out(getattr(block, conv), kept))
         setattr(block, norm, slice_batchnorm(getattr(block, norm), kept))
 
+    def channelwise_after_conv(self, model: nn.Module, site: GateSite) -> bool:
+        # conv -> norm -> gate, unless an SE/attention module mixes the channels in between.
+        return getattr(model.get_submodule(site.name), 'se', None) is None
+
+    def shortcut_only(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+        shortcut = block.downsample(x) if block.downsample is not None else x.clone()  # clone: act is in place
+        return (block.act3 if isinstance(block, Bottleneck) else block.act2)(shortcut)
+
     def matches_name(self, model_name: str) -> bool:
         # By file rather than by pattern: 'resnet*' also matches resnetv2_*, resnet50_clip (byobnet), resnet51q, ...
         if not hasattr(self, '_supported'):

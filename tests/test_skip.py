@@ -1,0 +1,95 @@
+"""Skip execution: only open filters computed, all-closed branches not run, logits equal to mask mode's."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import gaternet_zoo as gz
+from gaternet_zoo._plugins import get_plugin, list_plugins
+from gaternet_zoo.layers.skip import SkippingBlockForward, SkippingConvForward
+
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
+
+CASES = [('gaternet_resnet20', {}, 32), ('gaternet_resnet164', dict(backbone_args=dict(layers=[1, 1, 1])), 32),
+         ('gaternet_wrn28_10', dict(backbone_args=dict(layers=[1, 1, 1], widths=[16, 32, 64])), 32)]
+for _plugin in list_plugins():
+    for _model in getattr(get_plugin(_plugin), 'representative_models', ())[:2]:
+        if _plugin != 'native':
+            CASES.append((_model, {}, 64))
+
+
+def _build(name: str, kwargs: dict) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = gz.create_model(name, **kwargs) if name.startswith('gaternet_') else gz.gate(
+        name, gater='resnet18', num_classes=10, backbone_args=dict(pretrained=False))
+    model.eval()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.affine:
+                m.weight.uniform_(0.5, 1.5, generator=g)
+                m.bias.normal_(0.0, 0.1, generator=g)
+    return model
+
+
+def _gates(model: torch.nn.Module, batch: int) -> torch.Tensor:
+    """Random binary gates, a third of them open, and every gate of the first site closed for the whole batch."""
+    gates = (torch.rand(batch, model.gate_size, generator=torch.Generator().manual_seed(2)) < 0.33).float()
+    first = model.gate_sites[0]
+    gates[:, first.offset:first.offset + first.num_channels] = 0
+    return gates
+
+
+@pytest.mark.parametrize('name,kwargs,size', CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize('batch', [1, 3])
+def test_skip_logits_equal_mask_logits(name: str, kwargs: dict, size: int, batch: int) -> None:
+    model = _build(name, kwargs)
+    x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(3))
+    gates = _gates(model, batch)
+    with torch.no_grad():
+        mask = model(x, gates=gates)
+        mask_own = model(x)
+        model.set_execution('skip')
+        skip = model(x, gates=gates)
+        skip_own = model(x)
+    torch.testing.assert_close(skip, mask, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(skip_own, mask_own, rtol=1e-5, atol=1e-5)
+    patched = [m for m in model.backbone.modules()
+               if isinstance(m.__dict__.get('forward'), (SkippingConvForward, SkippingBlockForward))]
+    assert patched, 'skip mode sliced no conv of this model'
+    model.set_execution('mask')
+    assert not any('forward' in m.__dict__ for m in model.backbone.modules())
+
+
+def test_skip_really_skips_work() -> None:
+    """All gates of a block closed: its branch's convs do not run; closed filters: fewer filters computed."""
+    model = _build('gaternet_resnet20', {}).set_execution('skip')
+    calls: list[str] = []
+    for name, m in model.backbone.named_modules():
+        if isinstance(m, torch.nn.Conv2d):
+            m.register_forward_hook(lambda mod, a, out, n=name: calls.append((n, out.shape[1])))
+    gates = torch.ones(1, model.gate_size)
+    first = model.gate_sites[0]
+    gates[:, first.offset:first.offset + first.num_channels] = 0
+    with torch.no_grad():
+        model(torch.randn(1, 3, 32, 32), gates=gates)
+    names = [n for n, _ in calls]
+    assert f'{first.name}.conv1' not in names and f'{first.name}.conv2' not in names
+    assert f'{model.gate_sites[1].name}.conv2' in names
+
+
+def test_skip_is_inference_only_and_survives_deepcopy() -> None:
+    model = _build('gaternet_resnet20', {}).set_execution('skip')
+    clone = copy.deepcopy(model)
+    conv = clone.backbone.get_submodule(clone.gate_sites[1].conv)
+    assert conv.forward.conv is conv  # the copy's conv, not the original's
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(clone(x), model(x))
+    model.train()
+    with pytest.raises(RuntimeError, match='inference'):
+        model(x)
+    with pytest.raises(ValueError, match="'mask' or 'skip'"):
+        model.set_execution('sparse')
