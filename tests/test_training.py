@@ -171,8 +171,10 @@ def test_return_gates_goes_through_forward() -> None:
     logits, gates = model(x, return_gates=True)
     want_logits, want_gates = model.forward_with_gates(x)
     assert torch.equal(logits, want_logits) and torch.equal(gates, want_gates)
-    with pytest.raises(ValueError, match="do not pass gates="):
-        model(x, gates=gates, return_gates=True)
+    # With gates given, those are the gates returned (and used).
+    ones = torch.ones_like(gates)
+    logits, returned = model(x, gates=ones, return_gates=True)
+    assert torch.equal(returned, ones) and torch.equal(logits, model(x, gates=ones))
 
 
 # ---------------------------------------------------------------------------------------------------- class count
