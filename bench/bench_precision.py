@@ -7,7 +7,8 @@ Three measurements, each side by side in one run on the built-in CIFAR-10 subset
    autocast + channels_last, for the GaterNet and for its plain backbone. The formats are measured in interleaved
    rounds and the median of the rounds is printed, so a load that comes and goes on a shared machine hits every
    format alike.
-2. ``recipes/train.py`` with its old CPU defaults (fp32, channels_last) and with its new ones (``mixed_precision:
+2. ``recipes/train.py`` with the CIFAR-10 GaterNet config (``recipes/configs/cifar10_gaternet_resnet20.yaml``, on
+   the built-in subset) under its old CPU defaults (fp32, channels_last) and its new ones (``mixed_precision:
    auto``: bf16 autocast where the CPU supports bf16, channels_last), alternating old/new runs. Target: the new
    defaults train ``gaternet_resnet20`` >= 1.4x as fast as the old ones.
 3. ``torch.compile`` (inductor) on top of bf16 + channels_last: the compile time and the steady-state step
@@ -38,6 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # So bench_train impor
 from bench_train import _load_recipe  # noqa: E402
 
 FORMATS = ("fp32 NCHW", "fp32 channels_last", "bf16 channels_last")
+# The CIFAR-10 recipe of the GaterNet (its CPU default is mixed_precision: auto), run on the built-in subset.
+CIFAR_CONFIG = Path(__file__).resolve().parents[1] / "recipes" / "configs" / "cifar10_gaternet_resnet20.yaml"
 
 
 def _bf16_supported() -> bool:
@@ -109,6 +112,7 @@ def recipe_formats(name: str, batch_size: int, epochs: int, rounds: int) -> dict
         for label, extra in settings.items():
             with tempfile.TemporaryDirectory() as tmp:
                 record = recipe.main([
+                    "--config", str(CIFAR_CONFIG), "--data", "builtin:cifar10-subset",
                     "--model", name, "--cpu", "--epochs", str(epochs), "--batch-size", str(batch_size),
                     "--max-eval-samples", str(batch_size), "--output-dir", str(Path(tmp) / "run"),
                     "--keep-checkpoints", "1", "--no-model-ema", *extra,
