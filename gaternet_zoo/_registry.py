@@ -102,7 +102,8 @@ def resolve_model_name(name: str) -> str:
             other = (f' {arch!r} is a timm model: gate it with gaternet_zoo.gate({arch!r}) or build it plainly '
                      f'with timm.create_model({arch!r}).')
         raise UnknownModelError(
-            f'Unknown model {name!r}.{hint}{other} See gaternet_zoo.list_models() for all zoo models.')
+            f'Unknown model {name!r}.{hint}{other} List all zoo models with `gaternet-zoo list` '
+            '(gaternet_zoo.list_models() in Python).')
     if tag and canonical not in timm.list_models(arch, include_tags=True):
         tags = [n.split('.', 1)[1] for n in timm.list_models(arch, include_tags=True) if '.' in n]
         raise UnknownModelError(

@@ -315,7 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--out', type=Path, default=None,
                    help='run folder (train mode default: runs/demo; one-batch mode: figures only when given)')
     p.add_argument('--recipe', type=Path, default=None, help='training script (default: recipes/train.py)')
-    p.add_argument('--launcher', choices=('accelerate', 'python'), default='accelerate')
+    p.add_argument('--launcher', choices=('accelerate', 'python'), default='accelerate',
+                   help='train mode: run the recipe with `accelerate launch` or plain python (default: accelerate)')
     p.add_argument('--data', default=None,
                    help='evaluation data (train mode default: what the recipe trained on; one-batch mode: '
                         f'the batch, default {DEFAULT_DATA})')
