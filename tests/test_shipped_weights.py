@@ -9,6 +9,7 @@ accepts connections and never answers (the probe's timeout is what bounds the wa
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -217,9 +218,15 @@ def test_a_hub_wins_then_its_cache_then_the_shipped_copy(local_hub: LocalHub, tm
 
 
 def test_the_wheel_ships_the_small_weights_and_loads_them_with_no_hub(tmp_path: Path, closed_port: int) -> None:
+    # Build from a copy of what an sdist holds, so that the build leaves nothing in the checkout.
+    source = tmp_path / 'source'
+    for name in ('gaternet_zoo', 'weights'):
+        shutil.copytree(REPO_ROOT / name, source / name, ignore=shutil.ignore_patterns('__pycache__'))
+    for name in ('pyproject.toml', 'setup.py', 'MANIFEST.in', 'README.md'):
+        shutil.copy(REPO_ROOT / name, source / name)
     build = subprocess.run(
         [sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '-q', '-w', str(tmp_path / 'dist'),
-         str(REPO_ROOT)], capture_output=True, text=True, timeout=300, check=False)
+         str(source)], capture_output=True, text=True, timeout=300, check=False)
     assert build.returncode == 0, build.stderr[-3000:]
     (wheel,) = (tmp_path / 'dist').glob('gaternet_zoo-*.whl')
     site = tmp_path / 'site'
