@@ -46,7 +46,7 @@ __all__ = [
     'ZooHubMixin', 'WEIGHTS_NAME', 'CONFIG_NAME', 'HubLoadError', 'ChecksumError', 'StateDictMismatchError',
     'sha256_file', 'download', 'read_config', 'load_pretrained', 'load_weights', 'model_config',
     'save_pretrained', 'clean_state_dict_keys', 'shipped_weights_dirs', 'find_shipped_weights', 'hub_unreachable',
-    'SHIP_LIMIT_BYTES',
+    'SHIP_LIMIT_BYTES', 'load_from_source', 'MODEL_SOURCES',
 ]
 
 _logger = logging.getLogger(__name__)
@@ -466,6 +466,73 @@ def _drop_tag_of_other_weights(config: dict[str, Any], model_cfg: dict[str, Any]
         del cfg['dataset']
 
 
+#: The prefixes of model names that load from a source rather than the registry (``hf-hub:``, ``local-dir:``).
+MODEL_SOURCES = ('hf-hub', 'local-dir')
+
+
+def load_from_source(
+        source: str,
+        identifier: str,
+        *,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        local_files_only: bool = False,
+        force_download: bool = False,
+        token: str | bool | None = None,
+        **overrides: Any,
+) -> nn.Module:
+    """Build and strictly load a model from a Hub repository or a folder holding ``config.json`` + weights.
+
+    Args:
+        source: ``"hf-hub"`` or ``"local-dir"``.
+        identifier: ``org/repo[@revision]`` or a folder path.
+        revision: Branch, tag or commit sha (Hub only; wins over one given in ``identifier``).
+        cache_dir: Hub cache folder.
+        local_files_only: Use the Hub cache only.
+        force_download: Download again even if cached.
+        token: Hub token.
+        **overrides: Model arguments that replace the saved ones (``num_classes=...`` for fine-tuning).
+    """
+    if source == 'hf-hub':
+        repo_id, _, id_revision = identifier.partition('@')
+        revision = revision or id_revision or None
+        hub = dict(cache_dir=cache_dir, local_files_only=local_files_only, force_download=force_download,
+                   token=token)
+        config_path = download(repo_id, CONFIG_NAME, revision, **hub)
+        config = read_config(config_path)
+        _check_architecture(config, f'hf-hub:{identifier}')
+        weights = download(repo_id, WEIGHTS_NAME, revision, **hub)
+        where = f'{repo_id}@{revision}' if revision else repo_id
+    elif source == 'local-dir':
+        folder = Path(identifier).expanduser()
+        if not folder.is_dir():
+            raise HubLoadError(f'local-dir:{identifier}: no such folder.')
+        config = read_config(folder / CONFIG_NAME)
+        _check_architecture(config, f'local-dir:{identifier}')
+        weights = folder / WEIGHTS_NAME
+        if not weights.is_file():
+            raise HubLoadError(f'No {WEIGHTS_NAME} in {folder}: save the model with model.save_pretrained(folder).')
+        where = str(folder)
+    else:
+        raise ValueError(f'Unknown model source {source!r}; use one of {MODEL_SOURCES}.')
+
+    timm_cfg, extras = split_config(config)
+    pretrained_cfg = {**timm_cfg, **extras, 'file': str(weights), 'source': source}
+    kwargs = {**dict(config.get('model_args') or {}), **{k: v for k, v in overrides.items() if v is not None}}
+    kwargs.pop('pretrained_cfg', None)
+    model = timm.create_model(config['architecture'], pretrained=False, pretrained_cfg=pretrained_cfg, **kwargs)
+    load_weights(model, weights, sha256=model.pretrained_cfg.get('sha256'), label=where)
+    return model
+
+
+def _check_architecture(config: dict[str, Any], where: str) -> None:
+    arch = config['architecture']
+    if not timm.is_model(arch):
+        raise HubLoadError(
+            f'{where} holds a {arch!r} model, which is not registered. If it comes from another package, import '
+            f'that package first; otherwise update gaternet_zoo.')
+
+
 class ZooHubMixin(
     ModelHubMixin,
     library_name='gaternet_zoo',
@@ -522,8 +589,6 @@ class ZooHubMixin(
             revision: Branch, tag or commit sha to pin.
             **model_kwargs: Overrides of the saved model arguments, e.g. ``num_classes=5`` for fine-tuning.
         """
-        from ._factory import load_from_source
-
         source = str(pretrained_model_name_or_path)
         looks_like_path = os.path.isabs(source) or source.startswith(('.', '~')) or os.sep + os.sep in source
         if looks_like_path and not os.path.isdir(os.path.expanduser(source)):

@@ -1,9 +1,6 @@
 """Model families; importing this package registers every model into timm's registry."""
+from .._registry import GATERNET_MODULES, ZOO_MODULES
 from .cifar_resnet import *  # noqa: F403
 from .cifar_resnet import CifarResNet
 from .gaternet import *  # noqa: F403
 from .gaternet import GaterNet
-
-#: timm registry modules that hold the zoo's models (timm keys its registry by the last module name).
-ZOO_MODULES = ('cifar_resnet', 'gaternet')
-GATERNET_MODULES = ('gaternet',)
