@@ -4,8 +4,9 @@
     model = torch.hub.load("gaternet-zoo/gaternet_zoo:v0.1.0", "gated_wrn28_10")   # pinned to a tag
     model = torch.hub.load("/path/to/checkout", "gaternet_resnet20", source="local")
 
-Every entry point takes ``pretrained`` (load the default weight tag from the Hugging Face Hub, sha256-verified)
-and any model argument (``num_classes=100``, ``bottleneck=16``, ...). ``gated_<x>`` is an alias of
+Every entry point takes ``pretrained`` (load the default weight tag, sha256-verified: from the Hugging Face Hub at
+its pinned revision, else the Hub cache, else the copy in this checkout's ``weights/``, so a local checkout needs
+no network) and any model argument (``num_classes=100``, ``bottleneck=16``, ...). ``gated_<x>`` is an alias of
 ``gaternet_<x>``. Generated from the registry by ``tools/gen_hubconf.py``; a test checks that it is current.
 """
 dependencies = ["torch", "torchvision", "timm", "huggingface_hub", "safetensors", "yaml"]
@@ -18,7 +19,7 @@ def cifar_resnet20(pretrained: bool = False, **kwargs):
     """ResNet-20 for CIFAR (0.27M params): 3 basic blocks per stage.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -31,7 +32,7 @@ def cifar_resnet32(pretrained: bool = False, **kwargs):
     """ResNet-32 for CIFAR: 5 basic blocks per stage.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -44,7 +45,7 @@ def cifar_resnet44(pretrained: bool = False, **kwargs):
     """ResNet-44 for CIFAR: 7 basic blocks per stage.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -57,7 +58,7 @@ def cifar_resnet56(pretrained: bool = False, **kwargs):
     """ResNet-56 for CIFAR (0.85M params): 9 basic blocks per stage.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -70,7 +71,7 @@ def cifar_resnet110(pretrained: bool = False, **kwargs):
     """ResNet-110 for CIFAR (1.7M params): 18 basic blocks per stage.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -83,7 +84,7 @@ def cifar_resnet164(pretrained: bool = False, **kwargs):
     """Pre-activation ResNet-164 for CIFAR (1.7M params): 18 bottleneck blocks per stage.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -96,7 +97,7 @@ def cifar_wrn28_10(pretrained: bool = False, **kwargs):
     """Wide ResNet-28-10 for CIFAR (36.5M params); ``block_drop_rate=0.3`` gives the paper's dropout variant.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -111,7 +112,7 @@ def gaternet(pretrained: bool = False, **kwargs):
     The input settings (size, mean, std) of ``pretrained_cfg`` are taken from the backbone's own timm config.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -124,7 +125,7 @@ def gaternet_resnet18(pretrained: bool = False, **kwargs):
     """timm ResNet-18 gated by a ResNet-18 gater (ImageNet, 224x224): 1920 gates.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -139,7 +140,7 @@ def gated_resnet18(pretrained: bool = False, **kwargs):
     timm ResNet-18 gated by a ResNet-18 gater (ImageNet, 224x224): 1920 gates.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -152,7 +153,7 @@ def gaternet_resnet20(pretrained: bool = False, **kwargs):
     """ResNet-20 gated by a ResNet-20 gater (CIFAR, 32x32): 336 gates.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -167,7 +168,7 @@ def gated_resnet20(pretrained: bool = False, **kwargs):
     ResNet-20 gated by a ResNet-20 gater (CIFAR, 32x32): 336 gates.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -180,7 +181,7 @@ def gaternet_resnet34(pretrained: bool = False, **kwargs):
     """timm ResNet-34 gated by a ResNet-18 gater (ImageNet, 224x224): 3776 gates.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -195,7 +196,7 @@ def gated_resnet34(pretrained: bool = False, **kwargs):
     timm ResNet-34 gated by a ResNet-18 gater (ImageNet, 224x224): 3776 gates.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -208,7 +209,7 @@ def gaternet_resnet50(pretrained: bool = False, **kwargs):
     """timm ResNet-50 gated by a ResNet-18 gater (ImageNet, 224x224): 15104 gates on the expanding convs.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -223,7 +224,7 @@ def gated_resnet50(pretrained: bool = False, **kwargs):
     timm ResNet-50 gated by a ResNet-18 gater (ImageNet, 224x224): 15104 gates on the expanding convs.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -236,7 +237,7 @@ def gaternet_resnet56(pretrained: bool = False, **kwargs):
     """ResNet-56 gated by a ResNet-20 gater (CIFAR, 32x32): 1008 gates.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -251,7 +252,7 @@ def gated_resnet56(pretrained: bool = False, **kwargs):
     ResNet-56 gated by a ResNet-20 gater (CIFAR, 32x32): 1008 gates.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -264,7 +265,7 @@ def gaternet_resnet101(pretrained: bool = False, **kwargs):
     """timm ResNet-101 gated by a ResNet-18 gater (ImageNet, 224x224): 32512 gates on the expanding convs.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -279,7 +280,7 @@ def gated_resnet101(pretrained: bool = False, **kwargs):
     timm ResNet-101 gated by a ResNet-18 gater (ImageNet, 224x224): 32512 gates on the expanding convs.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -292,7 +293,7 @@ def gaternet_resnet110(pretrained: bool = False, **kwargs):
     """ResNet-110 gated by a ResNet-20 gater (CIFAR, 32x32): 2016 gates.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -307,7 +308,7 @@ def gated_resnet110(pretrained: bool = False, **kwargs):
     ResNet-110 gated by a ResNet-20 gater (CIFAR, 32x32): 2016 gates.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -320,7 +321,7 @@ def gaternet_resnet164(pretrained: bool = False, **kwargs):
     """Pre-activation ResNet-164 gated by a ResNet-20 gater (CIFAR, 32x32): 8064 gates on the expanding convs.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -335,7 +336,7 @@ def gated_resnet164(pretrained: bool = False, **kwargs):
     Pre-activation ResNet-164 gated by a ResNet-20 gater (CIFAR, 32x32): 8064 gates on the expanding convs.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -348,7 +349,7 @@ def gaternet_wrn28_10(pretrained: bool = False, **kwargs):
     """Wide ResNet-28-10 gated by a ResNet-20 gater (CIFAR, 32x32): 4480 gates.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -363,7 +364,7 @@ def gated_wrn28_10(pretrained: bool = False, **kwargs):
     Wide ResNet-28-10 gated by a ResNet-20 gater (CIFAR, 32x32): 4480 gates.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
