@@ -2,8 +2,8 @@
 
 ``make bench`` runs this. Benchmarks are found, not listed: a new ``bench/bench_<topic>.py`` that runs as a script
 is picked up. Each runs in its own interpreter, one after the other (they time themselves, so they must not share
-the cores), with its output shown as it comes. The summary repeats every ratio line (a figure like ``= 1.23x``) of
-each benchmark, or its last line when it prints none, and says which benchmarks failed.
+the cores), with its output shown as it comes. The summary repeats every ratio line of each benchmark (a figure
+like ``= 1.23x`` or ``(1.23x)``), or its last line when it prints none, and says which benchmarks failed.
 
 Usage::
 
@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
-# "loader/step = 12.3x", "time ratio ... = 2.00x": the figures a benchmark is run for.
-RATIO = re.compile(r'=\s*[-+]?\d+(?:\.\d+)?x\b')
+# "loader/step = 12.3x", "bf16 757 img/s (1.90x)": the figures a benchmark is run for.
+RATIO = re.compile(r'(?:=\s*|\()[-+]?\d+(?:\.\d+)?x\b')
 
 
 @dataclass

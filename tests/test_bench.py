@@ -43,6 +43,7 @@ def test_runner_prints_each_benchmarks_ratios_and_fails_when_one_fails(tmp_path:
         print('args', sys.argv[1:])
     ''')
     _script(tmp_path, 'bench_beta.py', 'print("pipeline: 1,234 images/s")\n')
+    _script(tmp_path, 'bench_delta.py', 'print("fp32 400 img/s (1.00x) | bf16 760 img/s (1.90x)")\nprint("done")\n')
     _script(tmp_path, 'bench_gamma.py', 'print("half done")\nsys.exit(3)\n')
     _script(tmp_path, 'helper.py', 'raise SystemExit("not a benchmark: must not run")\n')
     run_all = _run_all()
@@ -51,12 +52,13 @@ def test_runner_prints_each_benchmarks_ratios_and_fails_when_one_fails(tmp_path:
     captured = capsys.readouterr()
     summary = captured.out.split('== ratios\n', 1)[1].splitlines()
     assert [line.split(' (')[0] for line in summary if not line.startswith('  ')] == [
-        'bench_alpha.py', 'bench_beta.py', 'bench_gamma.py']
+        'bench_alpha.py', 'bench_beta.py', 'bench_delta.py', 'bench_gamma.py']
     assert '  (1) fast 200 img/s | slow 100 img/s | fast/slow = 2.00x' in summary
     assert '  pipeline: 1,234 images/s' in summary  # no ratio: its last line
+    assert '  fp32 400 img/s (1.00x) | bf16 760 img/s (1.90x)' in summary and '  done' not in summary
     assert any(line.startswith('bench_gamma.py (') and 'FAILED (exit code 3)' in line for line in summary)
     assert "  args ['--threads', '1']" in captured.out  # arguments after -- reach every benchmark
-    assert '1 of 3 benchmarks failed: bench_gamma.py' in captured.err
+    assert '1 of 4 benchmarks failed: bench_gamma.py' in captured.err
     assert 'not a benchmark' not in captured.out + captured.err
 
     assert run_all.main(['--bench-dir', str(tmp_path), '-k', 'beta']) == 0
