@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -170,10 +171,22 @@ def is_user_error(error: BaseException) -> bool:
     return tb is not None and Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(_PACKAGE_DIR)
 
 
+def _show_zoo_log() -> None:
+    # The zoo's INFO lines say where weights came from (Hub, cache or shipped copy); a command shows them on stderr
+    # unless the caller has set up logging itself.
+    logger = logging.getLogger(__package__)
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter('%(message)s'))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (a user error prints one clear line, exit code 2)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    _show_zoo_log()
     try:
         return args.func(args)
     except Exception as e:
