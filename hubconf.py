@@ -4,8 +4,9 @@
     model = torch.hub.load("gaternet-zoo/gaternet_zoo:v0.1.0", "gated_wrn28_10")   # pinned to a tag
     model = torch.hub.load("/path/to/checkout", "gaternet_resnet20", source="local")
 
-Every entry point takes ``pretrained`` (load the default weight tag from the Hugging Face Hub, sha256-verified)
-and any model argument (``num_classes=100``, ``bottleneck=16``, ...). ``gated_<x>`` is an alias of
+Every entry point takes ``pretrained`` (load the default weight tag, sha256-verified: from the Hugging Face Hub at
+its pinned revision, else the Hub cache, else the copy in this checkout's ``weights/``, so a local checkout needs
+no network) and any model argument (``num_classes=100``, ``bottleneck=16``, ...). ``gated_<x>`` is an alias of
 ``gaternet_<x>``. Generated from the registry by ``tools/gen_hubconf.py``; a test checks that it is current.
 """
 dependencies = ["torch", "torchvision", "timm", "huggingface_hub", "safetensors", "yaml"]
@@ -18,7 +19,7 @@ def cifar_resnet20(pretrained: bool = False, **kwargs):
     """ResNet-20 for CIFAR (0.27M params): 3 basic blocks per stage.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -32,7 +33,7 @@ def cifar_resnet32(pretrained: bool = False, **kwargs):
     """ResNet-32 for CIFAR: 5 basic blocks per stage.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -46,7 +47,7 @@ def cifar_resnet44(pretrained: bool = False, **kwargs):
     """ResNet-44 for CIFAR: 7 basic blocks per stage.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -60,7 +61,7 @@ def cifar_resnet56(pretrained: bool = False, **kwargs):
     """ResNet-56 for CIFAR (0.85M params): 9 basic blocks per stage.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -74,7 +75,7 @@ def cifar_resnet110(pretrained: bool = False, **kwargs):
     """ResNet-110 for CIFAR (1.7M params): 18 basic blocks per stage.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -88,7 +89,7 @@ def cifar_resnet164(pretrained: bool = False, **kwargs):
     """Pre-activation ResNet-164 for CIFAR (1.7M params): 18 bottleneck blocks per stage.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -102,7 +103,7 @@ def cifar_wrn28_10(pretrained: bool = False, **kwargs):
     """Wide ResNet-28-10 for CIFAR (36.5M params); ``block_drop_rate=0.3`` gives the paper's dropout variant.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -118,7 +119,7 @@ def gaternet(pretrained: bool = False, **kwargs):
     The input settings (size, mean, std) of ``pretrained_cfg`` are taken from the backbone's own timm config.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -132,7 +133,7 @@ def gaternet_convnext_tiny(pretrained: bool = False, **kwargs):
     """timm ConvNeXt-Tiny gated by a ResNet-18 gater (ImageNet, 224x224): 6624 gates on the MLP outputs.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -148,7 +149,7 @@ def gated_convnext_tiny(pretrained: bool = False, **kwargs):
     timm ConvNeXt-Tiny gated by a ResNet-18 gater (ImageNet, 224x224): 6624 gates on the MLP outputs.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -162,7 +163,7 @@ def gaternet_densenet121(pretrained: bool = False, **kwargs):
     """timm DenseNet-121 gated by a MobileNetV3-Small gater (ImageNet, 224x224): 1856 gates on the new features.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -178,7 +179,7 @@ def gated_densenet121(pretrained: bool = False, **kwargs):
     timm DenseNet-121 gated by a MobileNetV3-Small gater (ImageNet, 224x224): 1856 gates on the new features.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -192,7 +193,7 @@ def gaternet_efficientnet_b0(pretrained: bool = False, **kwargs):
     """timm EfficientNet-B0 gated by a MobileNetV3-Small gater (ImageNet, 224x224): 1808 gates.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -208,7 +209,7 @@ def gated_efficientnet_b0(pretrained: bool = False, **kwargs):
     timm EfficientNet-B0 gated by a MobileNetV3-Small gater (ImageNet, 224x224): 1808 gates.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -222,7 +223,7 @@ def gaternet_mobilenetv3_large_100(pretrained: bool = False, **kwargs):
     """timm MobileNetV3-Large 1.0 gated by a MobileNetV3-Small gater (ImageNet, 224x224): 2168 gates.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -238,7 +239,7 @@ def gated_mobilenetv3_large_100(pretrained: bool = False, **kwargs):
     timm MobileNetV3-Large 1.0 gated by a MobileNetV3-Small gater (ImageNet, 224x224): 2168 gates.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -252,7 +253,7 @@ def gaternet_regnety_016(pretrained: bool = False, **kwargs):
     """timm RegNetY-1.6GF gated by a MobileNetV3-Small gater (ImageNet, 224x224): 8304 gates.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -268,7 +269,7 @@ def gated_regnety_016(pretrained: bool = False, **kwargs):
     timm RegNetY-1.6GF gated by a MobileNetV3-Small gater (ImageNet, 224x224): 8304 gates.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -282,7 +283,7 @@ def gaternet_resnet18(pretrained: bool = False, **kwargs):
     """timm ResNet-18 gated by a ResNet-18 gater (ImageNet, 224x224): 1920 gates.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -298,7 +299,7 @@ def gated_resnet18(pretrained: bool = False, **kwargs):
     timm ResNet-18 gated by a ResNet-18 gater (ImageNet, 224x224): 1920 gates.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -312,7 +313,7 @@ def gaternet_resnet20(pretrained: bool = False, **kwargs):
     """ResNet-20 gated by a ResNet-20 gater (CIFAR, 32x32): 336 gates.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -328,7 +329,7 @@ def gated_resnet20(pretrained: bool = False, **kwargs):
     ResNet-20 gated by a ResNet-20 gater (CIFAR, 32x32): 336 gates.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -342,7 +343,7 @@ def gaternet_resnet34(pretrained: bool = False, **kwargs):
     """timm ResNet-34 gated by a ResNet-18 gater (ImageNet, 224x224): 3776 gates.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -358,7 +359,7 @@ def gated_resnet34(pretrained: bool = False, **kwargs):
     timm ResNet-34 gated by a ResNet-18 gater (ImageNet, 224x224): 3776 gates.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -372,7 +373,7 @@ def gaternet_resnet50(pretrained: bool = False, **kwargs):
     """timm ResNet-50 gated by a ResNet-18 gater (ImageNet, 224x224): 15104 gates on the expanding convs.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -388,7 +389,7 @@ def gated_resnet50(pretrained: bool = False, **kwargs):
     timm ResNet-50 gated by a ResNet-18 gater (ImageNet, 224x224): 15104 gates on the expanding convs.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -402,7 +403,7 @@ def gaternet_resnet56(pretrained: bool = False, **kwargs):
     """ResNet-56 gated by a ResNet-20 gater (CIFAR, 32x32): 1008 gates.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -418,7 +419,7 @@ def gated_resnet56(pretrained: bool = False, **kwargs):
     ResNet-56 gated by a ResNet-20 gater (CIFAR, 32x32): 1008 gates.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -432,7 +433,7 @@ def gaternet_resnet101(pretrained: bool = False, **kwargs):
     """timm ResNet-101 gated by a ResNet-18 gater (ImageNet, 224x224): 32512 gates on the expanding convs.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -448,7 +449,7 @@ def gated_resnet101(pretrained: bool = False, **kwargs):
     timm ResNet-101 gated by a ResNet-18 gater (ImageNet, 224x224): 32512 gates on the expanding convs.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -462,7 +463,7 @@ def gaternet_resnet110(pretrained: bool = False, **kwargs):
     """ResNet-110 gated by a ResNet-20 gater (CIFAR, 32x32): 2016 gates.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -478,7 +479,7 @@ def gated_resnet110(pretrained: bool = False, **kwargs):
     ResNet-110 gated by a ResNet-20 gater (CIFAR, 32x32): 2016 gates.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -492,7 +493,7 @@ def gaternet_resnet164(pretrained: bool = False, **kwargs):
     """Pre-activation ResNet-164 gated by a ResNet-20 gater (CIFAR, 32x32): 8064 gates on the expanding convs.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -508,7 +509,7 @@ def gated_resnet164(pretrained: bool = False, **kwargs):
     Pre-activation ResNet-164 gated by a ResNet-20 gater (CIFAR, 32x32): 8064 gates on the expanding convs.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -522,7 +523,7 @@ def gaternet_resnetv2_50(pretrained: bool = False, **kwargs):
     """timm pre-activation ResNetV2-50 gated by a ResNet-18 gater (ImageNet, 224x224): 15104 gates.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -538,7 +539,7 @@ def gated_resnetv2_50(pretrained: bool = False, **kwargs):
     timm pre-activation ResNetV2-50 gated by a ResNet-18 gater (ImageNet, 224x224): 15104 gates.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -552,7 +553,7 @@ def gaternet_wrn28_10(pretrained: bool = False, **kwargs):
     """Wide ResNet-28-10 gated by a ResNet-20 gater (CIFAR, 32x32): 4480 gates.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
@@ -568,7 +569,7 @@ def gated_wrn28_10(pretrained: bool = False, **kwargs):
     Wide ResNet-28-10 gated by a ResNet-20 gater (CIFAR, 32x32): 4480 gates.
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:

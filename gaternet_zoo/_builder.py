@@ -10,6 +10,7 @@ from typing import Any
 
 from torch import nn
 
+from ._hub import load_pretrained
 from ._pretrained import get_extra_cfg, split_pretrained_cfg
 
 __all__ = ['build_with_cfg', 'load_pretrained_if_requested', 'HUB_LOAD_KWARGS']
@@ -41,7 +42,5 @@ def build_with_cfg(model_cls: type[nn.Module], variant: str, pretrained: bool = 
 def load_pretrained_if_requested(model: nn.Module, pretrained: bool, **load_kwargs: Any) -> nn.Module:
     """Load the weights named by ``model.pretrained_cfg`` when ``pretrained`` is true; return the model."""
     if pretrained:
-        from ._hub import load_pretrained
-
         load_pretrained(model, **load_kwargs)
     return model

@@ -13,12 +13,10 @@ from typing import Any
 import timm
 from torch import nn
 
-from ._hub import CONFIG_NAME, WEIGHTS_NAME, HubLoadError, build_from_config, download, load_weights, read_config
+from ._hub import MODEL_SOURCES, WEIGHTS_NAME, load_from_source, load_weights
 from ._registry import resolve_model_name
 
 __all__ = ['create_model', 'gate', 'parse_model_name', 'load_from_source']
-
-_SOURCES = ('hf-hub', 'local-dir')
 
 
 def parse_model_name(model_name: str) -> tuple[str | None, str]:
@@ -30,7 +28,7 @@ def parse_model_name(model_name: str) -> tuple[str | None, str]:
     if model_name.startswith('hf_hub:'):  # timm's deprecated spelling
         model_name = 'hf-hub:' + model_name[len('hf_hub:'):]
     source, sep, ident = model_name.partition(':')
-    if sep and source in _SOURCES:
+    if sep and source in MODEL_SOURCES:
         if not ident:
             raise ValueError(f'{model_name!r} names no {"repository" if source == "hf-hub" else "folder"}.')
         return source, ident
@@ -39,63 +37,6 @@ def parse_model_name(model_name: str) -> tuple[str | None, str]:
             f'{model_name!r} is not a registered model name. For a Hub repository use "hf-hub:{model_name}", for a '
             f'local folder saved with save_pretrained use "local-dir:{model_name}".')
     return None, model_name
-
-
-def load_from_source(
-        source: str,
-        identifier: str,
-        *,
-        revision: str | None = None,
-        cache_dir: str | os.PathLike | None = None,
-        local_files_only: bool = False,
-        force_download: bool = False,
-        token: str | bool | None = None,
-        **overrides: Any,
-) -> nn.Module:
-    """Build and strictly load a model from a Hub repository or a folder holding ``config.json`` + weights.
-
-    Args:
-        source: ``"hf-hub"`` or ``"local-dir"``.
-        identifier: ``org/repo[@revision]`` or a folder path.
-        revision: Branch, tag or commit sha (Hub only; wins over one given in ``identifier``).
-        cache_dir: Hub cache folder.
-        local_files_only: Use the Hub cache only.
-        force_download: Download again even if cached.
-        token: Hub token.
-        **overrides: Model arguments that replace the saved ones (``num_classes=...`` for fine-tuning).
-    """
-    if source == 'hf-hub':
-        repo_id, _, id_revision = identifier.partition('@')
-        revision = revision or id_revision or None
-        hub = dict(cache_dir=cache_dir, local_files_only=local_files_only, force_download=force_download,
-                   token=token)
-        config_path = download(repo_id, CONFIG_NAME, revision, **hub)
-        config = read_config(config_path)
-        _check_architecture(config, f'hf-hub:{identifier}')
-        weights = download(repo_id, WEIGHTS_NAME, revision, **hub)
-        where = f'{repo_id}@{revision}' if revision else repo_id
-    elif source == 'local-dir':
-        folder = Path(identifier).expanduser()
-        if not folder.is_dir():
-            raise HubLoadError(f'local-dir:{identifier}: no such folder.')
-        config = read_config(folder / CONFIG_NAME)
-        _check_architecture(config, f'local-dir:{identifier}')
-        weights = folder / WEIGHTS_NAME
-        if not weights.is_file():
-            raise HubLoadError(f'No {WEIGHTS_NAME} in {folder}: save the model with model.save_pretrained(folder).')
-        where = str(folder)
-    else:
-        raise ValueError(f'Unknown model source {source!r}; use one of {_SOURCES}.')
-
-    return build_from_config(config, weights, source=source, where=where, overrides=overrides)
-
-
-def _check_architecture(config: dict[str, Any], where: str) -> None:
-    arch = config['architecture']
-    if not timm.is_model(arch):
-        raise HubLoadError(
-            f'{where} holds a {arch!r} model, which is not registered. If it comes from another package, import '
-            f'that package first; otherwise update gaternet_zoo.')
 
 
 def create_model(

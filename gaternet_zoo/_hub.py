@@ -13,6 +13,11 @@ is checked against the config (or the registry pin) and the key sets are compare
 the metadata of ``model.safetensors``, which the sha256 covers; a folder whose weights predate that (the first
 published weights) is covered by the fingerprint its registry entry pins (``config_sha256``). A config edited after
 saving is refused before any model is built, instead of silently loading with a fresh head or other gates.
+
+A registry tag's weights are looked for in order: the Hub at the pinned revision, the local Hub cache, then the
+copy shipped with the package (``gaternet_zoo/weights/`` in a wheel, ``weights/`` in a source checkout or a
+``torch.hub`` checkout). A quick probe keeps an unreachable Hub from costing more than a few seconds, every copy is
+held to the registry's sha256, and the log says which one was loaded.
 """
 from __future__ import annotations
 
@@ -20,9 +25,13 @@ import hashlib
 import json
 import logging
 import os
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
+import timm
 import torch
 from huggingface_hub import ModelHubMixin, constants, hf_hub_download
 from huggingface_hub.errors import (
@@ -44,6 +53,8 @@ __all__ = [
     'sha256_file', 'download', 'read_config', 'load_pretrained', 'load_weights', 'model_config',
     'save_pretrained', 'clean_state_dict_keys', 'config_fingerprint', 'verify_config', 'CONFIG_FINGERPRINT_KEY',
     'NonFiniteWeightsError', 'build_from_config',
+    'save_pretrained', 'clean_state_dict_keys', 'shipped_weights_dirs', 'find_shipped_weights', 'hub_unreachable',
+    'SHIP_LIMIT_BYTES', 'load_from_source', 'MODEL_SOURCES',
 ]
 
 _logger = logging.getLogger(__name__)
@@ -51,6 +62,17 @@ _logger = logging.getLogger(__name__)
 WEIGHTS_NAME = 'model.safetensors'
 CONFIG_NAME = 'config.json'
 CARD_NAME = 'README.md'
+
+#: Published weights up to this size travel inside the wheel (``setup.py`` applies it); larger ones stay on the Hub
+#: and in a source checkout's ``weights/`` folder.
+SHIP_LIMIT_BYTES = 16_777_216  # 16 MiB
+
+#: Seconds the reachability probe waits for the Hub before loading goes on with the cache and the shipped copy.
+HUB_PROBE_TIMEOUT = 3.0
+# An endpoint found unreachable is not probed again for this long (seconds), so a loop of loads pays once.
+_PROBE_MEMORY = 60.0
+_unreachable_since: dict[str, tuple[float, str]] = {}
+_PACKAGE_DIR = Path(__file__).resolve().parent
 
 # Input and provenance fields of timm's PretrainedCfg that belong in a published config.json.
 _PUBLISHED_CFG_KEYS = (
@@ -133,8 +155,6 @@ def build_from_config(config: dict[str, Any], weights: str | os.PathLike, *, sou
         where: The folder or repository, for messages.
         overrides: Model arguments that replace the saved ones (``None`` values are ignored).
     """
-    import timm
-
     verify_config(config, weights, where)
     timm_cfg, extras = split_config(config)
     pretrained_cfg = {**timm_cfg, **extras, 'file': str(weights), 'source': source}
@@ -379,6 +399,56 @@ def _short(keys: list[str], limit: int = 8) -> str:
     return shown + (f', ... (+{len(keys) - limit} more)' if len(keys) > limit else '')
 
 
+def shipped_weights_dirs() -> list[Path]:
+    """Folders that may hold shipped ``<architecture>.<tag>/`` weight folders, in the order they are searched.
+
+    ``gaternet_zoo/weights/`` is where a wheel carries them (package data). A source checkout, an editable install
+    and a ``torch.hub`` checkout keep them in the repository's top-level ``weights/`` folder, next to
+    ``hubconf.py``.
+    """
+    dirs = [_PACKAGE_DIR / 'weights']
+    root = _PACKAGE_DIR.parent
+    if (root / 'hubconf.py').is_file() and (root / 'pyproject.toml').is_file():
+        dirs.append(root / 'weights')
+    return [d for d in dirs if d.is_dir()]
+
+
+def find_shipped_weights(name_tag: str) -> Path | None:
+    """The shipped ``model.safetensors`` of ``architecture.tag``, or ``None`` (not verified here)."""
+    for folder in shipped_weights_dirs():
+        path = folder / name_tag / WEIGHTS_NAME
+        if path.is_file():
+            return path
+    return None
+
+
+def hub_unreachable(endpoint: str | None = None, timeout: float = HUB_PROBE_TIMEOUT) -> str | None:
+    """Why the Hub at ``endpoint`` (default ``HF_ENDPOINT``) cannot serve downloads now, or ``None`` if it answers.
+
+    One ``HEAD`` of the endpoint with a short timeout and no retry (proxy settings from the environment apply):
+    huggingface_hub retries a refused or timed-out download for about 25 s before it gives up, which is too long
+    to wait when a verified copy is at hand. Any HTTP answer below 500 counts as reachable. An unreachable endpoint
+    is remembered for a minute.
+    """
+    endpoint = (endpoint or constants.ENDPOINT).rstrip('/')
+    seen = _unreachable_since.get(endpoint)
+    if seen is not None and time.monotonic() - seen[0] < _PROBE_MEMORY:
+        return seen[1]
+    reason = None
+    start = time.monotonic()
+    try:
+        urllib.request.urlopen(urllib.request.Request(endpoint + '/', method='HEAD'), timeout=timeout).close()
+    except urllib.error.HTTPError as e:
+        if e.code >= 500:
+            reason = f'it answered HTTP {e.code}'
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        why = getattr(e, 'reason', None) or e
+        reason = f'{why} after {time.monotonic() - start:.1f} s'
+    if reason is not None:
+        _unreachable_since[endpoint] = (time.monotonic(), reason)
+    return reason
+
+
 def load_pretrained(
         model: nn.Module,
         *,
@@ -386,11 +456,19 @@ def load_pretrained(
         local_files_only: bool = False,
         force_download: bool = False,
         token: str | bool | None = None,
-) -> None:
+) -> Path:
     """Load the weights that ``model.pretrained_cfg`` names (a local folder/file, or a Hub repo at a revision).
+
+    Hub weights come from the pinned revision on the Hub, else the local Hub cache, else the copy shipped with
+    the package (see :func:`find_shipped_weights`); ``force_download=True`` accepts the Hub only.
+
+    Returns:
+        The ``model.safetensors`` that was loaded.
 
     Raises:
         ValueError: If the configuration names no weights (the message lists the tags that have some).
+        HubLoadError: If no source has the weights; the message says how to get or train them.
+        ChecksumError: If the copy found does not have the registry's sha256.
     """
     cfg = model.pretrained_cfg
     architecture, tag = cfg.get('architecture'), cfg.get('tag')
@@ -398,15 +476,15 @@ def load_pretrained(
     if cfg.get('file'):
         path = Path(cfg['file'])
         weights = path / WEIGHTS_NAME if path.is_dir() else path
+        where = str(weights)
     elif cfg.get('hf_hub_id'):
         repo_id, revision = resolve_hub_id(cfg['hf_hub_id'], cfg.get('revision'))
+        weights, where = _resolve_hub_weights(
+            label, repo_id, revision, architecture=architecture, cache_dir=cache_dir,
+            local_files_only=local_files_only, force_download=force_download, token=token)
         label = f'{label} ({repo_id}@{revision or "main"})'
-        weights = download(repo_id, WEIGHTS_NAME, revision, cache_dir=cache_dir, local_files_only=local_files_only,
-                           force_download=force_download, token=token)
     else:
-        from ._registry import list_models
-
-        with_weights = list_models(f'{architecture}*', pretrained=True) if architecture else []
+        with_weights = timm.list_pretrained(f'{architecture}.*') if architecture else []
         hint = f' Tags with weights: {", ".join(with_weights)}.' if with_weights else (
             ' No tag of this architecture has published weights yet.')
         raise ValueError(
@@ -414,6 +492,64 @@ def load_pretrained(
             f'`accelerate launch recipes/train.py --model {architecture}`, or load a saved folder with '
             f'create_model("local-dir:/path").')
     load_weights(model, weights, sha256=cfg.get('sha256'), label=label)
+    _logger.info('%s: loaded the weights from %s (sha256 %s).', label, where,
+                 'verified' if cfg.get('sha256') else 'not pinned')
+    return weights
+
+
+def _resolve_hub_weights(
+        name_tag: str,
+        repo_id: str,
+        revision: str | None,
+        *,
+        architecture: str | None,
+        cache_dir: str | os.PathLike | None,
+        local_files_only: bool,
+        force_download: bool,
+        token: str | bool | None,
+) -> tuple[Path, str]:
+    """(``model.safetensors``, where it came from) of a registry tag: Hub, then cache, then the shipped copy."""
+    where = f'{repo_id}@{revision or "main"}'
+    hub = dict(cache_dir=cache_dir, token=token)
+    offline = local_files_only or constants.HF_HUB_OFFLINE
+    if offline:
+        hub_failure = 'offline mode is on (HF_HUB_OFFLINE=1 or local_files_only=True)'
+    else:
+        hub_failure = hub_unreachable()
+        if hub_failure is None:
+            try:
+                path = download(repo_id, WEIGHTS_NAME, revision, force_download=force_download, **hub)
+                return path, f'the Hub ({constants.ENDPOINT}, {where})'
+            except HubLoadError as e:
+                if force_download:
+                    raise
+                hub_failure = str(e)
+        else:
+            if force_download:
+                raise HubLoadError(f'force_download=True, but the Hub at {constants.ENDPOINT} is unreachable: '
+                                   f'{hub_failure}.')
+            hub_failure = f'the Hub at {constants.ENDPOINT} is unreachable: {hub_failure}'
+    try:
+        path = download(repo_id, WEIGHTS_NAME, revision, local_files_only=True, **hub)
+        return path, f'the local Hub cache ({where})'
+    except HubLoadError:
+        pass
+    shipped = find_shipped_weights(name_tag)
+    if shipped is not None:
+        source = f'the copy shipped with gaternet_zoo ({shipped})'
+        if not offline:  # In offline mode the user asked for local weights; otherwise say why the Hub was passed.
+            _logger.warning('%s: not loaded from the Hub (%s); using %s.', name_tag, hub_failure.rstrip('.'),
+                            source)
+        return shipped, source
+    searched = ', '.join(str(d) for d in shipped_weights_dirs()) or 'no weights folder found'
+    raise HubLoadError(
+        f'No weights for {name_tag}: {hub_failure.rstrip(".")}; {where} is not in the local Hub cache '
+        f'({cache_dir or constants.HF_HUB_CACHE}); and no copy is shipped with gaternet_zoo (searched: {searched}; '
+        f'a wheel carries only weights up to {SHIP_LIMIT_BYTES >> 20} MiB, a source checkout\'s weights/ folder '
+        f'every published tag). To get them: on a machine that reaches the Hub run `hf download {repo_id} '
+        f'--revision {revision or "main"} --local-dir DIR` and load create_model("local-dir:DIR"), or copy its Hub '
+        f'cache here; or use a git checkout of gaternet_zoo; or train them with `accelerate launch '
+        f'recipes/train.py --model {architecture}` (recipes/configs/ holds the published recipes).')
 
 
 def model_config(model: nn.Module, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -493,6 +629,67 @@ def _drop_tag_of_other_weights(config: dict[str, Any], model_cfg: dict[str, Any]
         del cfg['dataset']
 
 
+#: The prefixes of model names that load from a source rather than the registry (``hf-hub:``, ``local-dir:``).
+MODEL_SOURCES = ('hf-hub', 'local-dir')
+
+
+def load_from_source(
+        source: str,
+        identifier: str,
+        *,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        local_files_only: bool = False,
+        force_download: bool = False,
+        token: str | bool | None = None,
+        **overrides: Any,
+) -> nn.Module:
+    """Build and strictly load a model from a Hub repository or a folder holding ``config.json`` + weights.
+
+    Args:
+        source: ``"hf-hub"`` or ``"local-dir"``.
+        identifier: ``org/repo[@revision]`` or a folder path.
+        revision: Branch, tag or commit sha (Hub only; wins over one given in ``identifier``).
+        cache_dir: Hub cache folder.
+        local_files_only: Use the Hub cache only.
+        force_download: Download again even if cached.
+        token: Hub token.
+        **overrides: Model arguments that replace the saved ones (``num_classes=...`` for fine-tuning).
+    """
+    if source == 'hf-hub':
+        repo_id, _, id_revision = identifier.partition('@')
+        revision = revision or id_revision or None
+        hub = dict(cache_dir=cache_dir, local_files_only=local_files_only, force_download=force_download,
+                   token=token)
+        config_path = download(repo_id, CONFIG_NAME, revision, **hub)
+        config = read_config(config_path)
+        _check_architecture(config, f'hf-hub:{identifier}')
+        weights = download(repo_id, WEIGHTS_NAME, revision, **hub)
+        where = f'{repo_id}@{revision}' if revision else repo_id
+    elif source == 'local-dir':
+        folder = Path(identifier).expanduser()
+        if not folder.is_dir():
+            raise HubLoadError(f'local-dir:{identifier}: no such folder.')
+        config = read_config(folder / CONFIG_NAME)
+        _check_architecture(config, f'local-dir:{identifier}')
+        weights = folder / WEIGHTS_NAME
+        if not weights.is_file():
+            raise HubLoadError(f'No {WEIGHTS_NAME} in {folder}: save the model with model.save_pretrained(folder).')
+        where = str(folder)
+    else:
+        raise ValueError(f'Unknown model source {source!r}; use one of {MODEL_SOURCES}.')
+
+    return build_from_config(config, weights, source=source, where=where, overrides=overrides)
+
+
+def _check_architecture(config: dict[str, Any], where: str) -> None:
+    arch = config['architecture']
+    if not timm.is_model(arch):
+        raise HubLoadError(
+            f'{where} holds a {arch!r} model, which is not registered. If it comes from another package, import '
+            f'that package first; otherwise update gaternet_zoo.')
+
+
 class ZooHubMixin(
     ModelHubMixin,
     library_name='gaternet_zoo',
@@ -549,8 +746,6 @@ class ZooHubMixin(
             revision: Branch, tag or commit sha to pin.
             **model_kwargs: Overrides of the saved model arguments, e.g. ``num_classes=5`` for fine-tuning.
         """
-        from ._factory import load_from_source
-
         source = str(pretrained_model_name_or_path)
         looks_like_path = os.path.isabs(source) or source.startswith(('.', '~')) or os.sep + os.sep in source
         if looks_like_path and not os.path.isdir(os.path.expanduser(source)):

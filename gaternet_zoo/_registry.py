@@ -13,12 +13,15 @@ import timm
 from timm.models import get_pretrained_cfg as _timm_get_pretrained_cfg
 from timm.models import split_model_name_tag
 
-from .models import GATERNET_MODULES, ZOO_MODULES
-
 __all__ = [
     'list_models', 'list_pretrained', 'list_backbones', 'is_model', 'resolve_model_name', 'get_pretrained_cfg',
-    'UnknownModelError', 'ALIAS_PREFIX', 'CANONICAL_PREFIX',
+    'UnknownModelError', 'ALIAS_PREFIX', 'CANONICAL_PREFIX', 'ZOO_MODULES', 'GATERNET_MODULES',
 ]
+
+#: timm registry modules that hold the zoo's models (timm keys its registry by the last module name of a model
+#: file); ``gaternet_zoo.models`` registers them on import, as timm's ``models`` package does for its own.
+ZOO_MODULES = ('cifar_resnet', 'gaternet', 'gaternet_timm')
+GATERNET_MODULES = ('gaternet', 'gaternet_timm')
 
 #: ``gated_<x>`` is an alias of ``gaternet_<x>``; listings show the canonical name only.
 ALIAS_PREFIX = 'gated_'
@@ -102,7 +105,8 @@ def resolve_model_name(name: str) -> str:
             other = (f' {arch!r} is a timm model: gate it with gaternet_zoo.gate({arch!r}) or build it plainly '
                      f'with timm.create_model({arch!r}).')
         raise UnknownModelError(
-            f'Unknown model {name!r}.{hint}{other} See gaternet_zoo.list_models() for all zoo models.')
+            f'Unknown model {name!r}.{hint}{other} List all zoo models with `gaternet-zoo list` '
+            '(gaternet_zoo.list_models() in Python).')
     if tag and canonical not in timm.list_models(arch, include_tags=True):
         tags = [n.split('.', 1)[1] for n in timm.list_models(arch, include_tags=True) if '.' in n]
         raise UnknownModelError(

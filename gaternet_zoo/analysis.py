@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .evaluation import default_accelerator, evaluate_model, has_gates, write_json
+from .evaluation import default_accelerator, evaluate_model, has_gates, model_from_name, write_json
 from .utils.gate_stats import GateStatistics
 
 __all__ = ['NoGatesError', 'analyze', 'plot_class_gate_heatmap', 'plot_firing_histogram', 'plot_site_open_fraction',
@@ -204,8 +204,7 @@ def analyze(
     """
     name = model if isinstance(model, str) else type(model).__name__
     if isinstance(model, str):
-        from ._factory import create_model
-        model = create_model(model)
+        model = model_from_name(model)
     _check_gated(model, name)
     if accelerator is None:
         accelerator = default_accelerator()

@@ -1,16 +1,27 @@
-"""The ``gaternet-zoo`` command line: list, plugins, info, convert-official, push (and the recipes' eval/analyze)."""
+"""The ``gaternet-zoo`` command line: list, plugins, info, convert-official, push, prune, eval and analyze.
+
+Errors the zoo raises on purpose (bad names, files, data, weights) print one line that says what to do; anything
+else is a bug and keeps its traceback.
+"""
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-__all__ = ['main', 'COMMANDS']
+from . import recipes_cli
+from ._registry import ALIAS_PREFIX, CANONICAL_PREFIX
+from .version import __version__
+
+__all__ = ['main', 'COMMANDS', 'build_parser']
 
 #: Sub-command name -> (register(subparsers) function); other modules add theirs here.
 COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {}
+_PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def command(name: str) -> Callable:
@@ -22,8 +33,9 @@ def command(name: str) -> Callable:
 
 @command('list')
 def _add_list(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser('list', help='list the zoo models')
-    p.add_argument('filter', nargs='?', default='', help='wildcard filter, e.g. "gaternet_resnet*"')
+    p = sub.add_parser('list', help='list the zoo models (name, then its gated_ alias)')
+    p.add_argument('filter', nargs='?', default='',
+                   help='shell-style wildcard matched against names and aliases, e.g. "gated*" or "*resnet56*"')
     p.add_argument('--pretrained', action='store_true', help='only name.tag entries with published weights')
     p.add_argument('--backbones', action='store_true', help='also list the plain CIFAR backbones')
     p.add_argument('--plugins', action='store_true', help='list the gating plugins instead')
@@ -35,8 +47,20 @@ def _add_list(sub: argparse._SubParsersAction) -> None:
             for name in gz.list_plugins():
                 print(f'{name}: {gz.get_plugin(name).description}')
             return 0
-        for name in gz.list_models(args.filter, pretrained=args.pretrained, include_backbones=args.backbones):
-            print(name)
+        rows = []
+        for name in gz.list_models(pretrained=args.pretrained, include_backbones=args.backbones):
+            alias = ALIAS_PREFIX + name[len(CANONICAL_PREFIX):] if name.startswith(CANONICAL_PREFIX) else ''
+            if not args.filter or fnmatch.fnmatchcase(name, args.filter) or \
+                    (alias and fnmatch.fnmatchcase(alias, args.filter)):
+                rows.append((name, alias))
+        if not rows:
+            print(f'No zoo model matches {args.filter!r}' + ('' if args.backbones else
+                  ' (add --backbones for the plain CIFAR backbones)') + '; `gaternet-zoo list` shows them all.',
+                  file=sys.stderr)
+            return 1
+        width = max(len(name) for name, _ in rows)
+        for name, alias in rows:
+            print(f'{name:<{width}}  alias {alias}' if alias else name)
         return 0
     p.set_defaults(func=run)
 
@@ -134,7 +158,8 @@ def _add_push(sub: argparse._SubParsersAction) -> None:
     p.add_argument('--revision', help='branch to commit to (default: main)')
     p.add_argument('--private', action='store_true', help='create the repository as private')
     p.add_argument('--create-pr', action='store_true', help='open a pull request instead of committing')
-    p.add_argument('--commit-message', default='Upload GaterNet weights (gaternet_zoo)')
+    p.add_argument('--commit-message', default='Upload GaterNet weights (gaternet_zoo)',
+                   help='message of the upload commit (default: %(default)s)')
     p.add_argument('--tag', help='create this git tag on the upload commit (the revision the registry pins)')
 
     def run(args: argparse.Namespace) -> int:
@@ -162,31 +187,57 @@ def _check_input_size(model, input_size: tuple[int, ...], option: str) -> None:
         raise ValueError(f'{option} {" ".join(str(v) for v in input_size)}: {e}') from e
 
 
-def _load_extra_commands() -> None:
-    # Commands that need the training stack register themselves on import; a missing extra must not break `list`.
-    for module in ('gaternet_zoo.recipes_cli',):
-        try:
-            __import__(module)
-        except ImportError:
-            pass
+COMMANDS.update(recipes_cli.COMMANDS)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    _load_extra_commands()
+    """The ``gaternet-zoo`` argument parser with every registered sub-command."""
     parser = argparse.ArgumentParser(prog='gaternet-zoo', description='GaterNet model zoo')
-    sub = parser.add_subparsers(dest='command', required=True)
+    parser.add_argument('--version', action='version', version=f'gaternet-zoo {__version__}')
+    sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
     for register in COMMANDS.values():
         register(sub)
     return parser
 
 
+def is_user_error(error: BaseException) -> bool:
+    """Whether ``error`` is one the zoo raises on purpose, with a message that says the fix.
+
+    That is an exception class of gaternet_zoo's own (``UnknownModelError``, ``HubLoadError``, ...), an ``OSError``
+    (a file, folder or the network), or a ``ValueError``/``RuntimeError`` raised by gaternet_zoo's code. A
+    ``TypeError``, ``ImportError``, ``KeyError`` or anything raised inside another library is a bug, not a message.
+    """
+    if type(error).__module__.split('.')[0] == __package__ or isinstance(error, OSError):
+        return True
+    if not isinstance(error, (ValueError, RuntimeError)):
+        return False
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(_PACKAGE_DIR)
+
+
+def _show_zoo_log() -> None:
+    # The zoo's INFO lines say where weights came from (Hub, cache or shipped copy); a command shows them on stderr
+    # unless the caller has set up logging itself.
+    logger = logging.getLogger(__package__)
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter('%(message)s'))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code (errors print one clear line, exit code 2)."""
+    """Run the command line; returns the exit code (a user error prints one clear line, exit code 2)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    _show_zoo_log()
     try:
         return args.func(args)
-    except (KeyError, ValueError, OSError, RuntimeError, TypeError) as e:
+    except Exception as e:
+        if not is_user_error(e):
+            raise
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f'gaternet-zoo {args.command}: error: {message}', file=sys.stderr)
         return 2

@@ -3,9 +3,10 @@
 Two modes:
 
 * **train** (the default when ``recipes/train.py`` defines ``training_function``): runs
-  ``accelerate launch recipes/train.py --output-dir OUT`` (its default config: ``gaternet_resnet20`` on the built-in
-  CIFAR-10 subset) as a subprocess, then evaluates ``local-dir:OUT/final`` and writes the gate analysis figures
-  to ``OUT/analysis/``.
+  ``accelerate launch recipes/train.py --output-dir OUT`` (its default config, ``recipes/configs/default.yaml``:
+  ``gaternet_resnet20`` on the built-in CIFAR-10 subset, no download) as a subprocess, then evaluates
+  ``local-dir:OUT/final``, writes the gate analysis figures to ``OUT/analysis/`` and the training curve to
+  ``OUT/training_curve.png``, and prints the elapsed time and the top-1 range the default run is expected to reach.
 * **one-batch** (the fallback, or ``--mode one-batch``): builds an untrained ``gaternet_resnet20``, runs one batch
   of the built-in subset and prints per-block gate statistics (with ``--out``, also the figures).
 
@@ -19,15 +20,30 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ['default_recipe', 'has_training_function', 'main', 'run_one_batch', 'run_training', 'train_command']
+__all__ = [
+    'EXPECTED_TOP1', 'default_recipe', 'has_training_function', 'main', 'plot_training_curve', 'run_one_batch',
+    'run_training', 'train_command',
+]
 
 DEFAULT_DATA = 'builtin:cifar10-subset'
+
+#: Top-1 (%) on the built-in test subset that the default run (``recipes/configs/default.yaml``, no extra
+#: arguments) reaches: the lowest and highest of 3 seeds x 1 and 2 CPU threads, as measured for recipes/README.md.
+EXPECTED_TOP1 = (51.0, 54.8)
+
+#: What the demo tells ``datasets`` and ``accelerate launch`` so that the log shows the run, not the machinery:
+#: no per-shard progress bars, and every launcher setting given (accelerate warns about each one left to default).
+_QUIET_ENV = {'HF_DATASETS_DISABLE_PROGRESS_BARS': '1'}
+_LAUNCH_SETTINGS = ('--num_processes', '1', '--num_machines', '1', '--mixed_precision', 'no', '--dynamo_backend',
+                    'no')
 
 
 def default_recipe() -> Path:
@@ -48,7 +64,7 @@ def has_training_function(recipe: str | Path) -> bool:
 
 
 def train_command(recipe: str | Path, out: str | Path, train_args: Sequence[str] = (),
-                  launcher: str = 'accelerate') -> list[str]:
+                  launcher: str = 'accelerate', threads: int | None = None) -> list[str]:
     """Command line that trains with ``recipe`` into ``out``.
 
     Args:
@@ -56,7 +72,8 @@ def train_command(recipe: str | Path, out: str | Path, train_args: Sequence[str]
         out: Run folder (``--output-dir``); ``--overwrite`` is added when it already holds files, so the demo can
             be re-run (the recipe deletes only its own artifacts).
         train_args: Extra arguments for the recipe.
-        launcher: ``"accelerate"`` (``accelerate launch``, default config) or ``"python"`` (no launcher).
+        launcher: ``"accelerate"`` (``accelerate launch``, one process) or ``"python"`` (no launcher).
+        threads: CPU threads of the training process (``accelerate launch`` only; default: every core).
     """
     out = Path(out)
     args = [str(recipe), '--output-dir', str(out), *train_args]
@@ -65,8 +82,8 @@ def train_command(recipe: str | Path, out: str | Path, train_args: Sequence[str]
         args.append('--overwrite')
     if launcher == 'accelerate':
         # Without this, `accelerate launch` on a CPU-only machine sets OMP_NUM_THREADS=1 and trains on one core.
-        threads = ['--num_cpu_threads_per_process', str(os.cpu_count() or 1)]
-        return [sys.executable, '-m', 'accelerate.commands.launch', '--num_processes', '1', *threads, *args]
+        cpu_threads = ['--num_cpu_threads_per_process', str(threads or os.cpu_count() or 1)]
+        return [sys.executable, '-m', 'accelerate.commands.launch', *_LAUNCH_SETTINGS, *cpu_threads, *args]
     if launcher == 'python':
         return [sys.executable, *args]
     raise ValueError(f"launcher must be 'accelerate' or 'python', got {launcher!r}.")
@@ -143,9 +160,73 @@ def _run_data(out: Path) -> tuple[str, str]:
     return str(config.get('data') or DEFAULT_DATA), str(config.get('eval_split') or 'test')
 
 
+def plot_training_curve(run: str | Path, out: str | Path | None = None) -> Path | None:
+    """Plot test top-1 and training loss per epoch of ``run/metrics.jsonl`` (plus gate usage for a GaterNet).
+
+    Args:
+        run: Run folder written by ``recipes/train.py``.
+        out: PNG to write (default: ``run/training_curve.png``).
+
+    Returns:
+        The PNG written, or ``None`` when the run has no metrics or matplotlib is not installed (a line says so).
+    """
+    run = Path(run)
+    metrics = run / 'metrics.jsonl'
+    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.is_file() else []
+    if not rows:
+        print(f'no training curve: {metrics} holds no epochs.')
+        return None
+    try:
+        import matplotlib
+
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("no training curve: matplotlib is not installed (pip install 'gaternet_zoo[train]').")
+        return None
+    gated = 'gate_open_fraction' in rows[0]
+    epochs = [r['epoch'] + 1 for r in rows]
+    fig, axes = plt.subplots(1, 3 if gated else 2, figsize=(13 if gated else 9, 3.6))
+    axes[0].plot(epochs, [r['top1'] for r in rows], marker='o')
+    axes[0].set(xlabel='epoch', ylabel='top-1 (%)', title=f'test top-1 (final {rows[-1]["top1"]:.1f}%)')
+    axes[1].plot(epochs, [r['train_loss'] for r in rows], marker='o')
+    axes[1].set(xlabel='epoch', ylabel='loss', title='training loss')
+    if gated:
+        axes[2].plot(epochs, [r['gate_open_fraction'] for r in rows], marker='o')
+        axes[2].set(xlabel='epoch', ylabel='fraction', title='open gates (test split)', ylim=(0, 1))
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out = Path(out) if out is not None else run / 'training_curve.png'
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def _is_default_run(recipe: str | Path, train_args: Sequence[str]) -> bool:
+    # The expected range holds for the default config whatever the seed (it was measured over seeds).
+    args = list(train_args)
+    if '--seed' in args:
+        cut = args.index('--seed')
+        del args[cut:cut + 2]
+    return Path(recipe).resolve() == default_recipe() and not args
+
+
+def _expected_line(top1: float) -> str:
+    low, high = EXPECTED_TOP1
+    verdict = 'within' if low <= top1 <= high else 'OUTSIDE'
+    return (f'expected top-1 of the default run: {low:.1f}-{high:.1f}% (3 seeds x 1 and 2 CPU threads, '
+            f'recipes/README.md); this run: {top1:.1f}%, {verdict} the range')
+
+
 def run_training(recipe: str | Path, out: str | Path, train_args: Sequence[str] = (), *, data: str | None = None,
-                 launcher: str = 'accelerate', batch_size: int = 128, max_samples: int | None = None) -> dict:
+                 launcher: str = 'accelerate', batch_size: int = 128, max_samples: int | None = None,
+                 threads: int | None = None) -> dict:
     """Train with ``recipe``, then evaluate ``local-dir:OUT/final`` and write the analysis to ``OUT/analysis``.
+
+    Also plots the training curve to ``OUT/training_curve.png`` and prints the elapsed time, where everything was
+    written and, for the default run, the top-1 range it is expected to reach.
 
     Args:
         recipe: Training script with ``training_function``.
@@ -156,23 +237,32 @@ def run_training(recipe: str | Path, out: str | Path, train_args: Sequence[str] 
         launcher: ``"accelerate"`` or ``"python"``.
         batch_size: Evaluation batch size.
         max_samples: Evaluate only the first N test rows.
+        threads: CPU threads of the training process (default: every core).
 
     Returns:
-        ``dict(report=..., paths={...}, final=Path)``.
+        ``dict(report=..., paths={...}, final=Path, seconds=dict(train=..., total=...))``.
 
     Raises:
         RuntimeError: The training subprocess failed or wrote no ``final/`` model.
     """
+    start = time.monotonic()
+    try:
+        import datasets
+
+        datasets.disable_progress_bars()
+    except ImportError:  # the evaluation below reports the missing package itself
+        pass
     from ._factory import create_model
     from .analysis import analyze
     from .evaluation import default_accelerator, evaluate_model, format_report, has_gates
 
     out = Path(out)
-    cmd = train_command(recipe, out, train_args, launcher)
+    cmd = train_command(recipe, out, train_args, launcher, threads)
     _banner('training: ' + ' '.join(cmd))
-    code = subprocess.call(cmd)
+    code = subprocess.call(cmd, env={**os.environ, **_QUIET_ENV})
     if code != 0:
         raise RuntimeError(f'training failed (exit code {code}): {" ".join(cmd)}')
+    train_seconds = time.monotonic() - start
     final = out / 'final'
     if not (final / 'config.json').is_file():
         raise RuntimeError(f'training finished but wrote no model to {final} (expected config.json + weights).')
@@ -194,14 +284,27 @@ def run_training(recipe: str | Path, out: str | Path, train_args: Sequence[str] 
                                 accelerator=accelerator)[0]
     report['model'] = name
     print(format_report(report))
+    curve = plot_training_curve(out)
+    if curve is not None:
+        paths = {'curve': curve, **paths}
+    seconds = dict(train=train_seconds, total=time.monotonic() - start)
     _banner('files')
     print(f'{"run":<10} {out}')
     print(f'{"model":<10} {final}')
     for kind, path in paths.items():
         print(f'{kind:<10} {path}')
-    if not paths:
+    if not has_gates(model):
         print('(plain backbone: no gate analysis)')
-    return dict(report=report, paths=paths, final=final)
+    _banner('summary')
+    print(f'elapsed {_minutes(seconds["total"])} (training {_minutes(seconds["train"])}); everything is in {out}')
+    if _is_default_run(recipe, train_args) and data == DEFAULT_DATA and max_samples is None \
+            and None not in EXPECTED_TOP1:
+        print(_expected_line(report['top1']))
+    return dict(report=report, paths=paths, final=final, seconds=seconds)
+
+
+def _minutes(seconds: float) -> str:
+    return f'{int(seconds // 60)} min {seconds % 60:04.1f} s' if seconds >= 60 else f'{seconds:.1f} s'
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -212,7 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--out', type=Path, default=None,
                    help='run folder (train mode default: runs/demo; one-batch mode: figures only when given)')
     p.add_argument('--recipe', type=Path, default=None, help='training script (default: recipes/train.py)')
-    p.add_argument('--launcher', choices=('accelerate', 'python'), default='accelerate')
+    p.add_argument('--launcher', choices=('accelerate', 'python'), default='accelerate',
+                   help='train mode: run the recipe with `accelerate launch` or plain python (default: accelerate)')
     p.add_argument('--data', default=None,
                    help='evaluation data (train mode default: what the recipe trained on; one-batch mode: '
                         f'the batch, default {DEFAULT_DATA})')
@@ -220,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--batch-size', type=int, default=None,
                    help='one-batch mode: images in the batch (default 64); train mode: eval batch (default 128)')
     p.add_argument('--max-samples', type=int, default=None, help='train mode: evaluate only the first N rows')
+    p.add_argument('--threads', type=int, default=None,
+                   help='train mode: CPU threads of the training process (default: every core)')
     return p
 
 
@@ -242,7 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not has_training_function(recipe):
                 raise FileNotFoundError(f'{recipe} does not exist or defines no training_function.')
             run_training(recipe, args.out or Path('runs/demo'), train_args, data=args.data, launcher=args.launcher,
-                         batch_size=args.batch_size or 128, max_samples=args.max_samples)
+                         batch_size=args.batch_size or 128, max_samples=args.max_samples, threads=args.threads)
         else:
             run_one_batch(args.model, args.data or DEFAULT_DATA, args.batch_size or 64, args.out)
     except (ValueError, OSError, RuntimeError) as e:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import time
@@ -29,7 +30,7 @@ from torch import nn
 from .utils.gate_stats import GateStatistics, has_gates
 
 __all__ = ['EvalData', 'EvalResult', 'build_eval_data', 'default_accelerator', 'evaluate', 'evaluate_model',
-           'format_report', 'has_gates', 'measure_latency', 'write_json']
+           'format_report', 'has_gates', 'measure_latency', 'model_from_name', 'write_json']
 
 #: Largest model input side (pixels) evaluated on decode-once tensors; larger inputs use timm's eval transforms.
 _MAX_TENSOR_INPUT = 64
@@ -365,6 +366,26 @@ def default_accelerator(cpu: bool = False) -> Any:
     return Accelerator(cpu=cpu or not torch.cuda.is_available())
 
 
+def model_from_name(name: str) -> nn.Module:
+    """The model a name means for evaluation: with its published weights when it has some.
+
+    A registry name (``gaternet_resnet20``, ``gaternet_resnet20.cifar10``) loads the weights of its tag (the default
+    tag for a bare name), wherever ``pretrained=True`` finds them; ``hf-hub:`` and ``local-dir:`` names load what they
+    hold. A registry name without weights is built untrained, and a warning says so (its figures are then those of a
+    random initialisation, useful for parameters and MACs only).
+    """
+    from ._factory import create_model, parse_model_name
+    from ._registry import get_pretrained_cfg
+
+    source, _ = parse_model_name(name)
+    pretrained = source is None and get_pretrained_cfg(name).has_weights
+    if source is None and not pretrained:
+        logging.getLogger(__name__).warning(
+            '%s has no published weights: evaluating it untrained. Give a trained model as local-dir:FOLDER or '
+            'hf-hub:org/name.', name)
+    return create_model(name, pretrained=pretrained)
+
+
 def evaluate_model(
         model: str | nn.Module,
         source: Any = 'builtin:cifar10-subset',
@@ -403,8 +424,7 @@ def evaluate_model(
         accelerator = default_accelerator()
     name = model if isinstance(model, str) else type(model).__name__
     if isinstance(model, str):
-        from ._factory import create_model
-        model = create_model(model)
+        model = model_from_name(model)
     model.eval()
     data = build_eval_data(model, source, split=split, max_samples=max_samples, num_classes=num_classes)
     loader = torch.utils.data.DataLoader(data.dataset, batch_size=batch_size, shuffle=False,

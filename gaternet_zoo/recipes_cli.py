@@ -1,6 +1,6 @@
 """``gaternet-zoo eval`` and ``gaternet-zoo analyze``: sub-commands that need the training stack.
 
-``gaternet_zoo.cli`` imports this module to register them. ``recipes/eval.py`` runs the same code through
+``gaternet_zoo.cli`` registers them from here. ``recipes/eval.py`` runs the same code through
 :func:`eval_main`, so ``python recipes/eval.py ...`` and ``accelerate launch recipes/eval.py ...`` accept the same
 arguments as ``gaternet-zoo eval``.
 """
@@ -11,9 +11,9 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .cli import command
-
-__all__ = ['add_analyze_arguments', 'add_eval_arguments', 'analyze_main', 'eval_main', 'run_analyze', 'run_eval']
+__all__ = [
+    'COMMANDS', 'add_analyze_arguments', 'add_eval_arguments', 'analyze_main', 'eval_main', 'run_analyze', 'run_eval',
+]
 
 _DEFAULT_DATA = 'builtin:cifar10-subset'
 _ERRORS = (KeyError, ValueError, OSError, RuntimeError, TypeError)
@@ -23,8 +23,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument('model', help='model name, name.tag, cifar_resnet20 (plain backbone), hf-hub:org/repo or '
                                  'local-dir:/path')
     p.add_argument('--data', default=_DEFAULT_DATA,
-                   help=f'data source: builtin:cifar10-subset, a parquet or imagefolder folder (e.g. '
-                        f'/work/shared/data/cifar10) or a Hub dataset id (default: {_DEFAULT_DATA})')
+                   help=f'data source: builtin:cifar10-subset, a folder of parquet files or of images in class '
+                        f'folders, or a Hub dataset id such as uoft-cs/cifar10 (default: {_DEFAULT_DATA})')
     p.add_argument('--split', default='test', help='split to evaluate (default: test)')
     p.add_argument('--batch-size', type=int, default=128, help='batch size per process (default: 128)')
     p.add_argument('--max-samples', type=int, default=None, help='evaluate only the first N rows of the split')
@@ -85,19 +85,21 @@ def run_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
-@command('eval')
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser('eval', help='top-1/top-5, params, MACs and gate statistics of a model on a data set')
     add_eval_arguments(p)
     p.set_defaults(func=run_eval)
 
 
-@command('analyze')
 def _add_analyze(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser('analyze', help='gate analysis figures (per-block open fraction, firing histogram, '
                                        'class x gate heat map) of a GaterNet')
     add_analyze_arguments(p)
     p.set_defaults(func=run_analyze)
+
+
+#: Sub-command name -> register(subparsers) function, for ``gaternet_zoo.cli``.
+COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {'eval': _add_eval, 'analyze': _add_analyze}
 
 
 def _standalone(prog: str, add: Callable[[argparse.ArgumentParser], argparse.ArgumentParser],

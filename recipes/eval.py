@@ -4,7 +4,7 @@
 The same command as ``gaternet-zoo eval``, as a script for Accelerate::
 
     python recipes/eval.py gaternet_resnet20 --data builtin:cifar10-subset --max-samples 256
-    accelerate launch recipes/eval.py local-dir:runs/demo/final --data /work/shared/data/cifar10 --json eval.json
+    accelerate launch recipes/eval.py local-dir:runs/demo/final --data path/to/cifar10 --json eval.json
 """
 from __future__ import annotations
 

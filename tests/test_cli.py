@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -32,13 +34,84 @@ def _cifar_resnet20_conv_macs(num_classes: int = 10) -> int:
     return macs + 64 * num_classes
 
 
-def test_list_prints_every_model(capsys):
+def _names(out: str) -> list[str]:
+    return [line.split()[0] for line in out.splitlines()]
+
+
+def test_list_prints_every_model_with_its_alias(capsys):
     assert main(['list']) == 0
-    assert capsys.readouterr().out.splitlines() == gz.list_models()
+    lines = capsys.readouterr().out.splitlines()
+    assert _names('\n'.join(lines)) == gz.list_models()
+    assert ['gaternet_wrn28_10', 'alias', 'gated_wrn28_10'] in [line.split() for line in lines]
     assert main(['list', 'gated_resnet5*']) == 0
-    assert capsys.readouterr().out.splitlines() == ['gaternet_resnet50', 'gaternet_resnet56']
+    assert _names(capsys.readouterr().out) == ['gaternet_resnet50', 'gaternet_resnet56']
     assert main(['list', '--backbones']) == 0
-    assert capsys.readouterr().out.splitlines() == gz.list_models(include_backbones=True)
+    out = capsys.readouterr().out
+    assert _names(out) == gz.list_models(include_backbones=True)
+    assert 'cifar_resnet20\n' in out  # a plain backbone has no alias
+
+
+def test_list_glob_finds_aliases_and_says_when_nothing_matches(capsys):
+    assert main(['list', 'gated*']) == 0
+    gated = [name for name in gz.list_models() if name.startswith('gaternet_')]  # `gaternet` itself has no alias
+    assert gated and _names(capsys.readouterr().out) == gated
+    assert main(['list', 'gated_resnet20.*', '--pretrained']) == 0  # an alias with a weight tag
+    assert _names(capsys.readouterr().out) == ['gaternet_resnet20.cifar10']
+    assert main(['list', '*resnet20.*', '--pretrained', '--backbones']) == 0
+    assert _names(capsys.readouterr().out) == gz.list_pretrained('*resnet20.*') == [
+        'cifar_resnet20.cifar10', 'gaternet_resnet20.cifar10']
+    assert main(['list', 'gated_nothing*']) == 1
+    captured = capsys.readouterr()
+    assert captured.out == '' and "No zoo model matches 'gated_nothing*'" in captured.err
+    assert '`gaternet-zoo list` shows them all' in captured.err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(['--version'])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f'gaternet-zoo {gz.__version__}'
+
+
+def _parsers(parser: argparse.ArgumentParser, prefix: str = 'gaternet-zoo'):
+    yield prefix, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _parsers(sub, f'{prefix} {name}')
+
+
+def test_every_flag_is_explained_once_without_machine_paths():
+    from gaternet_zoo import demo
+    from gaternet_zoo.cli import build_parser
+
+    for prog, parser in [*_parsers(build_parser()), ('demo', demo.build_parser())]:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                continue
+            text = parser._get_formatter()._expand_help(action) if action.help else ''
+            assert text and text != argparse.SUPPRESS, f'{prog} {action.option_strings or action.dest}: no help'
+            assert not re.search(r'\(default[^)]*\)\s*\(default', text), f'{prog} {action.option_strings}: {text}'
+            assert '/work/' not in text and '/home/' not in text, f'{prog} {action.option_strings}: {text}'
+
+
+def test_unexpected_exceptions_keep_their_traceback(monkeypatch, capsys):
+    from gaternet_zoo import cli
+
+    def broken(*args, **kwargs):
+        raise TypeError('a bug, not a user error')
+
+    monkeypatch.setattr(gz, 'create_model', broken)
+    with pytest.raises(TypeError, match='a bug, not a user error'):
+        cli.main(['info', 'gaternet_resnet20'])
+
+    def not_found(*args, **kwargs):
+        raise gz.HubLoadError('no such folder: say so in one line')
+
+    monkeypatch.setattr(gz, 'create_model', not_found)
+    assert cli.main(['info', 'gaternet_resnet20']) == 2
+    assert capsys.readouterr().err == 'gaternet-zoo info: error: no such folder: say so in one line\n'
+    assert cli.is_user_error(ValueError('raised here, in a test, not by the zoo')) is False
 
 
 def test_list_plugins(capsys):
@@ -81,7 +154,7 @@ def test_info_unknown_model(capsys):
     captured = capsys.readouterr()
     assert captured.out == ''
     assert captured.err.startswith('gaternet-zoo info: error: Unknown model')
-    assert 'gaternet_resnet20' in captured.err
+    assert 'gaternet_resnet20' in captured.err and '`gaternet-zoo list`' in captured.err
     assert len(captured.err.strip().splitlines()) == 1  # one clear line, no traceback
 
 
@@ -100,4 +173,4 @@ def test_console_script_is_installed():
         script = Path(found)
     result = subprocess.run([str(script), 'list'], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == gz.list_models()
+    assert _names(result.stdout) == gz.list_models()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import textwrap
 from pathlib import Path
 
@@ -230,11 +231,52 @@ def test_demo_train_mode_evaluates_and_analyses_the_final_model(tmp_path: Path,
     cmd = demo.train_command(recipe, run, ['--epochs', '1'])
     assert cmd[1:3] == ['-m', 'accelerate.commands.launch'] and '--overwrite' not in cmd
     assert cmd[cmd.index('--num_cpu_threads_per_process') + 1] == str(os.cpu_count() or 1)
+    # Every setting accelerate would otherwise warn about ("had defaults used instead") is given.
+    for flag, value in (('--num_processes', '1'), ('--num_machines', '1'), ('--mixed_precision', 'no'),
+                        ('--dynamo_backend', 'no')):
+        assert cmd[cmd.index(flag) + 1] == value
+    assert demo.train_command(recipe, run, threads=1)[cmd.index('--num_cpu_threads_per_process') + 1] == '1'
     assert cmd[cmd.index(str(recipe)):] == [str(recipe), '--output-dir', str(run), '--epochs', '1']
     assert demo.main(['--recipe', str(recipe), '--out', str(run), '--launcher', 'python', '--max-samples', '32',
                       '--batch-size', '32']) == 0
     printed = capsys.readouterr().out
     assert f'local-dir:{run / "final"}' in printed and 'top-1' in printed
+    assert re.search(r'elapsed [0-9.]+ s \(training [0-9.]+ s\); everything is in ', printed)
+    assert 'no training curve' in printed  # this stand-in recipe writes no metrics.jsonl
+    assert 'expected top-1' not in printed  # not the default recipe: no range to compare with
     for name in ('site_open_fraction.png', 'gate_firing_histogram.png', 'class_gate_heatmap.png', 'gate_stats.json'):
         assert (run / 'analysis' / name).is_file()
     assert '--overwrite' in demo.train_command(recipe, run)  # A re-run reuses the folder.
+
+
+def test_demo_plots_the_training_curve_and_compares_with_the_expected_range(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from gaternet_zoo import demo
+
+    rows = [dict(epoch=e, top1=20.0 + 10 * e, train_loss=2.0 - 0.3 * e, gate_open_fraction=0.5) for e in range(3)]
+    (tmp_path / 'metrics.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in rows))
+    path = demo.plot_training_curve(tmp_path)
+    assert path == tmp_path / 'training_curve.png' and path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    assert demo.plot_training_curve(tmp_path / 'empty') is None
+
+    low, high = demo.EXPECTED_TOP1
+    assert 0 < low <= high < 100, 'the expected range of the default run is measured, not a placeholder'
+    assert 'within the range' in demo._expected_line((low + high) / 2)
+    assert 'OUTSIDE the range' in demo._expected_line(low - 5)
+    assert demo._is_default_run(demo.default_recipe(), ['--seed', '2'])
+    assert not demo._is_default_run(demo.default_recipe(), ['--epochs', '1'])
+
+
+def test_eval_of_a_registry_tag_uses_its_published_weights(capsys: pytest.CaptureFixture,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from huggingface_hub import constants
+
+    with socket.socket() as closed:  # No Hub: the weights come from the copy in weights/, sha256-verified.
+        closed.bind(('127.0.0.1', 0))
+        monkeypatch.setattr(constants, 'ENDPOINT', f'http://127.0.0.1:{closed.getsockname()[1]}')
+        assert cli_main(['eval', 'gaternet_resnet20.cifar10', '--json', os.devnull]) == 0
+    top1 = float(re.search(r'^top-1\s+([0-9.]+) %', capsys.readouterr().out, flags=re.M).group(1))
+    config = Path(__file__).resolve().parents[1] / 'weights' / 'gaternet_resnet20.cifar10' / 'config.json'
+    assert top1 == pytest.approx(json.loads(config.read_text())['pretrained_cfg']['metrics']['top1_builtin_subset'])

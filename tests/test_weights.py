@@ -70,7 +70,8 @@ def test_pretrained_true_through_a_hub_reproduces_the_recorded_subset_accuracy(f
     local_hub.publish(f'zoo-weights/{folder.name}', folder, tag=revision)
     expected = json.loads((folder / 'config.json').read_text())['pretrained_cfg']['metrics']['top1_builtin_subset']
     script = (
-        'import json, gaternet_zoo as gz\n'
+        'import json, logging, gaternet_zoo as gz\n'
+        'logging.basicConfig(level=logging.INFO)\n'
         'from gaternet_zoo.evaluation import evaluate_model\n'
         f'model = gz.create_model({arch!r}, pretrained=True)\n'
         'report = evaluate_model(model, "builtin:cifar10-subset")[0]\n'
@@ -81,6 +82,9 @@ def test_pretrained_true_through_a_hub_reproduces_the_recorded_subset_accuracy(f
                           check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
+    # The checkout ships these weights too: only the log tells that they came through the Hub.
+    source = f'loaded the weights from the Hub ({local_hub.endpoint}, zoo-weights/{folder.name}@{revision})'
+    assert source in proc.stderr
     assert result['tag'] == tag
     assert result['top1'] == pytest.approx(expected, abs=1e-6)
 

@@ -13,8 +13,9 @@ HEADER = '''"""torch.hub entry points of gaternet_zoo.
     model = torch.hub.load("gaternet-zoo/gaternet_zoo:v0.1.0", "gated_wrn28_10")   # pinned to a tag
     model = torch.hub.load("/path/to/checkout", "gaternet_resnet20", source="local")
 
-Every entry point takes ``pretrained`` (load the default weight tag from the Hugging Face Hub, sha256-verified)
-and any model argument (``num_classes=100``, ``bottleneck=16``, ...). ``gated_<x>`` is an alias of
+Every entry point takes ``pretrained`` (load the default weight tag, sha256-verified: from the Hugging Face Hub at
+its pinned revision, else the Hub cache, else the copy in this checkout's ``weights/``, so a local checkout needs
+no network) and any model argument (``num_classes=100``, ``bottleneck=16``, ...). ``gated_<x>`` is an alias of
 ``gaternet_<x>``. Generated from the registry by ``tools/gen_hubconf.py``; a test checks that it is current.
 """
 dependencies = ["torch", "torchvision", "timm", "huggingface_hub", "safetensors", "yaml"]
@@ -29,7 +30,7 @@ def {name}(pretrained: bool = False, **kwargs):
     """{doc}
 
     Args:
-        pretrained: Load the default published weights (Hugging Face Hub, sha256-verified).
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
         **kwargs: Model arguments, e.g. ``num_classes=100``.
 
     Example:
