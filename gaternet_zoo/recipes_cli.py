@@ -1,4 +1,4 @@
-"""``gaternet-zoo eval`` and ``gaternet-zoo analyze``: sub-commands that need the training stack.
+"""``gaternet-zoo eval``, ``analyze`` and ``prune``: sub-commands that need the training stack.
 
 ``gaternet_zoo.cli`` registers them from here. ``recipes/eval.py`` runs the same code through
 :func:`eval_main`, so ``python recipes/eval.py ...`` and ``accelerate launch recipes/eval.py ...`` accept the same
@@ -12,7 +12,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 __all__ = [
-    'COMMANDS', 'add_analyze_arguments', 'add_eval_arguments', 'analyze_main', 'eval_main', 'run_analyze', 'run_eval',
+    'COMMANDS', 'add_analyze_arguments', 'add_eval_arguments', 'add_prune_arguments', 'analyze_main', 'eval_main',
+    'run_analyze', 'run_eval', 'run_prune',
 ]
 
 _DEFAULT_DATA = 'builtin:cifar10-subset'
@@ -85,6 +86,46 @@ def run_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_prune_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the ``prune`` arguments to ``p``; returns ``p``."""
+    _add_common(p)
+    p.add_argument('--out', type=Path, required=True, help='folder for the pruned model (Hub format)')
+    p.add_argument('--overwrite', action='store_true', default=False, help='replace the files of a non-empty --out')
+    return p
+
+
+def run_prune(args: argparse.Namespace) -> int:
+    """Remove the filters whose gates never open over ``args.data``; save the pruned model to ``args.out``."""
+    from ._io import check_output_dir
+    from ._prune import prune_gaternet
+    from .evaluation import default_accelerator, evaluate_model, format_report
+
+    check_output_dir(args.out, overwrite=args.overwrite, what='the pruned model (--out)')
+    accelerator = default_accelerator(args.cpu)
+    report, result, model, data = evaluate_model(args.model, args.data, split=args.split, batch_size=args.batch_size,
+                                                 max_samples=args.max_samples, accelerator=accelerator,
+                                                 num_classes=args.num_classes)
+    if result.gate_stats is None:
+        raise ValueError(f'{args.model} has no gates: pruning removes filters whose gates never open, so it needs a '
+                         'GaterNet')
+    pruned = prune_gaternet(model, result.gate_stats,
+                            calibration=f'{data.description}, split {args.split!r}, {result.num_samples} images')
+    if accelerator.is_main_process:
+        print(format_report(report))
+        pruning = pruned.pretrained_cfg['pruning']
+        pruned.save_pretrained(args.out)
+        print(f'pruned {pruning["filters_removed"]} of {pruning["filters_gated"]} gated filters in '
+              f'{pruning["sites_pruned"]} blocks; saved to {args.out} (load with create_model("local-dir:{args.out}"))')
+    return 0
+
+
+def _add_prune(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser('prune', help='remove the filters whose gates never open over a calibration set and save '
+                                     'the smaller GaterNet')
+    add_prune_arguments(p)
+    p.set_defaults(func=run_prune)
+
+
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser('eval', help='top-1/top-5, params, MACs and gate statistics of a model on a data set')
     add_eval_arguments(p)
@@ -99,7 +140,8 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
 
 
 #: Sub-command name -> register(subparsers) function, for ``gaternet_zoo.cli``.
-COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {'eval': _add_eval, 'analyze': _add_analyze}
+COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
+    'eval': _add_eval, 'analyze': _add_analyze, 'prune': _add_prune}
 
 
 def _standalone(prog: str, add: Callable[[argparse.ArgumentParser], argparse.ArgumentParser],

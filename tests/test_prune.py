@@ -116,3 +116,22 @@ def test_bad_pruned_filters_are_refused() -> None:
         gz.create_model('gaternet_resnet20', pruned_filters={'stage1.block1': [3, 1]})
     with pytest.raises(ValueError, match='sorted, distinct'):
         gz.create_model('gaternet_resnet20', pruned_filters={'stage1.block1': [16]})
+
+
+def test_prune_command_writes_a_loadable_folder_and_never_overwrites(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / 'pruned'
+    cmd = [sys.executable, '-m', 'gaternet_zoo.cli', 'prune', f'local-dir:{WEIGHTS}', '--max-samples', '64',
+           '--out', str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert 'gated filters in' in proc.stdout
+    pruned = gz.create_model(f'local-dir:{out}')
+    assert pruned.pruned_filters and 'split \'test\', 64 images' in pruned.pretrained_cfg['pruning']['calibration']
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and '--overwrite' in again.stderr
+    plain = subprocess.run([*cmd[:4], 'cifar_resnet20', *cmd[5:7], '--out', str(tmp_path / 'plain')],
+                           capture_output=True, text=True, timeout=300)
+    assert plain.returncode == 2 and 'has no gates' in plain.stderr
