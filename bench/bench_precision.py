@@ -24,7 +24,9 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,14 +35,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # So bench_train imports when run as a script.
-
-from bench_train import _load_recipe  # noqa: E402
+import yaml
 
 FORMATS = ("fp32 NCHW", "fp32 channels_last", "bf16 channels_last")
 # The CIFAR-10 recipe of the GaterNet (its CPU default is mixed_precision: auto), run on the built-in subset.
 CIFAR_CONFIG = Path(__file__).resolve().parents[1] / "recipes" / "configs" / "cifar10_gaternet_resnet20.yaml"
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "train.py"
 
 
 def _bf16_supported() -> bool:
@@ -103,25 +103,26 @@ def bare_formats(name: str, batch_size: int, seconds: float, rounds: int, warmup
 
 
 def recipe_formats(name: str, batch_size: int, epochs: int, rounds: int) -> dict[str, tuple[float, str]]:
-    """Median ``train_images_per_sec`` of the recipe's last epoch with old and new CPU defaults, alternating."""
-    recipe = _load_recipe()
+    """Median ``train_images_per_sec`` of the recipe's last epoch with old and new CPU defaults, alternating.
+
+    Each run is its own process: Accelerate's state (the mixed precision among it) is set once per process.
+    """
     settings = {"old defaults (fp32, channels_last)": ["--mixed-precision", "no"], "new defaults": []}
     samples: dict[str, list[float]] = {k: [] for k in settings}
     precision: dict[str, str] = {}
     for _ in range(rounds):
         for label, extra in settings.items():
             with tempfile.TemporaryDirectory() as tmp:
-                record = recipe.main([
-                    "--config", str(CIFAR_CONFIG), "--data", "builtin:cifar10-subset",
+                out = Path(tmp) / "run"
+                subprocess.run([
+                    sys.executable, str(RECIPE), "--config", str(CIFAR_CONFIG), "--data", "builtin:cifar10-subset",
                     "--model", name, "--cpu", "--epochs", str(epochs), "--batch-size", str(batch_size),
-                    "--max-eval-samples", str(batch_size), "--output-dir", str(Path(tmp) / "run"),
-                    "--keep-checkpoints", "1", "--no-model-ema", *extra,
-                ])
-                resolved = Path(tmp) / "run" / "config.yaml"
-                text = resolved.read_text() if resolved.exists() else ""
+                    "--max-eval-samples", str(batch_size), "--output-dir", str(out), "--keep-checkpoints", "1",
+                    "--no-model-ema", *extra], check=True, capture_output=True, text=True)
+                record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+                runtime = yaml.safe_load((out / "config.yaml").read_text())["runtime"]
             samples[label].append(float(record["train_images_per_sec"]))
-            line = next((ln for ln in text.splitlines() if ln.strip().startswith("mixed_precision:")), "")
-            precision[label] = line.split(":", 1)[1].strip() if line else "?"
+            precision[label] = str(runtime.get("mixed_precision"))
     return {k: (statistics.median(v), precision[k]) for k, v in samples.items()}
 
 
@@ -157,12 +158,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--recipe-epochs", type=int, default=2, help="recipe epochs; the last one is timed")
     parser.add_argument("--recipe-rounds", type=int, default=2, help="alternating old/new recipe runs each")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile measurement")
+    parser.add_argument("--no-bare", action="store_true", help="skip the bare-step measurement (1)")
     args = parser.parse_args(argv)
     bs = args.batch_size
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {bs}, "
           f"CPU bf16 support: {_bf16_supported()}")
 
-    for name in (args.model, args.backbone):
+    for name in () if args.no_bare else (args.model, args.backbone):
         res = bare_formats(name, bs, args.seconds, args.rounds, args.warmup)
         base = res["fp32 NCHW"]
         cells = " | ".join(f"{fmt} {ips:6.0f} img/s ({ips / base:.2f}x)" for fmt, ips in res.items())
