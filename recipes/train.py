@@ -248,8 +248,7 @@ def training_function(config: dict[str, Any], args: argparse.Namespace) -> dict[
     if config["channels_last"]:
         net = net.to(memory_format=torch.channels_last)
     ema = ModelEmaV3(net, decay=config["model_ema_decay"]) if config["model_ema"] else None
-    gate_objective = zt.GateObjective(net, config["gate_l1"], config["gate_budget"], config["gate_budget_target"],
-                                      config["gate_budget_weight"])
+    gate_objective = zt.GateObjective.from_config(net, config)
 
     train_dl, eval_dls, loader_generator = build_dataloaders(config, data, eval_batch)
     micro_steps = len(train_dl)
@@ -374,13 +373,11 @@ def training_function(config: dict[str, Any], args: argparse.Namespace) -> dict[
                                                 device=accelerator.device) / max(sums["batches"], 1.0), "mean")
         metrics = evaluate(net, eval_dls[0])
         final_metrics = evaluate(ema.module, eval_dls[0]) if ema is not None else metrics
-        macs_used = {f"{split}macs_used_fraction": gate_objective.macs_used_fraction(
-            metrics["gate_open_fraction_per_block"])} if gated else {}
         record = {"epoch": epoch, "global_step": global_step, "lr": zt.param_group_lr(optimizer),
                   "train_loss": float(means[0]), "train_ce": float(means[1]), "train_gate_loss": float(means[2]),
                   "train_images_per_sec": (micro_steps - first) * config["batch_size"] / train_time,
                   "epoch_train_seconds": train_time, "num_processes": world, **zt.gate_settings(net, optimizer),
-                  **zt.metric_fields(metrics, split), **macs_used,
+                  **zt.metric_fields(metrics, split), **gate_objective.epoch_fields(metrics, split),
                   **(zt.metric_fields(final_metrics, split, ema=True) if ema is not None else {})}
         if accelerator.is_main_process:
             zt.append_metrics(out, record)
