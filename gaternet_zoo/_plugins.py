@@ -29,7 +29,8 @@ from .layers.pruning import PruningError
 
 __all__ = [
     'GateSite', 'GatingPlugin', 'BlockGatingPlugin', 'GatePoint', 'register_gating_plugin', 'get_plugin',
-    'list_plugins', 'find_plugin', 'plugin_for_name', 'UnsupportedBackboneError', 'ENTRY_POINT_GROUP',
+    'list_plugins', 'find_plugin', 'plugin_for_name', 'UnknownPluginError', 'UnsupportedBackboneError',
+    'ENTRY_POINT_GROUP',
 ]
 
 _logger = logging.getLogger(__name__)
@@ -52,6 +53,13 @@ class GateSite:
     num_channels: int
     offset: int = 0
     conv: str = ''
+
+
+class UnknownPluginError(KeyError):
+    """Raised by :func:`get_plugin` for a name no plugin is registered under (the message names close ones)."""
+
+    def __str__(self) -> str:  # KeyError would print the message quoted, as a key
+        return str(self.args[0]) if self.args else ''
 
 
 class UnsupportedBackboneError(ValueError):
@@ -364,7 +372,8 @@ def get_plugin(name: str) -> GatingPlugin:
     if name not in _PLUGINS:
         close = difflib.get_close_matches(name, list(_PLUGINS), n=3, cutoff=0.4)
         hint = f' Did you mean {", ".join(map(repr, close))}?' if close else ''
-        raise KeyError(f'Unknown gating plugin {name!r}.{hint} Registered plugins: {", ".join(sorted(_PLUGINS))}.')
+        raise UnknownPluginError(
+            f'Unknown gating plugin {name!r}.{hint} Registered plugins: {", ".join(sorted(_PLUGINS))}.')
     return _PLUGINS[name]
 
 
