@@ -55,7 +55,8 @@ def prune_gaternet(model: nn.Module, stats: GateStatistics, calibration: str = '
     off = always_off_filters(model, stats)
     kept: dict[str, list[int]] = {}
     for site in model.gate_sites:
-        keep = [i for i in range(site.num_channels) if i not in set(off[site.name])]
+        closed = set(off[site.name])
+        keep = [i for i in range(site.num_channels) if i not in closed]
         if len(keep) < site.num_channels:
             # A site whose every gate stayed closed keeps its first filter (gated, so its output is still 0): a
             # conv needs at least one filter, and the block's shortcut carries the signal.
