@@ -442,7 +442,8 @@ def evaluate_model(
         params=count_params(model))
     stats = result.gate_stats
     if stats is not None:
-        macs = gaternet_macs(model, data.input_size, stats.firing_rate.unsqueeze(0))
+        macs = gaternet_macs(model, data.input_size, stats.firing_rate.unsqueeze(0),
+                             branch_closed=stats.per_site_closed_fraction())
         summary = stats.summary()
         report.update(
             params_backbone=count_params(model.backbone), params_gater=count_params(model.gater),

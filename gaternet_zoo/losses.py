@@ -6,8 +6,9 @@
   ``(mean open fraction of the site over the batch - target)^2``, averaged over the sites, so that every block
   keeps about ``target`` of its filters open and none is starved or left dense.
 * :class:`MacBudgetLoss`: a budget on the backbone's compute, DGNet style (Li et al., ICCV 2021):
-  ``(backbone MACs used given the gates / dense backbone MACs - target)^2`` over the batch mean. The MACs a gate
-  saves are those of the one output filter of the gated conv it closes, the same analytic count as
+  ``(backbone MACs used given the gates / dense backbone MACs - target)^2`` over the batch mean. A closed gate
+  saves the one output filter of the gated conv it closes, and a block whose gates are all closed saves the rest
+  of its branch too (skip execution does not run it): the same analytic count as
   :func:`gaternet_zoo.utils.gaternet_macs` reports, so the budget trained for is the figure a model card shows.
 
 Each loss is a scalar that carries the straight-through gradient of the binarised gates back to the gater.
@@ -78,9 +79,11 @@ def gate_target_rate_loss(
 class MacBudgetLoss(nn.Module):
     """Keeps the backbone MACs used given the gates near a fraction ``target`` of the dense backbone's MACs.
 
-    The MAC counts are measured once, at construction, with :func:`gaternet_zoo.utils.gaternet_macs`, and kept as
-    a per-gate cost vector: gate ``j`` of site ``s`` costs ``macs(s's gated conv) / channels(s)``. The module has
-    no parameters and no ``state_dict`` entries.
+    The MAC counts are measured once, at construction, with :func:`gaternet_zoo.utils.gaternet_macs`: gate ``j``
+    of site ``s`` costs ``macs(s's gated conv) / channels(s)``, and a site whose gates are all closed also saves
+    the rest of its block's branch (``skippable_branch_macs``), which enters the loss as that cost times
+    ``prod_j (1 - gate_j)`` over the site's gates: exact for binary gates, and differentiable through the
+    straight-through gates. The module has no parameters and no ``state_dict`` entries.
 
     Args:
         model: The :class:`~gaternet_zoo.GaterNet` whose gates are budgeted.
@@ -100,16 +103,36 @@ class MacBudgetLoss(nn.Module):
         self.target = float(target)
         self.weight = float(weight)
         self.dense_macs = int(macs['backbone'])
-        self.gateable_macs = float(cost.sum())
-        # Not a registered buffer: the budget is recomputed from the model, never loaded from a checkpoint.
+        branch = [macs['skippable_branch_macs'][s.name] for s in model.gate_sites]
+        self.gateable_macs = float(cost.sum()) + float(sum(branch))
+        # Not registered buffers: the budget is recomputed from the model, never loaded from a checkpoint.
         self._cost = (cost / self.dense_macs).float()
+        self._branch_cost = [b / self.dense_macs for b in branch]
+        self._sites = [(s.offset, s.num_channels, b / self.dense_macs) for s, b in zip(model.gate_sites, branch)
+                       if b > 0]
 
     def used_fraction(self, gates: torch.Tensor) -> torch.Tensor:
         """Per-sample share of the dense backbone MACs used given ``gates`` (B x gate_size) -> (B,)."""
         _check_gates(gates)
-        cost = self._cost.to(gates.device)
         closed = 1.0 - gates.float()
-        return 1.0 - closed @ cost
+        saved = closed @ self._cost.to(gates.device)
+        for offset, width, branch in self._sites:
+            saved = saved + branch * closed[:, offset:offset + width].prod(1)
+        return 1.0 - saved
+
+    def used_fraction_from_rates(self, open_rate: torch.Tensor, branch_closed: Sequence[float]) -> float:
+        """Mean share of the dense backbone MACs used, from statistics over a data set.
+
+        Args:
+            open_rate: Per gate, the fraction of samples for which it was open (gate_size,).
+            branch_closed: Per gate site, in the model's site order, the fraction of samples whose gates there
+                were all closed.
+        """
+        saved = ((1.0 - open_rate.float().cpu()) @ self._cost).item()
+        if len(branch_closed) != len(self._branch_cost):
+            raise ValueError(f'branch_closed needs one fraction per gate site ({len(self._branch_cost)}), '
+                             f'got {len(branch_closed)}.')
+        return 1.0 - saved - sum(cost * float(c) for cost, c in zip(self._branch_cost, branch_closed))
 
     def forward(self, gates: torch.Tensor) -> torch.Tensor:
         """``weight * (mean used fraction - target)^2``."""

@@ -237,3 +237,20 @@ def test_torch_compile_with_a_graph_break_inside_the_backbone_still_gates(model,
     finally:
         torch._dynamo.reset()
     assert model._gate_context.gates is None
+
+
+def test_memo_lives_as_long_as_its_call():
+    context = GateContext()
+    assert context.memo() is None
+    outer = context.push(torch.ones(1, 4))
+    context.memo()['site'] = 'outer'
+    inner = context.push(torch.zeros(1, 4))
+    assert context.memo() == {}  # a nested call derives its own
+    context.memo()['site'] = 'inner'
+    context.pop(inner)
+    assert context.memo() == {'site': 'outer'}
+    context.pop(outer)
+    assert context.memo() is None
+    again = context.push(torch.ones(1, 4))
+    assert context.memo() == {}  # nothing carried over from an earlier call
+    context.pop(again)

@@ -45,7 +45,48 @@ def test_mac_budget_matches_gaternet_macs(model):
     assert budget.used_fraction(torch.ones(2, model.gate_size)).tolist() == pytest.approx([1.0, 1.0])
     all_closed = budget.used_fraction(torch.zeros(1, model.gate_size)).item()
     assert all_closed == pytest.approx(1.0 - budget.gateable_macs / budget.dense_macs)
-    assert 0.0 < all_closed < 1.0  # the stem, shortcuts and the first conv of each block are never gated
+    assert 0.0 < all_closed < 0.05  # all closed: only the stem, the projection shortcuts and the head run
+
+
+def test_closed_block_saves_its_whole_branch(model):
+    # Closing every gate of one block saves its gated conv and, since skip execution does not run the branch,
+    # the block's first conv too; one gate left open saves only the closed filters.
+    macs = gaternet_macs(model)
+    site = model.gate_sites[4]
+    block = model.backbone.get_submodule(site.name)
+    first_conv = sum(m.weight.numel() for n, m in block.named_modules()
+                     if isinstance(m, torch.nn.Conv2d) and f'{site.name}.{n}' != site.conv and 'shortcut' not in n)
+    assert macs['skippable_branch_macs'][site.name] > 0
+    gates = torch.ones(1, model.gate_size)
+    gates[0, site.offset:site.offset + site.num_channels] = 0
+    used = gaternet_macs(model, gates=gates)['backbone_used']
+    saved = macs['gated_conv_macs'][site.name] + macs['skippable_branch_macs'][site.name]
+    assert used == macs['backbone'] - saved
+    # The branch's other conv (3x3, same output map as the gated one): its weights times the output map size.
+    out_hw = macs['gated_conv_macs'][site.name] // model.backbone.get_submodule(site.conv).weight.numel()
+    assert macs['skippable_branch_macs'][site.name] >= first_conv * out_hw
+    gates[0, site.offset] = 1
+    partly = gaternet_macs(model, gates=gates)['backbone_used']
+    assert partly == pytest.approx(macs['backbone'] - macs['gated_conv_macs'][site.name] * (1 - 1 / site.num_channels),
+                                   abs=1)
+    budget = MacBudgetLoss(model, target=0.5)
+    assert budget.used_fraction(gates).item() == pytest.approx(partly / macs['backbone'], abs=1e-6)
+
+
+def test_used_fraction_from_rates_matches_binary_gates(model):
+    from gaternet_zoo import GateStatistics
+    torch.manual_seed(2)
+    gates = (torch.rand(8, model.gate_size) > 0.5).float()
+    gates[:3, model.gate_sites[1].offset:model.gate_sites[1].offset + model.gate_sites[1].num_channels] = 0
+    stats = GateStatistics(model.gate_sites)
+    stats.update(gates)
+    closed = stats.per_site_closed_fraction()
+    assert closed[model.gate_sites[1].name] == pytest.approx(3 / 8)
+    budget = MacBudgetLoss(model, target=0.5)
+    from_rates = budget.used_fraction_from_rates(stats.firing_rate, [closed[s.name] for s in model.gate_sites])
+    assert from_rates == pytest.approx(budget.used_fraction(gates).mean().item(), abs=1e-6)
+    report = gaternet_macs(model, gates=stats.firing_rate.unsqueeze(0), branch_closed=closed)
+    assert report['backbone_used'] / report['backbone'] == pytest.approx(from_rates, abs=1e-6)
 
 
 def test_mac_budget_gradient_reaches_gater(model):

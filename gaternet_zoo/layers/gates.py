@@ -162,11 +162,32 @@ class GateContext:
             return self._traced[-1]
         return None
 
+    def _memos(self) -> list[dict] | None:
+        if torch.compiler.is_compiling():
+            return None
+        memos = getattr(self._local, 'memos', None)
+        if memos is None:
+            memos = self._local.memos = []
+        return memos
+
+    def memo(self) -> dict | None:
+        """A dict that lives as long as this thread's innermost forward call (``None`` outside one, or traced).
+
+        Skip execution keeps there what it derives from the gates once per call (each site's open filters), so
+        that a block and its gated conv do not derive it twice.
+        """
+        memos = self._memos()
+        return memos[-1] if memos else None
+
     def push(self, gates: torch.Tensor) -> int:
         """Make ``gates`` current; returns the depth to give :meth:`pop`."""
         stack = self._stack()
         depth = len(stack)
         stack.append(gates)
+        memos = self._memos()
+        if memos is not None:
+            del memos[depth:]
+            memos.append({})
         return depth
 
     def pop(self, depth: int) -> None:
@@ -174,6 +195,9 @@ class GateContext:
         stack = self._stack()
         while len(stack) > depth:
             stack.pop()
+        memos = self._memos()
+        if memos is not None:
+            del memos[depth:]
 
     @contextlib.contextmanager
     def bind(self, gates: torch.Tensor) -> Iterator[None]:

@@ -39,10 +39,16 @@ def open_filters(slot: GateSlot) -> torch.Tensor | None:
     gates = slot.context.gates
     if gates is None:
         return None
+    memo = slot.context.memo()  # the block and its gated conv both ask: derive it once per forward call
+    if memo is not None and slot.offset in memo:
+        return memo[slot.offset]
     gate = gates[:, slot.offset:slot.offset + slot.num_channels]
     if slot.kept is not None:  # a pruned site: its conv has only the kept filters
         gate = gate.index_select(1, slot.kept)
-    return (gate > 0).any(0).nonzero().flatten()
+    index = (gate > 0).any(0).nonzero().flatten()
+    if memo is not None:
+        memo[slot.offset] = index
+    return index
 
 
 class SkippingConvForward:

@@ -193,7 +193,8 @@ class GateObjective:
         per_block = metrics.get('gate_open_fraction_per_block')
         if self.macs is None or per_block is None:
             return {}
-        return {f'{split}macs_used_fraction': self.macs_used_fraction(per_block)}
+        return {f'{split}macs_used_fraction': self.macs_used_fraction(per_block,
+                                                                       metrics.get('gate_closed_fraction_per_block'))}
 
     @property
     def active(self) -> bool:
@@ -210,11 +211,19 @@ class GateObjective:
             term = term + self.macs(gates)
         return term
 
-    def macs_used_fraction(self, per_site_open_fraction: dict[str, float]) -> float | None:
-        """Share of the dense backbone MACs used given each gated block's open fraction (an evaluation's)."""
+    def macs_used_fraction(self, per_site_open_fraction: dict[str, float],
+                           per_site_closed_fraction: dict[str, float] | None = None) -> float | None:
+        """Share of the dense backbone MACs used given an evaluation's gates.
+
+        Args:
+            per_site_open_fraction: Each gated block's mean open fraction.
+            per_site_closed_fraction: Each gated block's fraction of samples with all its gates closed (whose
+                branch skip execution does not run); ``None``: counted as 0.
+        """
         if self.macs is None:
             return None
-        rate = torch.zeros(1, sum(s.num_channels for s in self.sites))
+        rate = torch.zeros(sum(s.num_channels for s in self.sites))
         for site in self.sites:
-            rate[0, site.offset:site.offset + site.num_channels] = per_site_open_fraction[site.name]
-        return float(self.macs.used_fraction(rate)[0])
+            rate[site.offset:site.offset + site.num_channels] = per_site_open_fraction[site.name]
+        closed = [(per_site_closed_fraction or {}).get(s.name, 0.0) for s in self.sites]
+        return self.macs.used_fraction_from_rates(rate, closed)

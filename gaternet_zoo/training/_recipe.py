@@ -225,7 +225,8 @@ def evaluation_metrics(net: nn.Module, dataloader: Any, accelerator: Any, *,
     """Run ``gaternet_zoo.evaluation.evaluate`` and flatten the result into metric fields.
 
     The fields are ``top1``, ``top5``, ``eval_loss``, ``eval_samples``, ``eval_images_per_sec`` and, for GaterNets,
-    ``gate_open_fraction``, ``gates_always_on``/``_off``/``_input_dependent`` and ``gate_open_fraction_per_block``;
+    ``gate_open_fraction``, ``gates_always_on``/``_off``/``_input_dependent``, ``gate_open_fraction_per_block`` and
+    ``gate_closed_fraction_per_block`` (samples whose gates in the block were all closed);
     ``_gate_stats`` holds the full gate summary (``None`` for plain backbones). See :func:`metric_fields`.
     """
     from ..evaluation import evaluate
@@ -237,7 +238,8 @@ def evaluation_metrics(net: nn.Module, dataloader: Any, accelerator: Any, *,
     if gates is not None:
         out.update({'gate_open_fraction': gates['mean_open_fraction'], 'gates_always_on': gates['always_on'],
                     'gates_always_off': gates['always_off'], 'gates_input_dependent': gates['input_dependent'],
-                    'gate_open_fraction_per_block': gates['per_site_open_fraction']})
+                    'gate_open_fraction_per_block': gates['per_site_open_fraction'],
+                    'gate_closed_fraction_per_block': gates['per_site_closed_fraction']})
     out['_gate_stats'] = gates
     return out
 

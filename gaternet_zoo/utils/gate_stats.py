@@ -40,6 +40,7 @@ class GateStatistics:
     fired: torch.Tensor | None = None
     class_sum: torch.Tensor | None = None
     class_count: torch.Tensor | None = None
+    site_closed: torch.Tensor | None = None
     _open_sum: float = field(default=0.0, repr=False)
 
     @property
@@ -56,6 +57,10 @@ class GateStatistics:
         if self.fired is None:
             self.fired = torch.zeros(self.gate_size, dtype=torch.long)
         self.fired += on.sum(0)
+        if self.site_closed is None:
+            self.site_closed = torch.zeros(len(self.gate_sites), dtype=torch.long)
+        self.site_closed += torch.stack([~on[:, s.offset:s.offset + s.num_channels].any(1)
+                                         for s in self.gate_sites], 1).sum(0)
         self.count += gates.shape[0]
         self._open_sum += gates.sum().item()
         if self.num_classes is not None:
@@ -89,6 +94,12 @@ class GateStatistics:
         rate = self.firing_rate
         return {s.name: rate[s.offset:s.offset + s.num_channels].mean().item() for s in self.gate_sites}
 
+    def per_site_closed_fraction(self) -> dict[str, float]:
+        """Per gate site (block): fraction of samples whose gates there were all closed (skip execution does not
+        run that block's branch for them)."""
+        self._require()
+        return {s.name: self.site_closed[i].item() / self.count for i, s in enumerate(self.gate_sites)}
+
     def counts(self) -> dict[str, int]:
         """Numbers of always-on, always-off and input-dependent gates."""
         fired = self._require()
@@ -104,6 +115,7 @@ class GateStatistics:
         return self.class_sum / self.class_count.unsqueeze(1)
 
     def summary(self) -> dict[str, Any]:
-        """JSON-ready summary: samples, mean open fraction, counts and per-site open fractions."""
+        """JSON-ready summary: samples, mean open fraction, counts, per-site open and all-closed fractions."""
         return dict(samples=self.count, gate_size=self.gate_size, mean_open_fraction=self.mean_open_fraction,
-                    **self.counts(), per_site_open_fraction=self.per_site_open_fraction())
+                    **self.counts(), per_site_open_fraction=self.per_site_open_fraction(),
+                    per_site_closed_fraction=self.per_site_closed_fraction())

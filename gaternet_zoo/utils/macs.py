@@ -1,12 +1,15 @@
 """Multiply-accumulate counts, measured with PyTorch's own ``FlopCounterMode`` (MACs = FLOPs / 2).
 
-GaterNet multiplies feature maps by gates, so a closed gate saves nothing at run time (as in the released code).
-:func:`gaternet_macs` also reports the backbone MACs "used" given the gates: the dense count minus, for every
-closed gate, the MACs of the one output filter of the gated conv that the gate discards. That is the compute a
-sparse implementation could skip at the gated convs; it is an analytic figure, not a measured speed-up.
+GaterNet multiplies feature maps by gates, so in mask mode a closed gate saves nothing at run time (as in the
+released code). :func:`gaternet_macs` also reports the backbone MACs "used" given the gates: what skip execution
+(``GaterNet.set_execution("skip")``, batch 1) computes. That is the dense count minus, for every closed gate, the
+MACs of the one output filter of the gated conv that the gate discards, and minus, for every sample and residual
+block whose gates are all closed, the rest of that block's branch (which skip execution does not run, where the
+block's plugin knows its shortcut). It is an analytic figure, not a measured speed-up.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -39,28 +42,63 @@ def count_macs(module: nn.Module, *inputs: Any, **kwargs: Any) -> tuple[int, dic
     return int(counter.get_total_flops()) // 2, per_module
 
 
+def _skippable_branch_macs(model: nn.Module, per_module: dict[str, int],
+                           block_inputs: dict[str, torch.Tensor]) -> dict[str, int]:
+    """Per site: MACs of its block's branch besides the gated conv, which skip execution saves when all gates close.
+
+    0 for sites whose plugin does not know the block's shortcut (skip execution runs those branches).
+    """
+    from .._plugins import GatingPlugin, get_plugin
+
+    plugin = get_plugin(model.plugin_name)
+    if type(plugin).shortcut_only is GatingPlugin.shortcut_only:
+        return {s.name: 0 for s in model.gate_sites}
+    out = {}
+    for site in model.gate_sites:
+        block = model.backbone.get_submodule(site.name)
+        counter = FlopCounterMode(display=False)
+        with counter:
+            shortcut = plugin.shortcut_only(block, block_inputs[site.name])
+        if shortcut is None:
+            out[site.name] = 0
+            continue
+        rest = per_module[site.name] - int(counter.get_total_flops()) // 2 - per_module[site.conv]
+        out[site.name] = max(rest, 0)
+    return out
+
+
 @torch.no_grad()
 def gaternet_macs(model: nn.Module, input_size: tuple[int, ...] | None = None,
-                  gates: torch.Tensor | None = None) -> dict[str, Any]:
+                  gates: torch.Tensor | None = None,
+                  branch_closed: Mapping[str, float] | None = None) -> dict[str, Any]:
     """MACs per image of a GaterNet's backbone and gater, and of the backbone given ``gates``.
 
     Args:
         model: A :class:`~gaternet_zoo.GaterNet`.
         input_size: ``(C, H, W)``; defaults to ``model.pretrained_cfg['input_size']``.
-        gates: Optional N x gate_size gates (e.g. over an eval set) for the "used" backbone MACs.
+        gates: Optional N x gate_size gates for the "used" backbone MACs: binary gates of N samples, or rows of
+            open rates (e.g. ``GateStatistics.firing_rate``).
+        branch_closed: Per site, the fraction of samples whose gates at that site were all closed. Taken from
+            ``gates`` when not given, which is right for per-sample binary gates; pass it with rates
+            (``GateStatistics.per_site_closed_fraction()``), whose rows cannot tell.
 
     Returns:
-        ``dict(backbone=, gater=, total=, backbone_used=, gated_conv_macs={site: macs})``; ``backbone_used`` is
-        ``None`` without gates.
+        ``dict(backbone=, gater=, total=, backbone_used=, gated_conv_macs={site: macs},
+        skippable_branch_macs={site: macs})``; ``backbone_used`` is ``None`` without gates.
     """
     input_size = tuple(input_size or model.pretrained_cfg.get('input_size', (3, 32, 32)))
     was_training = model.training
     model.eval()
+    block_inputs: dict[str, torch.Tensor] = {}
+    hooks = [model.backbone.get_submodule(s.name).register_forward_pre_hook(
+        lambda _m, args, name=s.name: block_inputs.__setitem__(name, args[0])) for s in model.gate_sites]
     try:
         x = torch.zeros(1, *input_size, device=next(model.parameters()).device)
         backbone, per_module = count_macs(model.backbone, x)
         gater, _ = count_macs(model.gater, x)
     finally:
+        for hook in hooks:
+            hook.remove()
         model.train(was_training)
     missing = [s.conv for s in model.gate_sites if s.conv not in per_module]
     if missing:
@@ -68,17 +106,23 @@ def gaternet_macs(model: nn.Module, input_size: tuple[int, ...] | None = None,
         raise ValueError(f'Gated conv(s) {missing} of the gate sites did not run in the MAC count of the backbone; '
                          'GateSite.conv must name the conv whose filters the site gates.')
     site_macs = {s.name: per_module[s.conv] for s in model.gate_sites}
+    branch_macs = _skippable_branch_macs(model, per_module, block_inputs)
     used = None
     if gates is not None:
-        open_fraction = gates.float().mean(0)
+        gates = gates.float()
         saved = 0.0
         for site in model.gate_sites:
-            rate = open_fraction[site.offset:site.offset + site.num_channels]
+            site_gates = gates[:, site.offset:site.offset + site.num_channels]
             kept = (getattr(model, 'pruned_filters', None) or {}).get(site.name)
             if kept is not None:  # a pruned site: its conv computes only the kept filters, whose gates still act
-                rate = rate[torch.tensor(kept, dtype=torch.long, device=rate.device)]
-            closed = 1.0 - rate.mean().item()
+                site_gates = site_gates[:, torch.tensor(kept, dtype=torch.long, device=gates.device)]
+            closed = 1.0 - site_gates.mean().item()
             saved += closed * site_macs[site.name]
+            if branch_closed is not None:
+                all_closed = float(branch_closed[site.name])
+            else:
+                all_closed = (site_gates == 0).all(1).float().mean().item()
+            saved += all_closed * branch_macs[site.name]
         used = int(round(backbone - saved))
     return dict(backbone=backbone, gater=gater, total=backbone + gater, backbone_used=used,
-                gated_conv_macs=site_macs)
+                gated_conv_macs=site_macs, skippable_branch_macs=branch_macs)
