@@ -34,13 +34,16 @@ def always_off_filters(model: nn.Module, stats: GateStatistics) -> dict[str, lis
 
 
 @torch.no_grad()
-def prune_gaternet(model: nn.Module, stats: GateStatistics, calibration: str = '') -> nn.Module:
+def prune_gaternet(model: nn.Module, stats: GateStatistics, calibration: str = '', round_to: int = 1) -> nn.Module:
     """A copy of ``model`` without the filters whose gates were always closed over ``stats``' data.
 
     Args:
         model: A trained :class:`~gaternet_zoo.GaterNet` (left unchanged).
         stats: Its evaluation gate statistics over the calibration data (``GateStatistics.update`` on eval gates).
         calibration: Says which data that was (recorded in the pruned model's ``pretrained_cfg`` and card).
+        round_to: Keep a multiple of this many filters per site (e.g. 8 or 16, the width CPU conv kernels are
+            vectorised over), adding back always-closed filters in index order. Their gates still act, so the
+            logits do not change; only the compute does.
 
     Returns:
         The pruned model, in eval mode, with ``pretrained_cfg['pruning']`` describing what was removed.
@@ -52,11 +55,16 @@ def prune_gaternet(model: nn.Module, stats: GateStatistics, calibration: str = '
         raise PruningError(f'{type(model).__name__} has no gates to prune by; pruning needs a GaterNet')
     if getattr(model, 'pruned_filters', None):
         raise PruningError('this model is already pruned; prune the original GaterNet again with other data instead')
+    if int(round_to) < 1:
+        raise ValueError(f'round_to must be a positive number of filters, got {round_to}')
     off = always_off_filters(model, stats)
     kept: dict[str, list[int]] = {}
     for site in model.gate_sites:
         closed = set(off[site.name])
         keep = [i for i in range(site.num_channels) if i not in closed]
+        extra = -len(keep) % int(round_to)
+        if extra:
+            keep = sorted(keep + sorted(closed)[:extra])
         if len(keep) < site.num_channels:
             # A site whose every gate stayed closed keeps its first filter (gated, so its output is still 0): a
             # conv needs at least one filter, and the block's shortcut carries the signal.
@@ -70,5 +78,5 @@ def prune_gaternet(model: nn.Module, stats: GateStatistics, calibration: str = '
     pruned.pretrained_cfg = dict(getattr(model, 'pretrained_cfg', None) or {}, pruning={
         'calibration': calibration, 'calibration_samples': stats.count, 'filters_removed': removed,
         'filters_gated': model.gate_size, 'sites_pruned': len(kept),
-        'rule': 'filters whose gate was closed for every calibration image'})
+        'round_to': int(round_to), 'rule': 'filters whose gate was closed for every calibration image'})
     return pruned

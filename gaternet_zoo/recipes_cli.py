@@ -91,6 +91,9 @@ def add_prune_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     _add_common(p)
     p.add_argument('--out', type=Path, required=True, help='folder for the pruned model (Hub format)')
     p.add_argument('--overwrite', action='store_true', default=False, help='replace the files of a non-empty --out')
+    p.add_argument('--round-to', type=int, default=1, metavar='N',
+                   help='keep a multiple of N filters per block (e.g. 8: CPU conv kernels are vectorised over 8 or 16 '
+                        'channels); the extra kept filters stay gated, so the logits do not change (default: 1)')
     return p
 
 
@@ -109,7 +112,8 @@ def run_prune(args: argparse.Namespace) -> int:
         raise ValueError(f'{args.model} has no gates: pruning removes filters whose gates never open, so it needs a '
                          'GaterNet')
     pruned = prune_gaternet(model, result.gate_stats,
-                            calibration=f'{data.description}, split {args.split!r}, {result.num_samples} images')
+                            calibration=f'{data.description}, split {args.split!r}, {result.num_samples} images',
+                            round_to=args.round_to)
     if accelerator.is_main_process:
         print(format_report(report))
         pruning = pruned.pretrained_cfg['pruning']

@@ -135,3 +135,26 @@ def test_prune_command_writes_a_loadable_folder_and_never_overwrites(tmp_path: P
     plain = subprocess.run([*cmd[:4], 'cifar_resnet20', *cmd[5:7], '--out', str(tmp_path / 'plain')],
                            capture_output=True, text=True, timeout=300)
     assert plain.returncode == 2 and 'has no gates' in plain.stderr
+
+
+@pytest.mark.parametrize('round_to', [4, 8, 64])
+def test_rounded_widths_keep_multiples_and_the_logits(round_to: int) -> None:
+    torch.manual_seed(0)
+    model = gz.create_model('gaternet_resnet20').eval()
+    _close_some_gates(model)
+    _randomise_norms(model)
+    x = torch.randn(4, 3, 32, 32)
+    stats = _stats(model, x)
+    exact, rounded = prune_gaternet(model, stats), prune_gaternet(model, stats, round_to=round_to)
+    for site in model.gate_sites:
+        kept = rounded.pruned_filters.get(site.name, list(range(site.num_channels)))
+        assert len(kept) % round_to == 0 or len(kept) == site.num_channels
+        assert set(exact.pruned_filters.get(site.name, range(site.num_channels))) <= set(kept)
+        assert kept == sorted(kept)
+    assert rounded.pretrained_cfg['pruning']['round_to'] == round_to
+    removed = rounded.pretrained_cfg['pruning']['filters_removed']
+    assert removed <= exact.pretrained_cfg['pruning']['filters_removed']
+    with torch.no_grad():
+        torch.testing.assert_close(rounded(x), model(x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match='round_to'):
+        prune_gaternet(model, stats, round_to=0)
