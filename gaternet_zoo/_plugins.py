@@ -137,6 +137,16 @@ class GatingPlugin:
         """
         return None
 
+    def open_filters_forward(self, block: nn.Module, x: torch.Tensor, index: torch.Tensor, channels: torch.Tensor,
+                             gate: torch.Tensor) -> torch.Tensor | None:
+        """The output of ``block`` computing only the gated conv's filters ``index`` (skip execution's fast path).
+
+        ``channels`` are those filters' places among the site's gated channels and ``gate`` (B x len(index)) their
+        gates; every other gate of the site is closed. ``None`` (the default): the plugin has no such path, and
+        skip execution slices the gated conv alone.
+        """
+        return None
+
     def supported_models(self) -> list[str]:
         """timm model names this plugin is known to handle (for listings and error messages)."""
         import timm
@@ -252,6 +262,16 @@ class BlockGatingPlugin(GatingPlugin):
         activation, layer scale) up to the gate, in every family built on this base (SE/attention, where a family
         has it, comes before that conv). A family for which this does not hold overrides it."""
         return True
+
+    def open_filters_forward(self, block: nn.Module, x: torch.Tensor, index: torch.Tensor, channels: torch.Tensor,
+                             gate: torch.Tensor) -> torch.Tensor | None:
+        """The output of ``block`` computing only the gated conv's filters ``index`` (skip execution's fast path).
+
+        ``channels`` are those filters' places among the site's gated channels and ``gate`` (B x len(index)) their
+        gates; every other gate of the site is closed. ``None`` (the default): the plugin has no such path, and
+        skip execution slices the gated conv alone.
+        """
+        return None
 
     def supported_models(self) -> list[str]:
         import timm

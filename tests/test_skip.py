@@ -93,3 +93,45 @@ def test_skip_is_inference_only_and_survives_deepcopy() -> None:
         model(x)
     with pytest.raises(ValueError, match="'mask' or 'skip'"):
         model.set_execution('sparse')
+
+
+@pytest.mark.parametrize('batch', [1, 3])
+def test_blocks_with_some_filters_open_take_the_fast_path(batch: int, monkeypatch) -> None:
+    """Native basic blocks compute only the open filters and add them into the shortcut: no zero-filled map."""
+    from gaternet_zoo.models.cifar_resnet import BasicBlock
+
+    model = _build('gaternet_resnet20', {})
+    x = torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    gates = _gates(model, batch)
+    with torch.no_grad():
+        expected = model(x, gates=gates)
+    calls: list[int] = []
+    original = BasicBlock.forward_open_filters
+    monkeypatch.setattr(BasicBlock, 'forward_open_filters',
+                        lambda self, *args: calls.append(args[1].numel()) or original(self, *args))
+    model.set_execution('skip')
+    with torch.no_grad():
+        out = model(x, gates=gates)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    partial = [s for s in model.gate_sites[1:]
+               if 0 < int((gates[:, s.offset:s.offset + s.num_channels] > 0).any(0).sum()) < s.num_channels]
+    assert len(calls) == len(partial) > 0
+    opened = [int((gates[:, s.offset:s.offset + s.num_channels] > 0).any(0).sum()) for s in partial]
+    assert calls == opened  # each block computed the filters some sample of the batch opens, no more
+
+
+@pytest.mark.parametrize('batch', [1, 3])
+def test_pruned_model_in_skip_mode_equals_mask_mode(batch: int) -> None:
+    from gaternet_zoo import GateStatistics, prune_gaternet
+
+    model = _build('gaternet_resnet20', {})
+    with torch.no_grad():
+        model.gater.fc2.bias[::3] = -50.0  # always closed: these filters are pruned
+    x = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    stats = GateStatistics(model.gate_sites)
+    with torch.no_grad():
+        stats.update(model.forward_gates(x))
+    pruned = prune_gaternet(model, stats).set_execution('skip')
+    assert pruned.pruned_filters
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x[:batch]), model(x[:batch]), rtol=1e-5, atol=1e-5)

@@ -23,7 +23,7 @@ from torch import nn
 
 from .gates import GateSlot
 
-__all__ = ['SkippingBlockForward', 'SkippingConvForward', 'can_slice', 'open_filters']
+__all__ = ['SkippingBlockForward', 'SkippingConvForward', 'can_slice', 'folded_conv_bn', 'open_filters']
 
 
 def can_slice(conv: nn.Module) -> bool:
@@ -49,6 +49,32 @@ def open_filters(slot: GateSlot) -> torch.Tensor | None:
     if memo is not None:
         memo[slot.offset] = index
     return index
+
+
+def folded_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(weight, bias)`` of one conv equal to ``bn(conv(x))`` in evaluation (the norm's running statistics folded).
+
+    Skip execution's fast paths slice the folded weights, which saves the norm's own pass and four slices of its
+    statistics per block. The result is cached on ``conv`` and recomputed whenever a tensor it was made from
+    changed in place (``load_state_dict``, an optimizer step) or was replaced.
+    """
+    sources = (conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
+    key = tuple((id(t), t._version) if t is not None else None for t in sources)
+    cached = conv.__dict__.get('_skip_folded')
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    with torch.no_grad():
+        scale = bn.running_var.add(bn.eps).rsqrt()
+        if bn.weight is not None:
+            scale = scale * bn.weight
+        bias = -bn.running_mean * scale
+        if bn.bias is not None:
+            bias = bias + bn.bias
+        if conv.bias is not None:
+            bias = bias + conv.bias * scale
+        weight = conv.weight * scale.view(-1, *([1] * (conv.weight.ndim - 1)))
+    conv.__dict__['_skip_folded'] = (key, (weight, bias))
+    return weight, bias
 
 
 class SkippingConvForward:
@@ -83,16 +109,31 @@ class SkippingConvForward:
 
 
 class SkippingBlockForward:
-    """Set as a residual block's ``forward``: skips the branch when every one of the block's gates is closed."""
+    """Set as a residual block's ``forward``: skips the branch when every one of the block's gates is closed.
+
+    Where the plugin has a fast path for the block (``GatingPlugin.open_filters_forward``), a block with some of
+    its filters closed computes only the open ones and adds them into its shortcut at their channels, rather than
+    putting zeros in the others' places.
+    """
 
     def __init__(self, block: nn.Module, slot: GateSlot,
-                 shortcut_only: Callable[[nn.Module, torch.Tensor], torch.Tensor]) -> None:
+                 shortcut_only: Callable[[nn.Module, torch.Tensor], torch.Tensor],
+                 open_filters_forward: Callable[..., torch.Tensor | None] | None = None) -> None:
         self.block, self.slot, self.shortcut_only = block, slot, shortcut_only
+        self.open_filters_forward = open_filters_forward
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        index = open_filters(self.slot)
+        slot = self.slot
+        index = open_filters(slot)
         if index is not None and index.numel() == 0:
             out = self.shortcut_only(self.block, x)
+            if out is not None:
+                return out
+        width = slot.num_channels if slot.kept is None else len(slot.kept)
+        if index is not None and index.numel() < width and self.open_filters_forward is not None:
+            channels = index if slot.kept is None else slot.kept.index_select(0, index)
+            gate = slot.context.gates[:, slot.offset:slot.offset + slot.num_channels].index_select(1, channels)
+            out = self.open_filters_forward(self.block, x, index, channels, gate)
             if out is not None:
                 return out
         return type(self.block).forward(self.block, x)

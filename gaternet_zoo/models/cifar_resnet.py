@@ -21,6 +21,7 @@ from collections import OrderedDict
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from timm.layers import create_classifier
 from timm.models import checkpoint_seq, register_model
 from timm.models._features import feature_take_indices
@@ -30,6 +31,7 @@ from .. import _validation
 from .._builder import build_with_cfg
 from .._hub import ZooHubMixin
 from .._pretrained import generate_default_cfgs
+from ..layers.skip import folded_conv_bn
 
 __all__ = ['CifarResNet', 'BasicBlock', 'PreActBasicBlock', 'PreActBottleneck']
 
@@ -76,6 +78,22 @@ class BasicBlock(nn.Module):
     def shortcut_output(self, x: torch.Tensor) -> torch.Tensor:
         """The block's output when every gate is closed (the branch adds 0): skip execution's short cut."""
         return self.act2(self.shortcut(x).clone())  # clone: the in-place ReLU must not change the input
+
+    def forward_open_filters(self, x: torch.Tensor, index: torch.Tensor, channels: torch.Tensor,
+                             gate: torch.Tensor) -> torch.Tensor:
+        """The block's output when only the filters ``index`` of ``conv2`` may be open: skip execution's fast path.
+
+        Only those filters are computed, gated (``gate``: B x len(index)) and added into the shortcut at
+        ``channels`` (their places in the block's output); the others' gates are closed, so they add 0. Both convs
+        run with their norms folded in (evaluation statistics), so no norm pass and no zero-filled map remain.
+        """
+        w1, b1 = folded_conv_bn(self.conv1, self.bn1)
+        w2, b2 = folded_conv_bn(self.conv2, self.bn2)
+        c1, c2 = self.conv1, self.conv2
+        y = self.drop(self.act1(F.conv2d(x, w1, b1, c1.stride, c1.padding, c1.dilation)))
+        z = F.conv2d(y, w2.index_select(0, index), b2.index_select(0, index), c2.stride, c2.padding, c2.dilation)
+        z = z * gate[:, :, None, None].to(z.dtype)
+        return self.act2(self.shortcut(x).index_add(1, channels, z))
 
 
 class PreActBasicBlock(nn.Module):

@@ -309,13 +309,15 @@ class GaterNet(nn.Module, ZooHubMixin):
             plugin = get_plugin(self.plugin_name)
             slots = {m.name: m for m in self.backbone.modules() if isinstance(m, GateSlot)}
             knows_shortcut = type(plugin).shortcut_only is not GatingPlugin.shortcut_only
+            fast_path = (plugin.open_filters_forward
+                         if type(plugin).open_filters_forward is not GatingPlugin.open_filters_forward else None)
             for site in self.gate_sites:
                 conv, slot = self.backbone.get_submodule(site.conv), slots[site.name]
                 if plugin.channelwise_after_conv(self.backbone, site) and can_slice(conv):
                     conv.forward = SkippingConvForward(conv, slot)
                 block = self.backbone.get_submodule(site.name)
                 if knows_shortcut:
-                    block.forward = SkippingBlockForward(block, slot, plugin.shortcut_only)
+                    block.forward = SkippingBlockForward(block, slot, plugin.shortcut_only, fast_path)
         return self
 
     def _gated_features(self, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:

@@ -68,3 +68,8 @@ class NativeSlotPlugin(GatingPlugin):
     def shortcut_only(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
         fn = getattr(block, 'shortcut_output', None)
         return fn(x) if fn is not None else None
+
+    def open_filters_forward(self, block: nn.Module, x: torch.Tensor, index: torch.Tensor, channels: torch.Tensor,
+                             gate: torch.Tensor) -> torch.Tensor | None:
+        fn = getattr(block, 'forward_open_filters', None)
+        return fn(x, index, channels, gate) if fn is not None else None
