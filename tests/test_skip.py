@@ -135,3 +135,25 @@ def test_pruned_model_in_skip_mode_equals_mask_mode(batch: int) -> None:
     assert pruned.pruned_filters
     with torch.no_grad():
         torch.testing.assert_close(pruned(x[:batch]), model(x[:batch]), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('multiple', [8, 16])
+def test_width_multiple_pads_with_closed_filters_and_keeps_the_logits(multiple: int, monkeypatch) -> None:
+    from gaternet_zoo.models.cifar_resnet import BasicBlock
+
+    model = _build('gaternet_resnet20', {})
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(6))
+    gates = _gates(model, 3)
+    with torch.no_grad():
+        expected = model(x, gates=gates)
+    widths: list[int] = []
+    original = BasicBlock.forward_open_filters
+    monkeypatch.setattr(BasicBlock, 'forward_open_filters',
+                        lambda self, *args: widths.append(args[1].numel()) or original(self, *args))
+    model.set_execution('skip', width_multiple=multiple)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, gates=gates), expected, rtol=1e-5, atol=1e-5)
+    # Every computed width is a multiple, except where that would exceed the block (then the block runs densely).
+    assert widths and all(w % multiple == 0 for w in widths)
+    with pytest.raises(ValueError, match='width_multiple'):
+        model.set_execution('skip', width_multiple=0)

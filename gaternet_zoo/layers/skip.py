@@ -34,8 +34,14 @@ def can_slice(conv: nn.Module) -> bool:
             and not isinstance(conv.padding, str))
 
 
-def open_filters(slot: GateSlot) -> torch.Tensor | None:
-    """Indices (into the site's conv outputs) of the filters open for some sample; ``None`` outside a gated call."""
+def open_filters(slot: GateSlot, multiple: int = 1) -> torch.Tensor | None:
+    """Indices (into the site's conv outputs) of the filters open for some sample; ``None`` outside a gated call.
+
+    With ``multiple > 1`` closed filters are added, in index order, until the count is a multiple of it (or all
+    filters): CPU conv kernels are vectorised over 8 or 16 output channels, and an odd filter count can cost more
+    than the filters it leaves out. A closed filter's gate still multiplies it by 0, so the output is the same.
+    A site with no open filter stays empty (its branch is skipped, not computed).
+    """
     gates = slot.context.gates
     if gates is None:
         return None
@@ -45,7 +51,12 @@ def open_filters(slot: GateSlot) -> torch.Tensor | None:
     gate = gates[:, slot.offset:slot.offset + slot.num_channels]
     if slot.kept is not None:  # a pruned site: its conv has only the kept filters
         gate = gate.index_select(1, slot.kept)
-    index = (gate > 0).any(0).nonzero().flatten()
+    is_open = (gate > 0).any(0)
+    index = is_open.nonzero().flatten()
+    extra = -index.numel() % multiple
+    if extra and index.numel():
+        padding = (~is_open).nonzero().flatten()[:extra]
+        index = torch.cat([index, padding]).sort().values
     if memo is not None:
         memo[slot.offset] = index
     return index
@@ -84,13 +95,13 @@ class SkippingConvForward:
     the copied conv and slot.
     """
 
-    def __init__(self, conv: nn.Module, slot: GateSlot) -> None:
-        self.conv, self.slot = conv, slot
+    def __init__(self, conv: nn.Module, slot: GateSlot, multiple: int = 1) -> None:
+        self.conv, self.slot, self.multiple = conv, slot, multiple
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         conv = self.conv
         width = conv.out_features if isinstance(conv, nn.Linear) else conv.out_channels
-        index = open_filters(self.slot)
+        index = open_filters(self.slot, self.multiple)
         if index is None or index.numel() == width:
             return type(conv).forward(conv, x)
         if index.numel() == 0:  # every filter closed: nothing to compute, only the output's shape
@@ -118,13 +129,13 @@ class SkippingBlockForward:
 
     def __init__(self, block: nn.Module, slot: GateSlot,
                  shortcut_only: Callable[[nn.Module, torch.Tensor], torch.Tensor],
-                 open_filters_forward: Callable[..., torch.Tensor | None] | None = None) -> None:
+                 open_filters_forward: Callable[..., torch.Tensor | None] | None = None, multiple: int = 1) -> None:
         self.block, self.slot, self.shortcut_only = block, slot, shortcut_only
-        self.open_filters_forward = open_filters_forward
+        self.open_filters_forward, self.multiple = open_filters_forward, multiple
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         slot = self.slot
-        index = open_filters(slot)
+        index = open_filters(slot, self.multiple)
         if index is not None and index.numel() == 0:
             out = self.shortcut_only(self.block, x)
             if out is not None:

@@ -288,7 +288,7 @@ class GaterNet(nn.Module, ZooHubMixin):
         """``'mask'`` (closed gates multiply computed filters by 0) or ``'skip'`` (see :meth:`set_execution`)."""
         return getattr(self, '_execution', 'mask')
 
-    def set_execution(self, mode: str) -> GaterNet:
+    def set_execution(self, mode: str, width_multiple: int = 1) -> GaterNet:
         """Choose how closed gates act: ``'mask'`` (the default, the paper's) or ``'skip'`` (inference only).
 
         In skip mode each gated conv computes only the filters open for some sample of the batch, and a residual
@@ -296,11 +296,18 @@ class GaterNet(nn.Module, ZooHubMixin):
         the logits equal mask mode's. Sites where that would not be exact (an SE module between the gated conv and
         the gate, a conv that cannot be sliced) stay dense. See ``gaternet_zoo.layers.skip``.
 
+        Args:
+            mode: ``'mask'`` or ``'skip'``.
+            width_multiple: In skip mode, compute a multiple of this many filters per gated conv (closed ones
+                added, still gated to 0): CPU conv kernels are vectorised over 8 or 16 channels.
+
         Returns:
             The model itself.
         """
         if mode not in ('mask', 'skip'):
             raise ValueError(f"execution must be 'mask' or 'skip', got {mode!r}")
+        if int(width_multiple) < 1:
+            raise ValueError(f'width_multiple must be a positive number of filters, got {width_multiple}')
         for module in self.backbone.modules():  # back to the class's own forward first
             if isinstance(module.__dict__.get('forward'), (SkippingConvForward, SkippingBlockForward)):
                 del module.__dict__['forward']
@@ -314,10 +321,11 @@ class GaterNet(nn.Module, ZooHubMixin):
             for site in self.gate_sites:
                 conv, slot = self.backbone.get_submodule(site.conv), slots[site.name]
                 if plugin.channelwise_after_conv(self.backbone, site) and can_slice(conv):
-                    conv.forward = SkippingConvForward(conv, slot)
+                    conv.forward = SkippingConvForward(conv, slot, int(width_multiple))
                 block = self.backbone.get_submodule(site.name)
                 if knows_shortcut:
-                    block.forward = SkippingBlockForward(block, slot, plugin.shortcut_only, fast_path)
+                    block.forward = SkippingBlockForward(block, slot, plugin.shortcut_only, fast_path,
+                                                         int(width_multiple))
         return self
 
     def _gated_features(self, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
