@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--command', help='the full command that trained the run (default: from its config.yaml)')
     p.add_argument('--hardware-note', default='', help='appended to the hardware line, e.g. other load at the time')
     p.add_argument('--overwrite', action='store_true', help='replace the output folder if it is not empty')
+    p.add_argument('--description', help="the card's opening paragraph (default: the model family's)")
     args = p.parse_args(argv)
 
     import gaternet_zoo
@@ -82,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
                hardware=_hardware() + (f'; {args.hardware_note}' if args.hardware_note else ''),
                recipe={'command': command, 'resolved config': 'train_config.yaml (in this repository)',
                        'per-epoch metrics': 'metrics.jsonl, summary.csv'})
+    if args.description:
+        cfg['description'] = args.description
     if 'gate_size' in full:
         metrics['backbone_macs_used'] = full['macs_backbone_used']
         cfg['gate_stats'] = {k: full[k] for k in ('mean_open_fraction', 'always_on', 'always_off',
