@@ -263,16 +263,6 @@ class BlockGatingPlugin(GatingPlugin):
         has it, comes before that conv). A family for which this does not hold overrides it."""
         return True
 
-    def open_filters_forward(self, block: nn.Module, x: torch.Tensor, index: torch.Tensor, channels: torch.Tensor,
-                             gate: torch.Tensor) -> torch.Tensor | None:
-        """The output of ``block`` computing only the gated conv's filters ``index`` (skip execution's fast path).
-
-        ``channels`` are those filters' places among the site's gated channels and ``gate`` (B x len(index)) their
-        gates; every other gate of the site is closed. ``None`` (the default): the plugin has no such path, and
-        skip execution slices the gated conv alone.
-        """
-        return None
-
     def supported_models(self) -> list[str]:
         import timm
         if not self.timm_modules:

@@ -135,18 +135,24 @@ def test_seed_table_refuses_an_unfinished_run(tmp_path: Path, monkeypatch) -> No
         seed_table([run])
 
 
-def test_seed_table_reports_mean_spread_and_difference(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.syspath_prepend(str(REPO / 'tools'))
-    from seed_table import seed_table
-
-    runs = []
-    for model, seed, top1 in [('plain', 0, 90.0), ('plain', 1, 91.0), ('gated', 0, 89.0), ('gated', 1, 89.5)]:
-        run = tmp_path / f'{model}_{seed}'
+def _fake_runs(folder: Path, runs: list[tuple[str, int, float]]) -> list[Path]:
+    """Finished 2-epoch run records, one per ``(model, seed, final top-1)``."""
+    out = []
+    for model, seed, top1 in runs:
+        run = folder / f'{model}_{seed}'
         run.mkdir()
         (run / 'config.yaml').write_text(f'model: {model}\nseed: {seed}\nepochs: 2\n')
         (run / 'metrics.jsonl').write_text(''.join(json.dumps({'epoch': e, 'top1': top1 - 1 + e}) + '\n'
                                                    for e in range(2)))
-        runs.append(run)
+        out.append(run)
+    return out
+
+
+def test_seed_table_reports_mean_spread_and_difference(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(REPO / 'tools'))
+    from seed_table import seed_table
+
+    runs = _fake_runs(tmp_path, [('plain', 0, 90.0), ('plain', 1, 91.0), ('gated', 0, 89.0), ('gated', 1, 89.5)])
     rows = seed_table(runs).splitlines()[3:]
     assert rows == ['| `plain` | 90.00 | 91.00 | 2 | 90.50 | 1.00 | – |',
                     '| `gated` | 89.00 | 89.50 | 2 | 89.25 | 0.50 | -1.25 |']
@@ -177,15 +183,8 @@ def test_depth_table_pairs_plain_and_gated_runs_per_backbone(tmp_path: Path, mon
     monkeypatch.syspath_prepend(str(REPO / 'tools'))
     from depth_table import depth_table
 
-    runs = []
-    for model, seed, top1 in [('cifar_resnet20', 0, 90.0), ('cifar_resnet20', 1, 91.0), ('gaternet_resnet20', 0, 89.0),
-                              ('cifar_resnet56', 0, 92.0)]:
-        run = tmp_path / f'{model}_{seed}'
-        run.mkdir()
-        (run / 'config.yaml').write_text(f'model: {model}\nseed: {seed}\nepochs: 2\n')
-        (run / 'metrics.jsonl').write_text(''.join(json.dumps({'epoch': e, 'top1': top1 - 1 + e}) + '\n'
-                                                   for e in range(2)))
-        runs.append(run)
+    runs = _fake_runs(tmp_path, [('cifar_resnet20', 0, 90.0), ('cifar_resnet20', 1, 91.0),
+                                 ('gaternet_resnet20', 0, 89.0), ('cifar_resnet56', 0, 92.0)])
     rows = depth_table(runs, {'cifar_resnet20': 1646, 'gaternet_resnet20': 783}).splitlines()[3:]
     assert rows[0].startswith('| ResNet-20 | 2 | 90.50 (spread 1.00) | 0, 1 | 89.00 (one run) | 0 | **-1.50** | ')
     assert rows[0].endswith(' | 1,646 / 783 |')

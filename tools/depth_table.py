@@ -24,7 +24,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from seed_table import final_top1  # noqa: E402
+from seed_table import final_top1, write_table  # noqa: E402
 
 
 def _backbone(model: str) -> tuple[str, bool]:
@@ -119,12 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError:
             p.error(f'--img-per-sec takes MODEL=N pairs, e.g. cifar_resnet20=1646; got {args.img_per_sec}')
     table = depth_table(args.folders, rates)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(table)
-        print(f'wrote {args.out}')
-    else:
-        print(table, end='')
+    write_table(table, args.out)
     return 0
 
 

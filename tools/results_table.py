@@ -15,6 +15,10 @@ import json
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from seed_table import write_table  # noqa: E402
+
 
 def _millions(value: float | None) -> str:
     return '–' if value is None else f'{value / 1e6:.2f} M'
@@ -66,12 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--out', type=Path, help='markdown file to write (default: print)')
     args = p.parse_args(argv)
     table = results_table(args.folders)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(table)
-        print(f'wrote {args.out}')
-    else:
-        print(table, end='')
+    write_table(table, args.out)
     return 0
 
 

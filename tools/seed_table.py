@@ -64,18 +64,23 @@ def seed_table(folders: list[Path]) -> str:
             + '\n'.join(lines) + '\n')
 
 
+def write_table(table: str, out: Path | None) -> None:
+    """Write a generated markdown table to ``out`` (creating its folder), or print it when ``out`` is ``None``."""
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(table)
+        print(f'wrote {out}')
+    else:
+        print(table, end='')
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('folders', nargs='+', type=Path, help='finished runs (metrics.jsonl + resolved config)')
     p.add_argument('--out', type=Path, help='markdown file to write (default: print)')
     args = p.parse_args(argv)
     table = seed_table(args.folders)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(table)
-        print(f'wrote {args.out}')
-    else:
-        print(table, end='')
+    write_table(table, args.out)
     return 0
 
 
