@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from timm.models import get_pretrained_cfg
 
 import gaternet_zoo as gz
 from gaternet_zoo._hub import config_fingerprint, sha256_file
@@ -69,11 +70,13 @@ def test_pretrained_true_through_a_hub_reproduces_the_recorded_subset_accuracy(f
     revision = get_extra_cfg(arch, tag)['revision']
     local_hub.publish(f'zoo-weights/{folder.name}', folder, tag=revision)
     expected = json.loads((folder / 'config.json').read_text())['pretrained_cfg']['metrics']['top1_builtin_subset']
+    # The default tag loads by the architecture's name alone; another tag needs its full name.
+    name = arch if get_pretrained_cfg(arch).tag == tag else folder.name
     script = (
         'import json, logging, gaternet_zoo as gz\n'
         'logging.basicConfig(level=logging.INFO)\n'
         'from gaternet_zoo.evaluation import evaluate_model\n'
-        f'model = gz.create_model({arch!r}, pretrained=True)\n'
+        f'model = gz.create_model({name!r}, pretrained=True)\n'
         'report = evaluate_model(model, "builtin:cifar10-subset")[0]\n'
         'print(json.dumps(dict(top1=report["top1"], tag=model.pretrained_cfg["tag"])))\n')
     env = local_hub.client_env(tmp_path / 'hf-home')

@@ -551,6 +551,12 @@ default_cfgs = generate_default_cfgs({
         hf_hub_id='gaternet-zoo/gaternet_resnet20.cifar10', revision='v0.1.0',
         sha256='253467237bed9a7239d1fab27498e23ea2ee229852e32bb09c625c3200bb2428', dataset='uoft-cs/cifar10',
         config_sha256='51ec678ea86ddbbc4fc1d7552fc2afa1350edaee2754ddd27c7b89c106e5a7cb'),
+    # The same recipe with a MAC budget (--gate-budget macs --gate-budget-target 0.5): 51 % of the backbone's MACs
+    # used, fewer correct (weights/gaternet_resnet20.cifar10_macs50/; docs/compute.md). Not the default tag.
+    'gaternet_resnet20.cifar10_macs50': _cfg(
+        hf_hub_id='gaternet-zoo/gaternet_resnet20.cifar10_macs50', revision='v0.1.0',
+        sha256='a10a2b7443ef5409fbf0e35976f2a081f76998251ea8a4d6464874b59ae35ca3', dataset='uoft-cs/cifar10',
+        config_sha256='51ec678ea86ddbbc4fc1d7552fc2afa1350edaee2754ddd27c7b89c106e5a7cb'),
     'gaternet_resnet56': _cfg(),
     'gaternet_resnet110': _cfg(),
     'gaternet_resnet164': _cfg(),
