@@ -102,3 +102,16 @@ def test_mac_budget_gradient_reaches_gater(model):
     assert loss.item() > 0
     assert grad is not None and grad.abs().sum() > 0
     assert not list(budget.state_dict())
+
+
+def test_mac_count_leaves_a_training_model_untouched():
+    # Counting runs the shortcuts on their own (for the skipped branches): in training mode their norms would
+    # update their running statistics, so the count must run in eval mode and restore the mode after.
+    torch.manual_seed(3)
+    model = gaternet_zoo.create_model('gaternet_resnet20').train()
+    with torch.no_grad():
+        model(torch.randn(4, 3, 32, 32))  # non-trivial running statistics
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    gaternet_macs(model)
+    assert model.training
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

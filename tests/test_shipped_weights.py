@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import torch
 from hubserver import REPO_ROOT, LocalHub
+from timm.models import get_pretrained_cfg
 
 import gaternet_zoo as gz
 from gaternet_zoo._hub import HUB_PROBE_TIMEOUT, SHIP_LIMIT_BYTES, find_shipped_weights, sha256_file
@@ -30,6 +31,9 @@ from gaternet_zoo._pretrained import get_extra_cfg
 WEIGHTS = REPO_ROOT / 'weights'
 WEIGHTS_FILE = 'model.safetensors'
 PUBLISHED = sorted(p.name for p in WEIGHTS.iterdir() if (p / 'config.json').is_file())
+# What create_model is given for each: a default tag loads by the architecture's name alone, another by its full name.
+LOAD_AS = {n: n.partition('.')[0] if get_pretrained_cfg(n.partition('.')[0]).tag == n.partition('.')[2] else n
+           for n in PUBLISHED}
 # How long a load may take when the Hub cannot serve it: the probe's timeout plus loading a small model.
 FALLBACK_BUDGET_S = HUB_PROBE_TIMEOUT + 2.0
 
@@ -137,7 +141,7 @@ from gaternet_zoo._pretrained import register_weights
 
 A = ARGS
 for name in A['published']:
-    step(name, lambda: gz.create_model(name.partition('.')[0], pretrained=True))
+    step(name, lambda: gz.create_model(A['load_as'][name], pretrained=True))
 step('torch_hub', lambda: torch.hub.load(A['repo_root'], 'gaternet_resnet20', source='local', pretrained=True))
 # Weights that no source has (as for weights too large to ship in the wheel): a clear error, as quickly.
 register_weights('gaternet_resnet56.big', hf_hub_id='gaternet-zoo/gaternet_resnet56.big', revision='v9',
@@ -152,7 +156,7 @@ step('silent_hub', lambda: gz.create_model('gaternet_resnet20', pretrained=True)
 def test_pretrained_true_with_no_reachable_hub_loads_the_shipped_copy_within_seconds(
         tmp_path: Path, closed_port: int, silent_port: int) -> None:
     closed, silent = f'http://127.0.0.1:{closed_port}', f'http://127.0.0.1:{silent_port}'
-    results = run_client(_NO_HUB, dict(published=PUBLISHED, repo_root=str(REPO_ROOT), silent=silent),
+    results = run_client(_NO_HUB, dict(published=PUBLISHED, load_as=LOAD_AS, repo_root=str(REPO_ROOT), silent=silent),
                          offline_env(tmp_path / 'hf-home', closed))
 
     for name in PUBLISHED:
@@ -186,7 +190,7 @@ import os
 import gaternet_zoo as gz
 
 for name in ARGS['published']:
-    arch = name.partition('.')[0]
+    arch = ARGS['load_as'][name]
     os.environ['GATERNET_ZOO_HUB_ORG'] = ARGS['org']
     step(f'hub:{name}', lambda: gz.create_model(arch, pretrained=True))
     step(f'cache:{name}', lambda: gz.create_model(arch, pretrained=True, local_files_only=True))
@@ -201,7 +205,8 @@ def test_a_hub_wins_then_its_cache_then_the_shipped_copy(local_hub: LocalHub, tm
         arch, _, tag = name.partition('.')
         local_hub.publish(f'zoo-shipped/{name}', WEIGHTS / name, tag=get_extra_cfg(arch, tag)['revision'])
     env = local_hub.client_env(tmp_path / 'hf-home')
-    results = run_client(_THROUGH_A_HUB, dict(published=PUBLISHED, org='zoo-shipped', empty_org='zoo-nothing'), env)
+    results = run_client(_THROUGH_A_HUB, dict(published=PUBLISHED, load_as=LOAD_AS, org='zoo-shipped',
+                                                 empty_org='zoo-nothing'), env)
 
     for name in PUBLISHED:
         revision = get_extra_cfg(*name.split('.'))['revision']
@@ -247,9 +252,9 @@ def test_the_wheel_ships_the_small_weights_and_loads_them_with_no_hub(tmp_path: 
     import gaternet_zoo as gz
     assert gz.__file__.startswith(ARGS['site']), gz.__file__
     for name in ARGS['small']:
-        step(name, lambda: gz.create_model(name.partition('.')[0], pretrained=True))
+        step(name, lambda: gz.create_model(ARGS['load_as'][name], pretrained=True))
     '''
-    results = run_client(body, dict(small=small, site=str(site)), env, cwd=tmp_path)
+    results = run_client(body, dict(small=small, load_as=LOAD_AS, site=str(site)), env, cwd=tmp_path)
     for name in small:
         assert_model(results[name], name)
         assert f'the copy shipped with gaternet_zoo ({site / "gaternet_zoo" / "weights" / name / WEIGHTS_FILE})' in \

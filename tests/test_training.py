@@ -273,10 +273,15 @@ def test_gate_objective_combines_l1_and_budget() -> None:
     macs = training.GateObjective(net, l1=0.1, budget="macs", target=0.5, weight=5.0)
     expected = gaternet_zoo.gate_l1_loss(gates, 0.1) + gaternet_zoo.MacBudgetLoss(net, 0.5, 5.0)(gates)
     assert macs(gates).item() == pytest.approx(expected.item())
-    # The logged MAC share: every block fully open uses the dense backbone; half open saves half the gateable MACs.
+    # The logged MAC share: every block fully open uses the dense backbone; half open saves half the gated convs'
+    # MACs; a block whose gates were all closed for some samples saves its whole branch for those.
     assert macs.macs_used_fraction({s.name: 1.0 for s in net.gate_sites}) == pytest.approx(1.0)
+    counts = gaternet_zoo.utils.gaternet_macs(net)
     half = macs.macs_used_fraction({s.name: 0.5 for s in net.gate_sites})
-    assert half == pytest.approx(1.0 - 0.5 * macs.macs.gateable_macs / macs.macs.dense_macs)
+    assert half == pytest.approx(1.0 - 0.5 * sum(counts["gated_conv_macs"].values()) / counts["backbone"])
+    first = net.gate_sites[0].name
+    skipped = macs.macs_used_fraction({s.name: 0.5 for s in net.gate_sites}, {first: 0.25})
+    assert skipped == pytest.approx(half - 0.25 * counts["skippable_branch_macs"][first] / counts["backbone"])
 
 
 def test_gate_objective_refuses_plain_models_and_unknown_budgets() -> None:

@@ -96,17 +96,18 @@ def gaternet_macs(model: nn.Module, input_size: tuple[int, ...] | None = None,
         x = torch.zeros(1, *input_size, device=next(model.parameters()).device)
         backbone, per_module = count_macs(model.backbone, x)
         gater, _ = count_macs(model.gater, x)
+        missing = [s.conv for s in model.gate_sites if s.conv not in per_module]
+        if missing:
+            # A count of 0 would silently shrink the "used" MACs: a site's conv must be a conv that runs.
+            raise ValueError(f'Gated conv(s) {missing} of the gate sites did not run in the MAC count of the '
+                             'backbone; GateSite.conv must name the conv whose filters the site gates.')
+        # Still in eval mode: the shortcuts' norms must not update their statistics.
+        branch_macs = _skippable_branch_macs(model, per_module, block_inputs)
     finally:
         for hook in hooks:
             hook.remove()
         model.train(was_training)
-    missing = [s.conv for s in model.gate_sites if s.conv not in per_module]
-    if missing:
-        # A count of 0 would silently shrink the "used" MACs: a site's conv must be a conv that runs.
-        raise ValueError(f'Gated conv(s) {missing} of the gate sites did not run in the MAC count of the backbone; '
-                         'GateSite.conv must name the conv whose filters the site gates.')
     site_macs = {s.name: per_module[s.conv] for s in model.gate_sites}
-    branch_macs = _skippable_branch_macs(model, per_module, block_inputs)
     used = None
     if gates is not None:
         gates = gates.float()
