@@ -26,18 +26,27 @@ docs: $(STAMP)
 	$(PY) -m pip install -q -e '.[docs]'
 	$(PY) -m mkdocs build --strict
 
-# Regenerate docs/results.md's table and figures from the published weight folders (no retraining; the gate
-# analysis reads the CIFAR-10 test split from DATA).
+# Regenerate docs/results.md's tables and figures from the published weight folders and committed run records (no
+# retraining; the gate analysis reads the CIFAR-10 test split from DATA).
 DATA ?= ../shared/data/cifar10
 RESULT_WEIGHTS := weights/cifar_resnet20.cifar10 weights/gaternet_resnet20.cifar10
+RESULT_WEIGHTS_56 := weights/cifar_resnet56.cifar10 weights/gaternet_resnet56.cifar10
 # Every finished run of the comparison (plain first: it is the baseline), as committed run records.
 SEED_RUNS := weights/cifar_resnet20.cifar10 docs/results/runs/c10_resnet20_e30_s1 weights/gaternet_resnet20.cifar10
+DEPTH_RUNS := $(SEED_RUNS) $(RESULT_WEIGHTS_56)
+# Training images/s of each model, measured side by side by `python bench/bench_depths.py` (its last line).
+IMG_PER_SEC := cifar_resnet20=1704 gaternet_resnet20=806 cifar_resnet56=587 gaternet_resnet56=372
 results: $(STAMP)
+	$(PY) tools/depth_table.py $(DEPTH_RUNS) --img-per-sec $(IMG_PER_SEC) --out docs/results/cifar10_depth_table.md
 	$(PY) tools/results_table.py $(RESULT_WEIGHTS) --out docs/results/cifar10_resnet20_table.md
+	$(PY) tools/results_table.py $(RESULT_WEIGHTS_56) --out docs/results/cifar10_resnet56_table.md
 	$(PY) tools/plot_training_curves.py $(RESULT_WEIGHTS) --out docs/img/cifar10_resnet20_curves.png
+	$(PY) tools/plot_training_curves.py $(RESULT_WEIGHTS_56) --out docs/img/cifar10_resnet56_curves.png
 	$(PY) tools/seed_table.py $(SEED_RUNS) --out docs/results/cifar10_resnet20_seeds.md
 	$(VENV)/bin/gaternet-zoo analyze local-dir:weights/gaternet_resnet20.cifar10 --data $(DATA) \
 		--out docs/img/gaternet_resnet20_cifar10
+	$(VENV)/bin/gaternet-zoo analyze local-dir:weights/gaternet_resnet56.cifar10 --data $(DATA) \
+		--out docs/img/gaternet_resnet56_cifar10
 
 bench: $(STAMP)
 	$(PY) bench/run_all.py

@@ -22,7 +22,12 @@ import yaml
 
 
 def final_top1(folder: Path) -> tuple[str, int, float]:
-    """``(model, seed, top-1 after the last epoch)`` of a finished run's record folder."""
+    """``(model, seed, top-1 after the last epoch)`` of a finished run's record folder.
+
+    For a published weight folder the top-1 is its ``eval_test.json``'s: the published weights evaluated in
+    float32, the figure its card and the results table show (a run trained in bf16 logged its epochs' top-1 under
+    bf16 autocast, which can differ in the second decimal).
+    """
     config_path = next((folder / name for name in ('config.yaml', 'train_config.yaml') if (folder / name).is_file()),
                        None)
     if config_path is None or not (folder / 'metrics.jsonl').is_file():
@@ -33,7 +38,10 @@ def final_top1(folder: Path) -> tuple[str, int, float]:
     if last['epoch'] + 1 != config['epochs']:
         raise ValueError(f'{folder}: the run stopped after epoch {last["epoch"] + 1} of {config["epochs"]}; '
                          'finish it with --resume latest before tabulating it')
-    return config['model'], int(config['seed']), float(last['top1'])
+    top1 = float(last['top1'])
+    if (folder / 'eval_test.json').is_file():
+        top1 = float(json.loads((folder / 'eval_test.json').read_text())['top1'])
+    return config['model'], int(config['seed']), top1
 
 
 def seed_table(folders: list[Path]) -> str:
