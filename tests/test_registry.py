@@ -182,8 +182,8 @@ def test_gates_of_wrong_width(resnet20):
 
 
 def test_pretrained_without_weights():
-    with pytest.raises(ValueError, match='gaternet_resnet56 has no pretrained weights') as info:
-        gz.create_model('gaternet_resnet56', pretrained=True)
+    with pytest.raises(ValueError, match='gaternet_resnet110 has no pretrained weights') as info:
+        gz.create_model('gaternet_resnet110', pretrained=True)
     assert 'pretrained=False' in str(info.value) and 'local-dir:' in str(info.value)
 
 
