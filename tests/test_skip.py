@@ -95,20 +95,26 @@ def test_skip_is_inference_only_and_survives_deepcopy() -> None:
         model.set_execution('sparse')
 
 
+def _record_fast_path_widths(monkeypatch) -> list[int]:
+    """The number of filters each call of the basic blocks' fast path computes, appended as the model runs."""
+    from gaternet_zoo.models.cifar_resnet import BasicBlock
+
+    widths: list[int] = []
+    original = BasicBlock.forward_open_filters
+    monkeypatch.setattr(BasicBlock, 'forward_open_filters',
+                        lambda self, *args: widths.append(args[1].numel()) or original(self, *args))
+    return widths
+
+
 @pytest.mark.parametrize('batch', [1, 3])
 def test_blocks_with_some_filters_open_take_the_fast_path(batch: int, monkeypatch) -> None:
     """Native basic blocks compute only the open filters and add them into the shortcut: no zero-filled map."""
-    from gaternet_zoo.models.cifar_resnet import BasicBlock
-
     model = _build('gaternet_resnet20', {})
     x = torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(4))
     gates = _gates(model, batch)
     with torch.no_grad():
         expected = model(x, gates=gates)
-    calls: list[int] = []
-    original = BasicBlock.forward_open_filters
-    monkeypatch.setattr(BasicBlock, 'forward_open_filters',
-                        lambda self, *args: calls.append(args[1].numel()) or original(self, *args))
+    calls = _record_fast_path_widths(monkeypatch)
     model.set_execution('skip')
     with torch.no_grad():
         out = model(x, gates=gates)
@@ -139,17 +145,12 @@ def test_pruned_model_in_skip_mode_equals_mask_mode(batch: int) -> None:
 
 @pytest.mark.parametrize('multiple', [8, 16])
 def test_width_multiple_pads_with_closed_filters_and_keeps_the_logits(multiple: int, monkeypatch) -> None:
-    from gaternet_zoo.models.cifar_resnet import BasicBlock
-
     model = _build('gaternet_resnet20', {})
     x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(6))
     gates = _gates(model, 3)
     with torch.no_grad():
         expected = model(x, gates=gates)
-    widths: list[int] = []
-    original = BasicBlock.forward_open_filters
-    monkeypatch.setattr(BasicBlock, 'forward_open_filters',
-                        lambda self, *args: widths.append(args[1].numel()) or original(self, *args))
+    widths = _record_fast_path_widths(monkeypatch)
     model.set_execution('skip', width_multiple=multiple)
     with torch.no_grad():
         torch.testing.assert_close(model(x, gates=gates), expected, rtol=1e-5, atol=1e-5)
