@@ -107,17 +107,17 @@ class MacBudgetLoss(nn.Module):
         self.gateable_macs = float(cost.sum()) + float(sum(branch))
         # Not registered buffers: the budget is recomputed from the model, never loaded from a checkpoint.
         self._cost = (cost / self.dense_macs).float()
-        self._branch_cost = [b / self.dense_macs for b in branch]
-        self._sites = [(s.offset, s.num_channels, b / self.dense_macs) for s, b in zip(model.gate_sites, branch)
-                       if b > 0]
+        # Per site: (offset, width, share of the dense MACs its skipped branch saves); 0 where it cannot be skipped.
+        self._branches = [(s.offset, s.num_channels, b / self.dense_macs) for s, b in zip(model.gate_sites, branch)]
 
     def used_fraction(self, gates: torch.Tensor) -> torch.Tensor:
         """Per-sample share of the dense backbone MACs used given ``gates`` (B x gate_size) -> (B,)."""
         _check_gates(gates)
         closed = 1.0 - gates.float()
         saved = closed @ self._cost.to(gates.device)
-        for offset, width, branch in self._sites:
-            saved = saved + branch * closed[:, offset:offset + width].prod(1)
+        for offset, width, branch in self._branches:
+            if branch:
+                saved = saved + branch * closed[:, offset:offset + width].prod(1)
         return 1.0 - saved
 
     def used_fraction_from_rates(self, open_rate: torch.Tensor, branch_closed: Sequence[float]) -> float:
@@ -129,10 +129,10 @@ class MacBudgetLoss(nn.Module):
                 were all closed.
         """
         saved = ((1.0 - open_rate.float().cpu()) @ self._cost).item()
-        if len(branch_closed) != len(self._branch_cost):
-            raise ValueError(f'branch_closed needs one fraction per gate site ({len(self._branch_cost)}), '
+        if len(branch_closed) != len(self._branches):
+            raise ValueError(f'branch_closed needs one fraction per gate site ({len(self._branches)}), '
                              f'got {len(branch_closed)}.')
-        return 1.0 - saved - sum(cost * float(c) for cost, c in zip(self._branch_cost, branch_closed))
+        return 1.0 - saved - sum(branch * float(c) for (_, _, branch), c in zip(self._branches, branch_closed))
 
     def forward(self, gates: torch.Tensor) -> torch.Tensor:
         """``weight * (mean used fraction - target)^2``."""

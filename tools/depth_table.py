@@ -20,11 +20,9 @@ import statistics
 import sys
 from pathlib import Path
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from seed_table import final_top1, write_table  # noqa: E402
+from seed_table import final_top1, run_config, write_table  # noqa: E402
 
 
 def _backbone(model: str) -> tuple[str, bool]:
@@ -70,8 +68,7 @@ def depth_table(folders: list[Path], img_per_sec: dict[str, float] | None = None
     for folder in folders:
         model, seed, top1 = final_top1(folder)
         backbone, gated = _backbone(model)
-        config_path = next(folder / n for n in ('config.yaml', 'train_config.yaml') if (folder / n).is_file())
-        n_epochs = int(yaml.safe_load(config_path.read_text())['epochs'])
+        n_epochs = int(run_config(folder)['epochs'])
         if epochs.setdefault(backbone, n_epochs) != n_epochs:
             raise ValueError(f'{folder}: {n_epochs} epochs, other {backbone} runs have {epochs[backbone]}; compare '
                              'runs of one schedule')

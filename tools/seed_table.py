@@ -21,6 +21,15 @@ from pathlib import Path
 import yaml
 
 
+def run_config(folder: Path) -> dict:
+    """The resolved config of a run's record folder: ``config.yaml`` of a run, ``train_config.yaml`` of weights."""
+    config_path = next((folder / name for name in ('config.yaml', 'train_config.yaml') if (folder / name).is_file()),
+                       None)
+    if config_path is None or not (folder / 'metrics.jsonl').is_file():
+        raise FileNotFoundError(f'{folder} needs metrics.jsonl and config.yaml (or train_config.yaml)')
+    return yaml.safe_load(config_path.read_text())
+
+
 def final_top1(folder: Path) -> tuple[str, int, float]:
     """``(model, seed, top-1 after the last epoch)`` of a finished run's record folder.
 
@@ -28,11 +37,7 @@ def final_top1(folder: Path) -> tuple[str, int, float]:
     float32, the figure its card and the results table show (a run trained in bf16 logged its epochs' top-1 under
     bf16 autocast, which can differ in the second decimal).
     """
-    config_path = next((folder / name for name in ('config.yaml', 'train_config.yaml') if (folder / name).is_file()),
-                       None)
-    if config_path is None or not (folder / 'metrics.jsonl').is_file():
-        raise FileNotFoundError(f'{folder} needs metrics.jsonl and config.yaml (or train_config.yaml)')
-    config = yaml.safe_load(config_path.read_text())
+    config = run_config(folder)
     epochs = [json.loads(line) for line in (folder / 'metrics.jsonl').read_text().splitlines() if line.strip()]
     last = max(epochs, key=lambda record: record['epoch'])
     if last['epoch'] + 1 != config['epochs']:
