@@ -137,6 +137,10 @@ class GatingPlugin:
         """
         return None
 
+    def overrides(self, hook: str) -> bool:
+        """Whether this plugin implements the optional hook ``hook`` (e.g. ``'shortcut_only'``) itself."""
+        return getattr(type(self), hook) is not getattr(GatingPlugin, hook)
+
     def open_filters_forward(self, block: nn.Module, x: torch.Tensor, index: torch.Tensor, channels: torch.Tensor,
                              gate: torch.Tensor) -> torch.Tensor | None:
         """The output of ``block`` computing only the gated conv's filters ``index`` (skip execution's fast path).

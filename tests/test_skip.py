@@ -158,3 +158,10 @@ def test_width_multiple_pads_with_closed_filters_and_keeps_the_logits(multiple: 
     assert widths and all(w % multiple == 0 for w in widths)
     with pytest.raises(ValueError, match='width_multiple'):
         model.set_execution('skip', width_multiple=0)
+
+
+def test_plugins_say_which_optional_hooks_they_implement() -> None:
+    native, resnet, convnext = get_plugin('native'), get_plugin('timm_resnet'), get_plugin('timm_convnext')
+    assert native.overrides('shortcut_only') and native.overrides('open_filters_forward')
+    assert resnet.overrides('shortcut_only') and not resnet.overrides('open_filters_forward')
+    assert not convnext.overrides('shortcut_only')

@@ -315,9 +315,8 @@ class GaterNet(nn.Module, ZooHubMixin):
         if mode == 'skip':
             plugin = get_plugin(self.plugin_name)
             slots = {m.name: m for m in self.backbone.modules() if isinstance(m, GateSlot)}
-            knows_shortcut = type(plugin).shortcut_only is not GatingPlugin.shortcut_only
-            fast_path = (plugin.open_filters_forward
-                         if type(plugin).open_filters_forward is not GatingPlugin.open_filters_forward else None)
+            knows_shortcut = plugin.overrides('shortcut_only')
+            fast_path = plugin.open_filters_forward if plugin.overrides('open_filters_forward') else None
             for site in self.gate_sites:
                 conv, slot = self.backbone.get_submodule(site.conv), slots[site.name]
                 if plugin.channelwise_after_conv(self.backbone, site) and can_slice(conv):

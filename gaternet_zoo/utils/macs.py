@@ -48,10 +48,10 @@ def _skippable_branch_macs(model: nn.Module, per_module: dict[str, int],
 
     0 for sites whose plugin does not know the block's shortcut (skip execution runs those branches).
     """
-    from .._plugins import GatingPlugin, get_plugin
+    from .._plugins import get_plugin
 
     plugin = get_plugin(model.plugin_name)
-    if type(plugin).shortcut_only is GatingPlugin.shortcut_only:
+    if not plugin.overrides('shortcut_only'):
         return {s.name: 0 for s in model.gate_sites}
     out = {}
     for site in model.gate_sites:
