@@ -1,0 +1,169 @@
+"""Run an option screening on a validation split, and write its table: one row per arm, judged on validation only.
+
+    python tools/screen.py run recipes/screening/cifar10_resnet20.yaml     # train (or resume) every arm in turn
+    python tools/screen.py table recipes/screening/cifar10_resnet20.yaml \
+        --out docs/results/cifar10_resnet20_screening.md
+
+A screening file (YAML, see ``recipes/screening/``) names a ``base`` of recipe settings shared by all arms (it must
+hold ``val_split``: arms are compared on held-out training images, never on the test split), and ``arms``, each a
+recipe config file plus the options it changes. ``reference`` names the gated arm the options are compared with and
+``plain`` the backbone alone.
+
+``run`` trains the arms one after another with ``recipes/train.py`` in ``runs_dir/<arm>``: a finished arm
+(``final/`` written) is skipped, an interrupted one resumed from its newest checkpoint, so the command can be
+repeated after any kill. Each finished arm's record (``config.yaml`` and ``metrics.jsonl``) is copied to
+``records_dir/<arm>``, which is what ``table`` reads and what is committed. ``table`` refuses a record whose model,
+options or validation split differ from its arm's, and a run that stopped early. ``tests/test_screen.py`` regenerates
+the committed table and fails if it differs.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from seed_table import write_table  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+TRAIN = ROOT / 'recipes' / 'train.py'
+# Settings a screening file may not set: they would let an arm evaluate on the test split or not be resumable.
+_FORBIDDEN = ('test_at_end', 'eval_split', 'output_dir', 'resume', 'overwrite')
+
+
+def load_spec(path: Path) -> dict[str, Any]:
+    """Read and check a screening file; the paths in it are relative to the repository root."""
+    spec = yaml.safe_load(Path(path).read_text()) or {}
+    missing = [k for k in ('runs_dir', 'records_dir', 'base', 'arms', 'reference', 'plain') if k not in spec]
+    if missing:
+        raise ValueError(f'{path}: missing {", ".join(missing)}')
+    if not spec['base'].get('val_split'):
+        raise ValueError(f'{path}: base needs val_split N, the held-out training images the arms are judged on '
+                         '(a screening never looks at the test split)')
+    for name, arm in spec['arms'].items():
+        if not isinstance(arm, dict) or 'config' not in arm:
+            raise ValueError(f'{path}: arm {name!r} needs a config (a recipe config file)')
+        bad = [k for k in _FORBIDDEN if k in arm or k in spec['base']]
+        if bad:
+            raise ValueError(f'{path}: {", ".join(bad)} cannot be set in a screening (arm {name!r})')
+    for role in ('reference', 'plain'):
+        if spec[role] not in spec['arms']:
+            raise ValueError(f'{path}: {role} {spec[role]!r} is not one of the arms {sorted(spec["arms"])}')
+    return spec
+
+
+def arm_options(spec: dict[str, Any], name: str) -> dict[str, Any]:
+    """The options an arm sets on top of its config file (the base's and its own, the arm's winning)."""
+    return {k: v for k, v in {**spec['base'], **spec['arms'][name]}.items() if k != 'config'}
+
+
+def arm_argv(spec: dict[str, Any], name: str, resume: bool) -> list[str]:
+    """The ``recipes/train.py`` arguments of one arm (``--resume latest`` to continue its newest checkpoint)."""
+    argv = ['--config', str(ROOT / spec['arms'][name]['config']), '--output-dir', str(ROOT / spec['runs_dir'] / name)]
+    for key, value in arm_options(spec, name).items():
+        flag = '--' + key.replace('_', '-')
+        if value is True:
+            argv.append(flag)
+        elif value is not False:
+            argv += [flag, str(value)]
+    return argv + (['--resume', 'latest'] if resume else [])
+
+
+def run(spec: dict[str, Any]) -> None:
+    """Train every arm not finished yet, in the file's order, and copy each finished arm's record."""
+    for name in spec['arms']:
+        out = ROOT / spec['runs_dir'] / name
+        if not (out / 'final').is_dir():
+            resume = (out / 'checkpoints').is_dir() and any((out / 'checkpoints').iterdir())
+            print(f'screening arm {name}: {"resuming" if resume else "starting"} in {out}', flush=True)
+            subprocess.run([sys.executable, str(TRAIN), *arm_argv(spec, name, resume)], check=True, cwd=ROOT)
+        record = ROOT / spec['records_dir'] / name
+        record.mkdir(parents=True, exist_ok=True)
+        for file in ('config.yaml', 'metrics.jsonl'):
+            shutil.copy2(out / file, record / file)
+
+
+@functools.cache
+def _train_module():
+    """``recipes/train.py`` as a module: its parser resolves an arm's full settings as the run resolved them."""
+    module_spec = importlib.util.spec_from_file_location('recipes_train', TRAIN)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[module_spec.name] = module  # dataclasses look their module up while the class body runs.
+    module_spec.loader.exec_module(module)
+    return module
+
+
+def _record(spec: dict[str, Any], name: str) -> dict[str, Any]:
+    """The last epoch of an arm's committed record, after checking that the record is that arm's run."""
+    folder = ROOT / spec['records_dir'] / name
+    if not (folder / 'metrics.jsonl').is_file() or not (folder / 'config.yaml').is_file():
+        raise FileNotFoundError(f'{folder}: no record of arm {name!r}; run `python tools/screen.py run ...` first')
+    config = yaml.safe_load((folder / 'config.yaml').read_text())
+    wanted, _ = _train_module().parse_args(arm_argv(spec, name, resume=False))
+    # Every setting that shapes the training must be the arm's; data is a path, the same data may sit elsewhere.
+    keys = [k for k in _train_module()._SCHEDULE_KEYS if k != 'data'] + ['mixed_precision']
+    differ = [f'{k}: {config.get(k)!r} in the run, {wanted[k]!r} in the screening' for k in keys
+              if config.get(k) != wanted[k]]
+    if differ:
+        raise ValueError(f'{folder} is not the run of arm {name!r}: ' + '; '.join(differ))
+    epochs = [json.loads(line) for line in (folder / 'metrics.jsonl').read_text().splitlines() if line.strip()]
+    last = max(epochs, key=lambda r: r['epoch'])
+    if last['epoch'] + 1 != config['epochs'] or 'val_top1' not in last:
+        raise ValueError(f'{folder}: stopped after epoch {last["epoch"] + 1} of {config["epochs"]} (or has no '
+                         'validation top-1); finish it with `python tools/screen.py run ...`')
+    return {'model': config['model'], **last}
+
+
+def screen_table(spec: dict[str, Any], source: str = '') -> str:
+    """The markdown table, one row per arm, and the arm the screening selects (highest gated validation top-1)."""
+    rows = {name: _record(spec, name) for name in spec['arms']}
+    reference, plain = rows[spec['reference']]['val_top1'], rows[spec['plain']]['val_top1']
+    header = ['arm', 'model', 'options', 'val top-1', f'vs `{spec["reference"]}`', f'vs `{spec["plain"]}`',
+              'train loss', 'open gates', 'gates on / off / input-dep.']
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    for name, row in rows.items():
+        options = {k: v for k, v in spec['arms'][name].items() if k != 'config'}
+        gated = 'val_gates_always_on' in row
+        cells = [f'`{name}`', f'`{row["model"]}`',
+                 ', '.join(f'`{k}={v}`' for k, v in options.items()) or '–', f'{row["val_top1"]:.2f}',
+                 f'{row["val_top1"] - reference:+.2f}' if name != spec['reference'] else '–',
+                 f'{row["val_top1"] - plain:+.2f}' if name != spec['plain'] else '–', f'{row["train_loss"]:.4f}',
+                 f'{row["val_gate_open_fraction"]:.3f}' if gated else '–',
+                 f'{row["val_gates_always_on"]} / {row["val_gates_always_off"]} / {row["val_gates_input_dependent"]}'
+                 if gated else '–']
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    gated_arms = {n: r['val_top1'] for n, r in rows.items() if 'val_gates_always_on' in r}
+    best = max(gated_arms, key=gated_arms.get)
+    base = spec['base']
+    note = (f'\nSelected (highest validation top-1 of a gated arm): `{best}`, {gated_arms[best]:.2f} '
+            f'({gated_arms[best] - plain:+.2f} vs `{spec["plain"]}`). {base["epochs"]} epochs, seed {base["seed"]}, '
+            f'validation = the last {base["val_split"]:,} training images; the test split was not evaluated.\n')
+    return (f'<!-- generated by: python tools/screen.py table {source} (do not edit) -->\n'
+            + '\n'.join(lines) + '\n' + note)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('command', choices=('run', 'table'))
+    p.add_argument('screening', type=Path, help='screening file (recipes/screening/*.yaml)')
+    p.add_argument('--out', type=Path, help='table: markdown file to write (default: print)')
+    args = p.parse_args(argv)
+    spec = load_spec(args.screening)
+    if args.command == 'run':
+        run(spec)
+    else:
+        write_table(screen_table(spec, args.screening.as_posix()), args.out)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
