@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint docs bench results clean
+.PHONY: test demo lint docs bench results screen clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,7 +36,12 @@ SEED_RUNS := weights/cifar_resnet20.cifar10 docs/results/runs/c10_resnet20_e30_s
 DEPTH_RUNS := $(SEED_RUNS) $(RESULT_WEIGHTS_56)
 # Training images/s of each model, measured side by side by `python bench/bench_depths.py` (its last line).
 IMG_PER_SEC := cifar_resnet20=1704 gaternet_resnet20=806 cifar_resnet56=587 gaternet_resnet56=372
+# The option screening of issue 11: trains (or resumes) every arm on a validation split; about an hour on 2 cores.
+SCREENING := recipes/screening/cifar10_resnet20.yaml
+screen: $(STAMP)
+	$(PY) tools/screen.py run $(SCREENING)
 results: $(STAMP)
+	$(PY) tools/screen.py table $(SCREENING) --out docs/results/cifar10_resnet20_screening.md
 	$(PY) tools/depth_table.py $(DEPTH_RUNS) --img-per-sec $(IMG_PER_SEC) --out docs/results/cifar10_depth_table.md
 	$(PY) tools/results_table.py $(RESULT_WEIGHTS) --out docs/results/cifar10_resnet20_table.md
 	$(PY) tools/results_table.py $(RESULT_WEIGHTS_56) --out docs/results/cifar10_resnet56_table.md
