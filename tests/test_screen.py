@@ -118,3 +118,19 @@ def test_arm_argv_passes_options_as_flags_and_resumes() -> None:
     assert argv[argv.index('--val-split') + 1] == '5000'
     assert '--cpu' in argv and argv[-2:] == ['--resume', 'latest']
     assert '--resume' not in screen.arm_argv(spec, 'plain', resume=False)
+
+
+def test_curves_plot_the_validation_split_and_refuse_runs_without_it(tmp_path: Path) -> None:
+    run = tmp_path / 'arm'
+    run.mkdir()
+    rows = [{'epoch': e, 'val_top1': 40.0 + e, 'train_loss': 1.0 / (e + 1), 'val_gate_open_fraction': 0.5}
+            for e in range(3)]
+    (run / 'metrics.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in rows))
+    plot = [sys.executable, str(REPO / 'tools' / 'plot_training_curves.py'), str(run)]
+    proc = subprocess.run([*plot, '--split', 'val', '--out', str(tmp_path / 'val.png')], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / 'val.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    proc = subprocess.run([*plot, '--out', str(tmp_path / 'test.png')], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and 'arm: no top1 in metrics.jsonl' in proc.stderr
+    assert not (tmp_path / 'test.png').exists()
