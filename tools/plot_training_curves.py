@@ -33,20 +33,23 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f'{", ".join(missing)}: no {lead}top1 in metrics.jsonl (is --split {args.split} the split they '
                 'evaluated every epoch?)')
     gated = {name: rows for name, rows in runs.items() if lead + 'gate_open_fraction' in rows[0]}
+    color = {name: f'C{i}' for i, name in enumerate(runs)}  # one colour per run in every panel
     fig, axes = plt.subplots(1, 3 if gated else 2, figsize=(16 if gated else 11, 4))
     ax_acc, ax_loss = axes[0], axes[1]
     for name, rows in runs.items():
         epochs = [r['epoch'] + 1 for r in rows]
-        ax_acc.plot(epochs, [r[lead + 'top1'] for r in rows], label=f'{name} (final {rows[-1][lead + "top1"]:.2f}%)')
-        ax_loss.plot(epochs, [r['train_loss'] for r in rows], label=name)
+        ax_acc.plot(epochs, [r[lead + 'top1'] for r in rows], label=f'{name} (final {rows[-1][lead + "top1"]:.2f}%)',
+                    color=color[name])
+        ax_loss.plot(epochs, [r['train_loss'] for r in rows], label=name, color=color[name])
     ax_acc.set(xlabel='epoch', ylabel=f'{split} top-1 (%)', title=f'{split} accuracy')
     ax_loss.set(xlabel='epoch', ylabel='training loss', title='training loss', yscale='log')
     if gated:
         # Gate usage on the evaluated split after each epoch: whether the gater learns to close filters over time.
         for name, rows in gated.items():
-            axes[2].plot([r['epoch'] + 1 for r in rows], [r[lead + 'gate_open_fraction'] for r in rows], label=name)
+            axes[2].plot([r['epoch'] + 1 for r in rows], [r[lead + 'gate_open_fraction'] for r in rows], label=name,
+                         color=color[name])
         axes[2].set(xlabel='epoch', ylabel='mean fraction of open gates', title=f'gate usage ({split} split)',
-                    ylim=(0, 1))
+                    ylim=(0, 1.02))
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend()
