@@ -8,7 +8,6 @@ Runs are tiny (a few hundred images of the built-in subset, 2 epochs) and share 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import math
 import os
@@ -32,6 +31,10 @@ from safetensors.torch import load_file
 import gaternet_zoo.training as zt
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tools"))
+
+from recipe_module import train_recipe  # noqa: E402
+
 TRAIN = REPO / "recipes" / "train.py"
 CONFIGS = sorted((REPO / "recipes" / "configs").glob("*.yaml"))
 
@@ -49,15 +52,7 @@ BASE_ARGS = [
 ]
 
 
-def _load_train_module():
-    spec = importlib.util.spec_from_file_location("recipes_train", TRAIN)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class body runs.
-    spec.loader.exec_module(module)
-    return module
-
-
-train = _load_train_module()
+train = train_recipe()
 
 
 def _env(**extra: str) -> dict[str, str]:

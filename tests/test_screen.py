@@ -108,7 +108,7 @@ def test_screening_refuses_a_record_that_is_not_its_arms_run(tmp_path: Path) -> 
     path = _write(tmp_path, spec)
     record = tmp_path / 'records' / 'paper'
     record.mkdir(parents=True)
-    config, _ = screen._train_module().parse_args(screen.arm_argv(screen.load_spec(path), 'paper', resume=False))
+    config, _ = screen.train_recipe().parse_args(screen.arm_argv(screen.load_spec(path), 'paper', resume=False))
     config['gate_init_bias'] = 3.0
     (record / 'config.yaml').write_text(yaml.safe_dump(config))
     (record / 'metrics.jsonl').write_text(json.dumps({'epoch': 0, 'val_top1': 50.0, 'train_loss': 1.0}) + '\n')

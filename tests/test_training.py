@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -16,18 +15,11 @@ from gaternet_zoo import training
 from gaternet_zoo.data import DataSourceError, ImageDataSource, resolve_num_classes
 from gaternet_zoo.training import GateWarmup, RecipeError
 
-TRAIN = Path(__file__).resolve().parents[1] / "recipes" / "train.py"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
+from recipe_module import train_recipe  # noqa: E402
 
-def _load_train_module():
-    spec = importlib.util.spec_from_file_location("recipes_train_lib", TRAIN)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-train = _load_train_module()
+train = train_recipe()
 
 
 # -------------------------------------------------------------------------------------------- non-finite settings
@@ -100,7 +92,7 @@ def test_cpu_bf16_detection_reads_torch_capabilities() -> None:
 
 
 def test_cifar_configs_default_to_auto_precision() -> None:
-    configs = sorted((TRAIN.parent / "configs").glob("cifar*.yaml"))
+    configs = sorted((Path(train.__file__).parent / "configs").glob("cifar*.yaml"))
     assert configs
     for path in configs:
         config, _ = train.parse_args(["--config", str(path)])

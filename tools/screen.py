@@ -19,9 +19,6 @@ the committed table and fails if it differs.
 from __future__ import annotations
 
 import argparse
-import functools
-import importlib.util
-import json
 import shutil
 import subprocess
 import sys
@@ -32,10 +29,10 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from seed_table import write_table  # noqa: E402
+from recipe_module import TRAIN, train_recipe  # noqa: E402
+from seed_table import last_epoch, write_table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-TRAIN = ROOT / 'recipes' / 'train.py'
 # Settings a screening file may not set: they would let an arm evaluate on the test split or not be resumable.
 _FORBIDDEN = ('test_at_end', 'eval_split', 'output_dir', 'resume', 'overwrite')
 
@@ -92,34 +89,22 @@ def run(spec: dict[str, Any]) -> None:
             shutil.copy2(out / file, record / file)
 
 
-@functools.cache
-def _train_module():
-    """``recipes/train.py`` as a module: its parser resolves an arm's full settings as the run resolved them."""
-    module_spec = importlib.util.spec_from_file_location('recipes_train', TRAIN)
-    module = importlib.util.module_from_spec(module_spec)
-    sys.modules[module_spec.name] = module  # dataclasses look their module up while the class body runs.
-    module_spec.loader.exec_module(module)
-    return module
-
-
 def _record(spec: dict[str, Any], name: str) -> dict[str, Any]:
     """The last epoch of an arm's committed record, after checking that the record is that arm's run."""
     folder = ROOT / spec['records_dir'] / name
     if not (folder / 'metrics.jsonl').is_file() or not (folder / 'config.yaml').is_file():
         raise FileNotFoundError(f'{folder}: no record of arm {name!r}; run `python tools/screen.py run ...` first')
     config = yaml.safe_load((folder / 'config.yaml').read_text())
-    wanted, _ = _train_module().parse_args(arm_argv(spec, name, resume=False))
+    wanted, _ = train_recipe().parse_args(arm_argv(spec, name, resume=False))
     # Every setting that shapes the training must be the arm's; data is a path, the same data may sit elsewhere.
-    keys = [k for k in _train_module()._SCHEDULE_KEYS if k != 'data'] + ['mixed_precision']
+    keys = [k for k in train_recipe()._SCHEDULE_KEYS if k != 'data'] + ['mixed_precision']
     differ = [f'{k}: {config.get(k)!r} in the run, {wanted[k]!r} in the screening' for k in keys
               if config.get(k) != wanted[k]]
     if differ:
         raise ValueError(f'{folder} is not the run of arm {name!r}: ' + '; '.join(differ))
-    epochs = [json.loads(line) for line in (folder / 'metrics.jsonl').read_text().splitlines() if line.strip()]
-    last = max(epochs, key=lambda r: r['epoch'])
-    if last['epoch'] + 1 != config['epochs'] or 'val_top1' not in last:
-        raise ValueError(f'{folder}: stopped after epoch {last["epoch"] + 1} of {config["epochs"]} (or has no '
-                         'validation top-1); finish it with `python tools/screen.py run ...`')
+    last = last_epoch(folder, config, finish_with='`python tools/screen.py run ...`')
+    if 'val_top1' not in last:
+        raise ValueError(f'{folder}: the run logged no validation top-1; rerun the arm with its val_split')
     return {'model': config['model'], **last}
 
 

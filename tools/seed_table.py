@@ -30,6 +30,16 @@ def run_config(folder: Path) -> dict:
     return yaml.safe_load(config_path.read_text())
 
 
+def last_epoch(folder: Path, config: dict, finish_with: str = '--resume latest') -> dict:
+    """The last epoch's line of a run's ``metrics.jsonl``; refuses a run that stopped before its last epoch."""
+    epochs = [json.loads(line) for line in (folder / 'metrics.jsonl').read_text().splitlines() if line.strip()]
+    last = max(epochs, key=lambda record: record['epoch'])
+    if last['epoch'] + 1 != config['epochs']:
+        raise ValueError(f'{folder}: the run stopped after epoch {last["epoch"] + 1} of {config["epochs"]}; '
+                         f'finish it with {finish_with} before tabulating it')
+    return last
+
+
 def final_top1(folder: Path) -> tuple[str, int, float]:
     """``(model, seed, top-1 after the last epoch)`` of a finished run's record folder.
 
@@ -38,11 +48,7 @@ def final_top1(folder: Path) -> tuple[str, int, float]:
     bf16 autocast, which can differ in the second decimal).
     """
     config = run_config(folder)
-    epochs = [json.loads(line) for line in (folder / 'metrics.jsonl').read_text().splitlines() if line.strip()]
-    last = max(epochs, key=lambda record: record['epoch'])
-    if last['epoch'] + 1 != config['epochs']:
-        raise ValueError(f'{folder}: the run stopped after epoch {last["epoch"] + 1} of {config["epochs"]}; '
-                         'finish it with --resume latest before tabulating it')
+    last = last_epoch(folder, config)
     top1 = float(last['top1'])
     if (folder / 'eval_test.json').is_file():
         top1 = float(json.loads((folder / 'eval_test.json').read_text())['top1'])
