@@ -34,7 +34,8 @@ RESULT_WEIGHTS_56 := weights/cifar_resnet56.cifar10 weights/gaternet_resnet56.ci
 # Every finished run of the comparison (plain first: it is the baseline), as committed run records.
 SEED_RUNS := weights/cifar_resnet20.cifar10 docs/results/runs/c10_resnet20_e30_s1 weights/gaternet_resnet20.cifar10 \
 	docs/results/runs/c10_gaternet_resnet20_e30_s1
-DEPTH_RUNS := $(SEED_RUNS) $(RESULT_WEIGHTS_56)
+SEED_RUNS_56 := weights/cifar_resnet56.cifar10 docs/results/runs/c10_resnet56_e30_s1 weights/gaternet_resnet56.cifar10
+DEPTH_RUNS := $(SEED_RUNS) $(SEED_RUNS_56)
 # Training images/s of each model, measured side by side by `python bench/bench_depths.py` (its last line).
 IMG_PER_SEC := cifar_resnet20=1704 gaternet_resnet20=806 cifar_resnet56=587 gaternet_resnet56=372
 # The option screening of issue 11: trains (or resumes) every arm on a validation split; about an hour on 2 cores.
@@ -51,6 +52,7 @@ results: $(STAMP)
 	$(PY) tools/plot_training_curves.py $(RESULT_WEIGHTS) --out docs/img/cifar10_resnet20_curves.png
 	$(PY) tools/plot_training_curves.py $(RESULT_WEIGHTS_56) --out docs/img/cifar10_resnet56_curves.png
 	$(PY) tools/seed_table.py $(SEED_RUNS) --out docs/results/cifar10_resnet20_seeds.md
+	$(PY) tools/seed_table.py $(SEED_RUNS_56) --out docs/results/cifar10_resnet56_seeds.md
 	$(VENV)/bin/gaternet-zoo analyze local-dir:weights/gaternet_resnet20.cifar10 --data $(DATA) \
 		--out docs/img/gaternet_resnet20_cifar10
 	$(VENV)/bin/gaternet-zoo analyze local-dir:weights/gaternet_resnet56.cifar10 --data $(DATA) \
