@@ -34,7 +34,8 @@ RESULT_WEIGHTS_56 := weights/cifar_resnet56.cifar10 weights/gaternet_resnet56.ci
 # Every finished run of the comparison (plain first: it is the baseline), as committed run records.
 SEED_RUNS := weights/cifar_resnet20.cifar10 docs/results/runs/c10_resnet20_e30_s1 weights/gaternet_resnet20.cifar10 \
 	docs/results/runs/c10_gaternet_resnet20_e30_s1
-SEED_RUNS_56 := weights/cifar_resnet56.cifar10 docs/results/runs/c10_resnet56_e30_s1 weights/gaternet_resnet56.cifar10
+SEED_RUNS_56 := weights/cifar_resnet56.cifar10 docs/results/runs/c10_resnet56_e30_s1 weights/gaternet_resnet56.cifar10 \
+	docs/results/runs/c10_gaternet_resnet56_e30_s1
 DEPTH_RUNS := $(SEED_RUNS) $(SEED_RUNS_56)
 # Training images/s of each model, measured side by side by `python bench/bench_depths.py` (its last line).
 IMG_PER_SEC := cifar_resnet20=1704 gaternet_resnet20=806 cifar_resnet56=587 gaternet_resnet56=372
