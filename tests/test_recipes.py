@@ -33,9 +33,8 @@ import gaternet_zoo.training as zt
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tools"))
 
-from recipe_module import train_recipe  # noqa: E402
+from recipe_module import TRAIN, train_recipe  # noqa: E402
 
-TRAIN = REPO / "recipes" / "train.py"
 CONFIGS = sorted((REPO / "recipes" / "configs").glob("*.yaml"))
 
 TRAIN_SAMPLES, EVAL_SAMPLES, BATCH, EPOCHS, ACCUM, EVERY = 384, 101, 32, 2, 2, 2

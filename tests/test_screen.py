@@ -122,6 +122,10 @@ def test_screening_refuses_a_record_that_is_not_its_arms_run(tmp_path: Path) -> 
     path = _write(tmp_path, spec)
     with pytest.raises(ValueError, match='stopped after epoch 1 of 3'):
         screen._record(screen.load_spec(path), 'paper')
+    (record / 'metrics.jsonl').write_text(''.join(
+        json.dumps({'epoch': epoch, 'top1': 50.0, 'train_loss': 1.0}) + '\n' for epoch in range(3)))
+    with pytest.raises(ValueError, match='logged no validation top-1; rerun the arm with its val_split'):
+        screen._record(screen.load_spec(path), 'paper')
     with pytest.raises(FileNotFoundError, match="no record of arm 'plain'"):
         screen.screen_table(screen.load_spec(path))
 

@@ -17,7 +17,7 @@ from gaternet_zoo.training import GateWarmup, RecipeError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
-from recipe_module import train_recipe  # noqa: E402
+from recipe_module import TRAIN, train_recipe  # noqa: E402
 
 train = train_recipe()
 
@@ -92,7 +92,7 @@ def test_cpu_bf16_detection_reads_torch_capabilities() -> None:
 
 
 def test_cifar_configs_default_to_auto_precision() -> None:
-    configs = sorted((Path(train.__file__).parent / "configs").glob("cifar*.yaml"))
+    configs = sorted((TRAIN.parent / "configs").glob("cifar*.yaml"))
     assert configs
     for path in configs:
         config, _ = train.parse_args(["--config", str(path)])
