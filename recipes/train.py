@@ -46,7 +46,7 @@ _SCHEDULE_KEYS = ("model", "data", "epochs", "batch_size", "lr", "seed", "sched"
                   "max_train_samples", "val_split", "weight_decay", "momentum", "gate_l1", "label_smoothing",
                   "gate_init_bias", "gate_discrete_prob_start", "gate_discrete_prob_warmup_epochs",
                   "gate_noise_std_start", "gate_noise_warmup_epochs", "gater_lr_scale", "gater_weight_decay",
-                  "gate_budget", "gate_budget_target", "gate_budget_weight")
+                  "gate_budget", "gate_budget_target", "gate_budget_weight", "init_from", "init_gater_from")
 _AT_MOST_ONE = ("momentum", "label_smoothing", "model_ema_decay", "gate_discrete_prob_start", "gate_budget_target")
 __all__ = ["CHECKPOINT_STATE", "RecipeError", "build_parser", "main", "parse_args", "training_function"]
 
@@ -59,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("model and data")
     g.add_argument("--model", default="gaternet_resnet20", help="zoo model name (create_model)")
     g.add_argument("--data", default="builtin:cifar10-subset", help="data source (load_image_dataset)")
+    g.add_argument("--init-from", default=None, metavar="SOURCE",
+                   help="start from a trained model's weights: a zoo tag (cifar_resnet20.cifar10), hf-hub:/local-dir: "
+                        "name, saved folder or run folder; a plain source fills a GaterNet's backbone (default: fresh "
+                        "initialisation)")
+    g.add_argument("--init-gater-from", default=None, metavar="SOURCE",
+                   help="start a GaterNet's gater feature extractor from a trained plain model, e.g. "
+                        "cifar_resnet20.cifar10 (default: fresh initialisation)")
     g.add_argument("--num-classes", type=int, default=None,
                    help="classifier size (default: the data's ClassLabel metadata; required without it)")
     g.add_argument("--image-column", default=None, help="image column (default: auto)")
@@ -242,6 +249,15 @@ def training_function(config: dict[str, Any], args: argparse.Namespace) -> dict[
     pipeline, num_classes, gated = data.pipeline, data.num_classes, has_gates(net)
     if net.num_classes != num_classes:
         net.reset_classifier(num_classes)
+    # Warm starts fill the fresh model before the gate bias, the device move and the optimizer; a resumed run takes
+    # its weights from the checkpoint, and keeps the record of the warm start its first session made.
+    if checkpoint is None:
+        warm_starts = [zt.warm_start(net, config[key], part=part).record()
+                       for key, part in (("init_from", "model"), ("init_gater_from", "gater")) if config[key]]
+        for warm in warm_starts:
+            accelerator.print(f"warm start: {warm['description']}")
+    else:
+        warm_starts = zt.recorded_warm_starts(out)
     if config["gate_init_bias"] is not None:
         zt.set_gate_init_bias(net, config["gate_init_bias"])
     net = net.to(accelerator.device)  # On its device and memory format before the optimizer is built.
@@ -277,7 +293,8 @@ def training_function(config: dict[str, Any], args: argparse.Namespace) -> dict[
         accelerator.project_configuration.iteration = max(numbers + [zt.checkpoint_number(checkpoint)]) + 1
         accelerator.print(f"resumed from {checkpoint}: epoch {start_epoch}, batch {skip_batches}, step {global_step}")
     scheduler.step_update(global_step)
-    runtime = zt.runtime_record(accelerator, data, checkpoint=checkpoint, steps_per_epoch=steps_per_epoch)
+    runtime = zt.runtime_record(accelerator, data, checkpoint=checkpoint, steps_per_epoch=steps_per_epoch,
+                                warm_starts=warm_starts)
     if accelerator.is_main_process:
         changed = zt.write_run_config(out, config, runtime, resumed=bool(checkpoint), schedule_keys=_SCHEDULE_KEYS)
         if changed:
@@ -420,7 +437,9 @@ def save_final(config: dict[str, Any], data: zt.TrainingData, net: torch.nn.Modu
         gate_stats=measured["_gate_stats"], push_to_hub=config["push_to_hub"],
         dataset=config["data"] if isinstance(config["data"], str) else data.source.description,
         mean_std=(pipeline.normalize.mean, pipeline.normalize.std) if pipeline.kind == "tensor" else None,
-        recipe={"command": runtime["command"], "config": str((out / "config.yaml").resolve())})
+        recipe={"command": runtime["command"], "config": str((out / "config.yaml").resolve()),
+                **({"warm_start": "; ".join(w["description"] for w in runtime["warm_starts"])}
+                   if runtime["warm_starts"] else {})})
 
 
 def build_dataloaders(config: dict[str, Any], data: zt.TrainingData, eval_batch: int):

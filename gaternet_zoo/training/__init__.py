@@ -8,6 +8,8 @@
   auto`` (bf16 autocast where the CPU has native bf16), divergence detection with a message that names the step;
 * options beyond the paper (``_gates``): the gater's initial gate-logit bias, warm-ups of the discrete-gate
   probability and of the gate noise, the gater's own learning-rate scale and weight decay (timm param groups);
+* warm starts (``_warm_start``): a run's weights, a GaterNet's backbone or its gater's feature extractor taken
+  from a trained model (``init_from``, ``init_gater_from``), strictly and sha256-checked;
 * Accelerate plumbing (``_recipe``): config files, process-count checks, evaluation fields, ``final/``.
 """
 from ._checks import (
@@ -59,9 +61,11 @@ from ._run_dir import (
     truncate_metrics,
     write_json_atomic,
 )
+from ._warm_start import INIT_PARTS, WarmStart, recorded_warm_starts, resolve_init_source, warm_start
 
 __all__ = [
-    'GATE_BUDGETS', 'GateObjective',
+    'GATE_BUDGETS', 'GateObjective', 'INIT_PARTS', 'WarmStart', 'recorded_warm_starts', 'resolve_init_source',
+    'warm_start',
     'CHECKPOINT_STATE', 'DIVERGENCE_CAUSES', 'DefaultsOnceHelpFormatter', 'EpochProgress', 'GateWarmup',
     'RUN_ARTIFACTS', 'RecipeError', 'TrainingData', 'TrainingDivergedError', 'all_finite', 'append_metrics',
     'check_checkpoint_matches', 'check_finite_settings', 'check_output_dir', 'check_world_size', 'checkpoint_number',

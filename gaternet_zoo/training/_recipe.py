@@ -130,7 +130,8 @@ def quiet_checkpoint_rotation() -> None:
         logger.addFilter(_DropRotationNotice())
 
 
-def runtime_record(accelerator: Any, data: Any, *, checkpoint: Path | None, steps_per_epoch: int) -> dict[str, Any]:
+def runtime_record(accelerator: Any, data: Any, *, checkpoint: Path | None, steps_per_epoch: int,
+                   warm_starts: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     """What a run actually used (processes, precision, data sizes, command, versions), for its ``config.yaml``.
 
     Args:
@@ -138,6 +139,7 @@ def runtime_record(accelerator: Any, data: Any, *, checkpoint: Path | None, step
         data: The run's :class:`TrainingData`.
         checkpoint: The checkpoint it resumed from, or ``None``.
         steps_per_epoch: Optimizer steps per epoch.
+        warm_starts: ``WarmStart.record()`` of each warm start of the run (made by its first session).
     """
     return {
         'num_processes': accelerator.num_processes, 'distributed_type': str(accelerator.distributed_type),
@@ -146,7 +148,7 @@ def runtime_record(accelerator: Any, data: Any, *, checkpoint: Path | None, step
         'test_samples': len(data.test) if data.test is not None else None, 'num_classes': data.num_classes,
         'pipeline': data.pipeline.kind, 'steps_per_epoch': steps_per_epoch,
         'data_description': data.source.description, 'command': ' '.join(shlex.quote(a) for a in sys.argv),
-        'resumed_from': str(checkpoint) if checkpoint else None,
+        'resumed_from': str(checkpoint) if checkpoint else None, 'warm_starts': list(warm_starts),
         'versions': {'torch': torch.__version__, 'gaternet_zoo': __version__, 'accelerate': accelerate.__version__}}
 
 
