@@ -47,6 +47,8 @@ results: $(STAMP)
 	$(PY) tools/screen.py table $(SCREENING) --out docs/results/cifar10_resnet20_screening.md
 	$(PY) tools/plot_training_curves.py $(wildcard docs/results/runs/screen_c10_resnet20/*) --split val \
 		--out docs/img/cifar10_resnet20_screening_curves.png
+	$(PY) tools/lead_table.py $(DEPTH_RUNS) --references docs/results/external_references.yaml \
+		--out docs/results/cifar10_lead_table.md
 	$(PY) tools/depth_table.py $(DEPTH_RUNS) --img-per-sec $(IMG_PER_SEC) --out docs/results/cifar10_depth_table.md
 	$(PY) tools/results_table.py $(RESULT_WEIGHTS) --out docs/results/cifar10_resnet20_table.md
 	$(PY) tools/results_table.py $(RESULT_WEIGHTS_56) --out docs/results/cifar10_resnet56_table.md

@@ -4,11 +4,12 @@
         weights/gaternet_resnet20.cifar10 docs/results/runs/c10_gaternet_resnet20_e30_s1 \
         --out docs/results/cifar10_resnet20_seeds.md
 
-Each folder is a finished run's record: ``metrics.jsonl`` (one line per epoch, test top-1 of the full test split)
-and its resolved config (``config.yaml`` of a run, or ``train_config.yaml`` of a published weights folder), which
-names the model, seed and number of epochs. A run that stopped before its last epoch is refused. The first model
-named is the baseline the others' mean is compared with. ``tests/test_weights.py`` regenerates the table and fails
-if the committed one differs.
+Each folder is a finished run's record: ``metrics.jsonl`` (one line per epoch), its test figure (``eval_test.json``,
+``test_metrics.json`` of a run with a validation split, else the last epoch's top-1) and its resolved config
+(``config.yaml`` of a run, or ``train_config.yaml`` of a published weights folder), which names the model, seed and
+number of epochs. A run that stopped before its last epoch is refused. The first model named is the baseline the
+others' mean is compared with. ``tests/test_weights.py`` regenerates the table and fails if the committed one
+differs.
 """
 from __future__ import annotations
 
@@ -41,18 +42,25 @@ def last_epoch(folder: Path, config: dict, finish_with: str = '--resume latest')
 
 
 def final_top1(folder: Path) -> tuple[str, int, float]:
-    """``(model, seed, top-1 after the last epoch)`` of a finished run's record folder.
+    """``(model, seed, test top-1 of the final weights)`` of a finished run's record folder.
 
     For a published weight folder the top-1 is its ``eval_test.json``'s: the published weights evaluated in
     float32, the figure its card and the results table show (a run trained in bf16 logged its epochs' top-1 under
-    bf16 autocast, which can differ in the second decimal).
+    bf16 autocast, which can differ in the second decimal). A run trained with a validation split logged validation
+    figures per epoch; its test figure is the one measured once at the end (``test_metrics.json``).
     """
     config = run_config(folder)
     last = last_epoch(folder, config)
-    top1 = float(last['top1'])
     if (folder / 'eval_test.json').is_file():
-        top1 = float(json.loads((folder / 'eval_test.json').read_text())['top1'])
-    return config['model'], int(config['seed']), top1
+        top1 = json.loads((folder / 'eval_test.json').read_text())['top1']
+    elif (folder / 'test_metrics.json').is_file():
+        top1 = json.loads((folder / 'test_metrics.json').read_text())['test_top1']
+    elif 'top1' in last:
+        top1 = last['top1']
+    else:
+        raise ValueError(f'{folder}: trained with a validation split and holds no test figure; evaluate its final '
+                         'weights once with `gaternet-zoo eval local-dir:<run>/final --json <record>/eval_test.json`')
+    return config['model'], int(config['seed']), float(top1)
 
 
 def seed_table(folders: list[Path]) -> str:
