@@ -15,6 +15,20 @@ from gaternet_zoo import create_model as _create_model
 from gaternet_zoo import gate as _gate
 
 
+def cifar_resnet8(pretrained: bool = False, **kwargs):
+    """ResNet-8 for CIFAR (78k params): 1 basic block per stage; a cheap gater (``gater="cifar_resnet8"``).
+
+    Args:
+        pretrained: Load the default published weights (Hub, cache or the checkout's copy; sha256-verified).
+        **kwargs: Model arguments, e.g. ``num_classes=100``.
+
+    Example:
+        >>> model = torch.hub.load("gaternet-zoo/gaternet_zoo", "cifar_resnet8",
+        ...                        pretrained=False, trust_repo=True)
+    """
+    return _create_model("cifar_resnet8", pretrained=pretrained, **kwargs)
+
+
 def cifar_resnet20(pretrained: bool = False, **kwargs):
     """ResNet-20 for CIFAR (0.27M params): 3 basic blocks per stage.
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -485,3 +486,33 @@ def test_timm_backbone_gates_matter_at_initialisation(build) -> None:
         closed = model(x, gates=torch.zeros(2, model.gate_size))
         opened = model(x, gates=torch.ones(2, model.gate_size))
     assert not torch.equal(closed, opened)
+
+
+def test_cheap_gater_sees_the_pooled_image_and_costs_less() -> None:
+    from gaternet_zoo.utils import gaternet_macs
+
+    full = gz.create_model('gaternet_resnet20').eval()
+    cheap = gz.create_model('gaternet_resnet20', gater_input_size=16).eval()
+    cheap.load_state_dict(full.state_dict())  # same weights: only what the gater sees differs
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = full.gater.forward_logits(F.avg_pool2d(x, 2))
+        torch.testing.assert_close(cheap.forward_gate_logits(x), expected, rtol=0, atol=1e-5)
+        logits, gates = cheap(x, return_gates=True)
+        torch.testing.assert_close(logits, full(x, gates=gates), rtol=0, atol=1e-5)  # the backbone sees all of x
+    assert gaternet_macs(cheap, (3, 32, 32))['gater'] * 4 == pytest.approx(gaternet_macs(full, (3, 32, 32))['gater'],
+                                                                        rel=1e-3)
+    cheap.train()
+    cheap(x).sum().backward()  # trains like the full gater
+    assert cheap.gater.encoder.conv.weight.grad is not None
+
+
+def test_cheap_gater_round_trips_and_refuses_bad_sizes(tmp_path: Path) -> None:
+    model = gz.create_model('gaternet_resnet20', gater='cifar_resnet8', gater_input_size=[8, 16])
+    assert model.gater.input_size == (8, 16)
+    model.save_pretrained(tmp_path / 'cheap')
+    again = gz.create_model(f'local-dir:{tmp_path / "cheap"}')
+    assert again.gater.input_size == (8, 16) and again.gater_name == 'cifar_resnet8'
+    for bad in (0, -4, [16], [16, 16, 16], 16.5, True):
+        with pytest.raises(ValueError, match='gater input_size must be a positive side or \\(height, width\\)'):
+            gz.create_model('gaternet_resnet20', gater_input_size=bad)

@@ -389,6 +389,7 @@ default_cfgs = generate_default_cfgs({
         paper_ids='arXiv:1512.03385', hf_hub_id='gaternet-zoo/cifar_resnet20.cifar10', revision='v0.1.0',
         sha256='47d3fe801fc3efc37f74c5dca5904d95f1aa1d37e3c4d424d4f27bde3ca0ce30', dataset='uoft-cs/cifar10',
         config_sha256='5f3248193ec2c8b364745c7ade44a651def99f9e295e6bc34f8c6d8c79f764f1'),
+    'cifar_resnet8': _cfg(paper_ids='arXiv:1512.03385'),
     'cifar_resnet32': _cfg(paper_ids='arXiv:1512.03385'),
     'cifar_resnet44': _cfg(paper_ids='arXiv:1512.03385'),
     # Trained here with recipes/configs/cifar10_resnet56.yaml for 30 epochs in bf16 (weights/cifar_resnet56.cifar10/).
@@ -406,6 +407,12 @@ def _basic_resnet(variant: str, depth: int, pretrained: bool, **kwargs: Any) -> 
     n = (depth - 2) // 6
     model_args = dict(block='basic', layers=(n, n, n), widths=(16, 32, 64))
     return _create_cifar_resnet(variant, pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def cifar_resnet8(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
+    """ResNet-8 for CIFAR (78k params): 1 basic block per stage; a cheap gater (``gater="cifar_resnet8"``)."""
+    return _basic_resnet('cifar_resnet8', 8, pretrained, **kwargs)
 
 
 @register_model
