@@ -250,7 +250,7 @@ def training_function(config: dict[str, Any], args: argparse.Namespace) -> dict[
     if net.num_classes != num_classes:
         net.reset_classifier(num_classes)
     # Warm starts fill the fresh model before the gate bias, the device move and the optimizer; a resumed run takes
-    # its weights from the checkpoint, and keeps the record of the warm start its first session made.
+    # its weights from the checkpoint, and keeps the record of the warm starts of its first start.
     if checkpoint is None:
         warm_starts = [zt.warm_start(net, config[key], part=part).record()
                        for key, part in (("init_from", "model"), ("init_gater_from", "gater")) if config[key]]

@@ -139,7 +139,7 @@ def runtime_record(accelerator: Any, data: Any, *, checkpoint: Path | None, step
         data: The run's :class:`TrainingData`.
         checkpoint: The checkpoint it resumed from, or ``None``.
         steps_per_epoch: Optimizer steps per epoch.
-        warm_starts: ``WarmStart.record()`` of each warm start of the run (made by its first session).
+        warm_starts: ``WarmStart.record()`` of each warm start of the run (made when the run first started).
     """
     return {
         'num_processes': accelerator.num_processes, 'distributed_type': str(accelerator.distributed_type),

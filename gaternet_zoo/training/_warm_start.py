@@ -61,10 +61,10 @@ class WarmStart:
 
 
 def recorded_warm_starts(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """The warm starts recorded by a run's first session (``runtime.warm_starts`` of its ``config.yaml``).
+    """The warm starts recorded when a run first started (``runtime.warm_starts`` of its ``config.yaml``).
 
     A resumed run takes its weights from the checkpoint, so it does not load the sources again; this keeps their
-    record (and so the model card's) the same across sessions. Runs written before warm starts existed have none.
+    record (and so the model card's) the same across resumes. Runs written before warm starts existed have none.
     """
     path = Path(run_dir) / 'config.yaml'
     if not path.is_file():
