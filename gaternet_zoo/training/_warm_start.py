@@ -187,4 +187,3 @@ def warm_start(net: nn.Module, source: str, *, part: str = 'model') -> WarmStart
         net, 'model')
     kept = _copy_state(target, state, what=what, source=source, droppable=classifier)
     return WarmStart(source, resolved, what, sha, kept)
-
