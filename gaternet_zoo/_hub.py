@@ -28,6 +28,7 @@ import os
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -370,15 +371,8 @@ def load_weights(model: nn.Module, path: str | os.PathLike, *, sha256: str | Non
             f' its config does not describe these weights (was num_classes edited?). To fine-tune with another '
             f'number of classes pass num_classes=... to create_model, which starts a new classifier; nothing was '
             f'loaded.')
-    missing = sorted(set(expected) - set(cleaned) - set(dropped))
-    unexpected = sorted(set(cleaned) - set(expected))
-    mis_shaped = sorted(
-        f'{k}: checkpoint {tuple(cleaned[k].shape)} vs model {tuple(expected[k].shape)}'
-        for k in set(cleaned) & set(expected) if k not in dropped and cleaned[k].shape != expected[k].shape)
-    if missing or unexpected or mis_shaped:
-        parts = [f'{n} {t}: {_short(v)}' for n, t, v in (
-            (len(missing), 'missing keys', missing), (len(unexpected), 'unexpected keys', unexpected),
-            (len(mis_shaped), 'shape mismatches', mis_shaped)) if v]
+    parts = state_dict_mismatches(expected, cleaned, ignore=dropped)
+    if parts:
         raise StateDictMismatchError(
             f'The weights in {path} do not fit {label}: ' + '; '.join(parts) + '. The checkpoint was saved from '
             'a different architecture or configuration; nothing was loaded.')
@@ -392,6 +386,27 @@ def load_weights(model: nn.Module, path: str | os.PathLike, *, sha256: str | Non
         model.load_state_dict(cleaned, strict=True)
     else:
         load_model(model, path, strict=True, device='cpu')
+
+
+def state_dict_mismatches(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor],
+                          ignore: Collection[str] = ()) -> list[str]:
+    """What keeps ``state`` from loading strictly where ``expected`` is: missing, unexpected and mis-shaped keys.
+
+    Args:
+        expected: The target's ``state_dict()``.
+        state: The weights to load.
+        ignore: Keys left out of the comparison (a classifier of another size that stays fresh).
+
+    Returns:
+        One phrase per kind of problem (``"2 missing keys: a, b"``); empty when ``state`` fits.
+    """
+    missing = sorted(set(expected) - set(state) - set(ignore))
+    unexpected = sorted(set(state) - set(expected) - set(ignore))
+    mis_shaped = sorted(
+        f'{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}'
+        for k in set(state) & set(expected) if k not in ignore and state[k].shape != expected[k].shape)
+    return [f'{len(keys)} {kind}: {_short(keys)}' for kind, keys in (
+        ('missing keys', missing), ('unexpected keys', unexpected), ('shape mismatches', mis_shaped)) if keys]
 
 
 def _short(keys: list[str], limit: int = 8) -> str:

@@ -106,7 +106,7 @@ def test_gaternet_source_fills_a_gaternet_whole(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("target, source, part, message", [
     ("gaternet_resnet56", "cifar_resnet20", "model",
-     r"do not fit the backbone: \d+ missing keys \(stage1\.block4.*same architecture.*nothing was loaded"),
+     r"do not fit the backbone: \d+ missing keys: stage1\.block4.*same architecture.*nothing was loaded"),
     ("gaternet_resnet56", "cifar_resnet56", "gater", r"do not fit the gater feature extractor: .*unexpected keys"),
     ("cifar_resnet20", "gaternet_resnet20", "model", r"is a GaterNet and this model is a plain backbone"),
     ("gaternet_resnet20", "gaternet_resnet20", "gater", r"init_gater_from needs a plain model"),

@@ -22,7 +22,7 @@ import yaml
 from torch import nn
 
 from .._factory import create_model
-from .._hub import CONFIG_NAME, WEIGHTS_NAME, _classifier_keys, sha256_file
+from .._hub import CONFIG_NAME, WEIGHTS_NAME, _classifier_keys, sha256_file, state_dict_mismatches
 from ._run_dir import RecipeError
 
 __all__ = ['INIT_PARTS', 'WarmStart', 'recorded_warm_starts', 'resolve_init_source', 'warm_start']
@@ -118,13 +118,8 @@ def _copy_state(target: nn.Module, state: dict[str, torch.Tensor], *, what: str,
     expected = target.state_dict()
     kept_fresh = tuple(k for k in droppable if k in state and k in expected and state[k].shape != expected[k].shape)
     state = {k: v for k, v in state.items() if k not in kept_fresh}
-    missing = sorted(set(expected) - set(state) - set(kept_fresh))
-    unexpected = sorted(set(state) - set(expected))
-    mis_shaped = sorted(f'{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}'
-                        for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
-    if missing or unexpected or mis_shaped:
-        parts = [f'{len(v)} {name} ({", ".join(v[:4])}{", ..." if len(v) > 4 else ""})' for name, v in (
-            ('missing keys', missing), ('unexpected keys', unexpected), ('shape mismatches', mis_shaped)) if v]
+    parts = state_dict_mismatches(expected, state, ignore=kept_fresh)
+    if parts:
         raise RecipeError(
             f'the weights of {source} do not fit the {what}: ' + '; '.join(parts) + '. A warm start needs a source '
             'of the same architecture (e.g. cifar_resnet56 weights for gaternet_resnet56\'s backbone, '
