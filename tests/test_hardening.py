@@ -1,0 +1,137 @@
+"""Hostile-user probes, round 2 (issue 24): no silent wrong answer from edited weights, skip mode or bad inputs.
+
+Each test reproduces one case that used to give a wrong answer (or an error that did not say what to do) with no
+error, on tiny models and tiny generated data. Training-run cases (resume, run-folder lock, checkpoint faults) are
+in ``tests/test_resume_checks.py``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+import gaternet_zoo as gz
+from gaternet_zoo._hub import CONFIG_VALUES_KEY, canonical_safetensors_header, sha256_file
+
+REPO = Path(__file__).resolve().parents[1]
+WEIGHTS = REPO / 'weights'
+DENSE = WEIGHTS / 'gaternet_resnet20.cifar10'
+BUDGET = WEIGHTS / 'gaternet_resnet20.cifar10_macs50'
+
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
+
+
+def _copy(folder: Path, to: Path, edit=None) -> Path:
+    out = shutil.copytree(folder, to)
+    if edit is not None:
+        config = json.loads((out / 'config.json').read_text())
+        edit(config)
+        (out / 'config.json').write_text(json.dumps(config, indent=2))
+    return out
+
+
+def _untag(config: dict) -> None:
+    config['pretrained_cfg'].pop('tag')
+
+
+# ------------------------------------------------------------------------ 1. config integrity of published weights
+
+@pytest.mark.parametrize('folder', sorted(p.name for p in WEIGHTS.iterdir() if p.is_dir()))
+def test_every_published_folder_loads_with_its_values_checked(folder: str) -> None:
+    from gaternet_zoo._hub import read_config, verify_config
+
+    config = read_config(WEIGHTS / folder / 'config.json')
+    # True: a fingerprint was found and matched (not the "older folder, weights only" fallback).
+    assert verify_config(config, WEIGHTS / folder / 'model.safetensors', folder) is True
+    assert gz.create_model(f'local-dir:{WEIGHTS / folder}').pretrained_cfg['tag'] == folder.partition('.')[2]
+
+
+@pytest.mark.parametrize('edit, key', [
+    (lambda c: (_untag(c), c['pretrained_cfg'].update(mean=[0, 0, 0])), 'pretrained_cfg.mean is [0,0,0]'),
+    (lambda c: (_untag(c), c['model_args'].update(pruned_filters={'backbone.stage1.block1': [0, 1, 2]})),
+     'model_args.pruned_filters is {"backbone.stage1.block1":[0,1,2]} but was saved as unset'),
+    (lambda c: (c['pretrained_cfg'].update(tag='other'), c['model_args'].update(gate_threshold=0.2)),
+     'model_args.gate_threshold is 0.2 but was saved as 0.49999'),
+], ids=['tag-deleted-mean', 'tag-deleted-pruned-filters', 'tag-changed-threshold'])
+def test_removing_or_changing_the_tag_does_not_switch_the_check_off(tmp_path: Path, edit, key: str) -> None:
+    folder = _copy(DENSE, tmp_path / 'edited', edit)
+    with pytest.raises(gz.ChecksumError) as caught:
+        gz.create_model(f'local-dir:{folder}')
+    message = str(caught.value)
+    assert 'published weights of gaternet_resnet20.cifar10' in message and 'pretrained_cfg.tag' in message
+    assert key in message
+
+
+@pytest.mark.parametrize('edit, key', [
+    (lambda c: c['pretrained_cfg'].update(mean=[0, 0, 0], std=[1, 1, 1]),
+     'pretrained_cfg.mean is [0,0,0] but was saved as [0.4914,0.4822,0.4465]; pretrained_cfg.std is [1,1,1]'),
+    (lambda c: c['model_args'].update(gate_threshold=0.9), 'model_args.gate_threshold is 0.9 but was saved as 0.49999'),
+], ids=['mean-std', 'threshold'])
+def test_edited_value_of_a_published_folder_is_named(tmp_path: Path, edit, key: str) -> None:
+    folder = _copy(DENSE, tmp_path / 'edited', edit)
+    with pytest.raises(gz.ChecksumError, match='registry entry of gaternet_resnet20.cifar10 records') as caught:
+        gz.create_model(f'local-dir:{folder}')
+    assert key in str(caught.value)
+
+
+@pytest.mark.parametrize('untag', [False, True], ids=['tag-kept', 'tag-deleted'])
+def test_weights_of_another_tag_do_not_take_over_its_card(tmp_path: Path, untag: bool) -> None:
+    # The budget model's weights copied into the dense model's folder, the recorded sha256 updated to match: the
+    # folder would load and claim the dense card's 89.49 %.
+    folder = _copy(DENSE, tmp_path / 'swapped')
+    shutil.copy(BUDGET / 'model.safetensors', folder / 'model.safetensors')
+    config = json.loads((folder / 'config.json').read_text())
+    config['pretrained_cfg']['sha256'] = sha256_file(folder / 'model.safetensors')
+    if untag:
+        _untag(config)
+    (folder / 'config.json').write_text(json.dumps(config))
+    with pytest.raises(gz.ChecksumError, match=r'published weights of gaternet_resnet20\.cifar10_macs50 .* but '
+                                               r'config\.json names ' + ('no tag' if untag else
+                                                                         r'gaternet_resnet20\.cifar10\b')):
+        gz.create_model(f'local-dir:{folder}')
+
+
+def test_a_new_save_records_its_values_and_names_an_edited_one(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    gz.create_model('gaternet_resnet20').save_pretrained(tmp_path / 'new')
+    with safe_open(str(tmp_path / 'new' / 'model.safetensors'), framework='pt') as f:
+        assert json.loads(f.metadata()[CONFIG_VALUES_KEY])['pretrained_cfg']['std'] == [0.247, 0.2435, 0.2616]
+    folder = _copy(tmp_path / 'new', tmp_path / 'edited', lambda c: c['model_args'].update(gate_threshold=0.7))
+    with pytest.raises(gz.ChecksumError, match=r'model_args\.gate_threshold is 0\.7 but was saved as 0\.49999\. '
+                                               r'.*metadata of model\.safetensors'):
+        gz.create_model(f'local-dir:{folder}')
+
+
+# --------------------------------------------------------------------------------------------- 6. records that lie
+
+def test_saving_is_byte_reproducible(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = gz.create_model('gaternet_resnet20')
+    digests = set()
+    for i in range(8):  # safetensors writes its metadata in hash-map order: two keys came out either way round
+        model.save_pretrained(tmp_path / str(i))
+        digests.add(sha256_file(tmp_path / str(i) / 'model.safetensors'))
+        digests.add(hashlib.sha256((tmp_path / str(i) / 'config.json').read_bytes()).hexdigest())
+    assert len(digests) == 2  # one weights file and one config, whatever the run
+
+
+def test_canonical_header_changes_the_order_only(tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    tensors = {'a': torch.arange(6.0).reshape(2, 3), 'b': torch.ones(4, dtype=torch.int64)}
+    path = tmp_path / 'x.safetensors'
+    save_file(tensors, str(path), metadata={'z': '1', 'format': 'pt', 'm': 'x"y'})
+    size = path.stat().st_size
+    canonical_safetensors_header(path)
+    raw = path.read_bytes()
+    header = json.loads(raw[8:8 + int.from_bytes(raw[:8], 'little')])  # in file order (safe_open's is a hash map)
+    assert list(header['__metadata__'].items()) == [('format', 'pt'), ('m', 'x"y'), ('z', '1')]
+    assert path.stat().st_size == size
+    loaded = load_file(str(path))
+    assert all(torch.equal(loaded[k], v) for k, v in tensors.items())
+    assert canonical_safetensors_header(path) is False  # already canonical: left alone
