@@ -135,3 +135,65 @@ def test_canonical_header_changes_the_order_only(tmp_path: Path) -> None:
     loaded = load_file(str(path))
     assert all(torch.equal(loaded[k], v) for k, v in tensors.items())
     assert canonical_safetensors_header(path) is False  # already canonical: left alone
+
+
+# ------------------------------------------------------------------------------ 4. skip execution after weight edits
+
+def _vector_to_parameters(model: torch.nn.Module) -> None:
+    from torch.nn.utils import parameters_to_vector, vector_to_parameters
+
+    vector_to_parameters(parameters_to_vector(model.parameters()) * 0.7, model.parameters())
+
+
+def _assign_data(model: torch.nn.Module) -> None:
+    for p in model.backbone.parameters():
+        p.data = p.data * 0.7
+
+
+def _load_state_dict(model: torch.nn.Module) -> None:
+    model.load_state_dict({k: v * 0.7 if v.is_floating_point() else v for k, v in model.state_dict().items()})
+
+
+def _optimizer_step(model: torch.nn.Module) -> None:
+    from timm.optim import create_optimizer_v2
+
+    for opt in ('sgd', 'adamw'):
+        optimizer = create_optimizer_v2(model, opt=opt, lr=0.5)
+        for p in model.parameters():
+            p.grad = torch.ones_like(p)
+        optimizer.step()
+
+
+def _no_grad_in_place(model: torch.nn.Module) -> None:
+    with torch.no_grad():
+        for p in model.backbone.parameters():
+            p.mul_(0.7)
+
+
+@pytest.mark.parametrize('change', [_assign_data, _vector_to_parameters, _load_state_dict, _optimizer_step,
+                                    _no_grad_in_place],
+                         ids=['data-assigned', 'vector_to_parameters', 'load_state_dict', 'optimizer-step',
+                              'no-grad-in-place'])
+def test_skip_mode_follows_every_weight_change(change) -> None:
+    model = gz.create_model(f'local-dir:{BUDGET}').eval().set_execution('skip')
+    x = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        model(x)  # folds (and caches) the published weights
+        change(model)
+        model.eval()
+        skip = model(x)
+        mask = model.set_execution('mask')(x)
+    assert torch.allclose(skip, mask, atol=1e-4, rtol=1e-4), (skip - mask).abs().max()
+
+
+def test_set_execution_refolds_after_an_in_place_write_through_data() -> None:
+    # ``param.data.mul_()`` bumps no version counter (the documented limit of the cache): set_execution drops it.
+    model = gz.create_model(f'local-dir:{BUDGET}').eval().set_execution('skip')
+    x = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        model(x)
+        for p in model.backbone.parameters():
+            p.data.mul_(0.7)
+        skip = model.set_execution('skip')(x)
+        mask = model.set_execution('mask')(x)
+    assert torch.allclose(skip, mask, atol=1e-4, rtol=1e-4)
