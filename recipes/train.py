@@ -268,6 +268,8 @@ def training_function(config: dict[str, Any], args: argparse.Namespace) -> dict[
 
     start_epoch, skip_batches, global_step, carried = 0, 0, 0, {}
     if checkpoint is not None:
+        zt.check_resume(checkpoint, config, steps_per_epoch=steps_per_epoch, micro_steps=micro_steps,
+                        num_processes=world)
         zt.check_checkpoint_matches(checkpoint, model, config["model"])
         accelerator.load_state(str(checkpoint))
         saved = json.loads((checkpoint / CHECKPOINT_STATE).read_text())
@@ -279,9 +281,7 @@ def training_function(config: dict[str, Any], args: argparse.Namespace) -> dict[
     scheduler.step_update(global_step)
     runtime = zt.runtime_record(accelerator, data, checkpoint=checkpoint, steps_per_epoch=steps_per_epoch)
     if accelerator.is_main_process:
-        changed = zt.write_run_config(out, config, runtime, resumed=bool(checkpoint), schedule_keys=_SCHEDULE_KEYS)
-        if changed:
-            accelerator.print(f"warning: resuming with changed {changed}; the run will not match an uninterrupted one")
+        zt.write_run_config(out, config, runtime, resumed=bool(checkpoint))  # check_resume refused any change
         if checkpoint is not None:
             zt.truncate_metrics(out, start_epoch)
     accelerator.init_trackers("train", config={k: v if isinstance(v, (int, float, str, bool)) else str(v)
@@ -306,7 +306,7 @@ def training_function(config: dict[str, Any], args: argparse.Namespace) -> dict[
         if not zt.all_finite(net):  # Never a checkpoint (or final/) of non-finite weights: the last good one stays.
             raise diverged("the weights are not finite", None, *((epoch, step_in_epoch) if step_in_epoch
                                                                   else (epoch - 1, micro_steps)))
-        accelerator.save_state()
+        zt.save_checkpoint_state(accelerator, out)  # A full disk: an error naming the file and the intact checkpoint.
         accelerator.wait_for_everyone()  # Every process has written its RNG state before the folder is marked.
         if accelerator.is_main_process:
             zt.write_json_atomic(max(zt.list_checkpoints(out), key=zt.checkpoint_number) / CHECKPOINT_STATE, {
@@ -447,7 +447,10 @@ def _merge_sums(base: dict[str, float], running: torch.Tensor, batches: int) -> 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parse the command line and train; returns the last epoch's metrics."""
     config, args = parse_args(argv)
-    return training_function(config, args)
+    try:
+        return training_function(config, args)
+    finally:
+        zt.release_run_locks()  # The run folder's lock (atexit would release it too, but only at the end).
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import yaml
 from torch import nn
 
 from ..version import __version__
+from ._resume import acquire_run_lock, check_run_lock
 from ._run_dir import (
     CHECKPOINT_STATE,
     RecipeError,
@@ -152,7 +153,7 @@ def runtime_record(accelerator: Any, data: Any, *, checkpoint: Path | None, step
 
 def prepare_run_folder(output_dir: str | None, resume: str | None, overwrite: bool, name: str,
                        state: Any) -> tuple[Path, Path | None]:
-    """Check (or name) the run folder and find the checkpoint to resume, before any work is done.
+    """Check (or name) the run folder, take its lock and find the checkpoint to resume, before any work is done.
 
     Args:
         output_dir: ``--output-dir`` or ``None`` for ``runs/<name>-<YYYYmmdd-HHMMSS>`` (rank 0's time).
@@ -173,6 +174,7 @@ def prepare_run_folder(output_dir: str | None, resume: str | None, overwrite: bo
         if state.num_processes > 1:
             broadcast_object_list(stamp, from_process=0)
         out = Path('runs') / f"{name.replace('/', '_').replace(':', '_')}-{stamp[0]}"
+    check_run_lock(out)  # Another live training in this folder: refused (by every process, before the lock is taken).
     check_output_dir(out, resuming=resuming, overwrite=overwrite)
     checkpoint = find_checkpoint(resume, out) if resuming else None
     state.wait_for_everyone()  # Every process has checked the folder before the main one writes into it.
@@ -180,6 +182,7 @@ def prepare_run_folder(output_dir: str | None, resume: str | None, overwrite: bo
         if overwrite and not resuming:
             clear_run_artifacts(out)
         out.mkdir(parents=True, exist_ok=True)
+        acquire_run_lock(out)
         # Folders without the completion marker are saves a killed run never finished. Complete checkpoints are
         # kept even when newer than the one resumed from (never lose work).
         for stale in list_checkpoints(out) if resuming else []:
