@@ -458,6 +458,15 @@ def load_weights(model: nn.Module, path: str | os.PathLike, *, sha256: str | Non
 
     cleaned = clean_state_dict_keys(state_dict)
     expected = model.state_dict()
+    # load_state_dict casts silently: integer weights (rounded values) would load into float parameters as if
+    # they were the trained ones, and float values into integer buffers.
+    cast = sorted(f'{k} ({cleaned[k].dtype} into {expected[k].dtype})' for k in cleaned.keys() & expected.keys()
+                  if cleaned[k].is_floating_point() != expected[k].is_floating_point())
+    if cast:
+        raise StateDictMismatchError(
+            f'The weights in {path} do not fit {label}: {len(cast)} tensor(s) have the wrong kind of dtype: '
+            f'{_short(cast)}. Integer values are not trained float weights (a cast when saving, or another '
+            f'format\'s file); save the model again from its float weights. Nothing was loaded.')
     dropped = []
     for key in _classifier_keys(model):
         if key in cleaned and key in expected and cleaned[key].shape != expected[key].shape:

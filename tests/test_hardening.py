@@ -197,3 +197,98 @@ def test_set_execution_refolds_after_an_in_place_write_through_data() -> None:
         skip = model.set_execution('skip')(x)
         mask = model.set_execution('mask')(x)
     assert torch.allclose(skip, mask, atol=1e-4, rtol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------------------ 5. inputs
+
+@pytest.mark.parametrize('name', ['gaternet_resnet20', 'cifar_resnet20'])
+def test_compiled_model_still_refuses_nan_pixels(name: str) -> None:
+    torch.manual_seed(0)
+    model = gz.create_model(name).eval()
+    compiled = torch.compile(model, backend='eager', fullgraph=True)  # fullgraph: the check breaks no graph
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(compiled(x), model(x))
+        x[1, 0, 3, 3] = float('nan')
+        with pytest.raises(RuntimeError, match=r'\(compiled\) got non-finite \(NaN or inf\) pixels'):
+            compiled(x)
+
+
+def test_exported_model_refuses_nan_pixels() -> None:
+    model = gz.create_model('cifar_resnet20').eval()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    exported = torch.export.export(model, (x,)).module()
+    with torch.no_grad():
+        assert exported(x).shape == (2, 10)
+        with pytest.raises(RuntimeError, match='non-finite'):
+            exported(torch.full_like(x, float('inf')))
+
+
+def _image_folder(folder: Path, size: int, count: int = 8) -> Path:
+    import datasets
+    import numpy as np
+    import PIL.Image
+
+    rows = {'img': [PIL.Image.fromarray(np.random.default_rng(i).integers(0, 256, (size, size, 3), dtype=np.uint8))
+                    for i in range(count)], 'label': [i % 10 for i in range(count)]}
+    features = datasets.Features({'img': datasets.Image(), 'label': datasets.ClassLabel(num_classes=10)})
+    folder.mkdir(parents=True, exist_ok=True)
+    datasets.Dataset.from_dict(rows, features=features).to_parquet(folder / 'test.parquet')
+    return folder
+
+
+def test_eval_resizes_small_images_to_the_model_input_size(tmp_path: Path) -> None:
+    from gaternet_zoo.evaluation import build_eval_data
+
+    model = gz.create_model('cifar_resnet20')
+    data = build_eval_data(model, str(_image_folder(tmp_path / 'px64', 64)))
+    assert data.input_size == (3, 32, 32)  # was (3, 64, 64): the model ran on images twice its size
+    assert tuple(next(iter(torch.utils.data.DataLoader(data.dataset, batch_size=2)))['pixel_values'].shape) == (
+        2, 3, 32, 32)
+    same = build_eval_data(model, str(_image_folder(tmp_path / 'px32', 32)))
+    assert same.input_size == (3, 32, 32)
+
+
+def test_a_backup_copy_in_a_subfolder_is_not_merged_into_the_split(tmp_path: Path) -> None:
+    from gaternet_zoo.data import DataSourceError, load_image_dataset
+
+    data = _image_folder(tmp_path / 'data', 32)
+    assert len(load_image_dataset(str(data), split_train='test', split_eval=None).train) == 8
+    _image_folder(data / 'backup', 32)  # the same split copied aside: it used to double the test split
+    with pytest.raises(DataSourceError, match=r"split 'test' has data files in 2 folders .*backup: test\.parquet.*"
+                                              r'Move the extra copy out'):
+        load_image_dataset(str(data), split_train='test', split_eval=None)
+    # shards of one split in one subfolder (the Hub's data/ layout) are still one split
+    hub = tmp_path / 'hub'
+    for i in range(2):
+        shard = _image_folder(tmp_path / f'shard{i}', 32) / 'test.parquet'
+        (hub / 'data').mkdir(parents=True, exist_ok=True)
+        shutil.move(shard, hub / 'data' / f'test-0000{i}-of-00002.parquet')
+    assert len(load_image_dataset(str(hub), split_train='test', split_eval=None).train) == 16
+
+
+def test_integer_weights_are_not_cast_into_float_parameters(tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    from gaternet_zoo._hub import load_weights
+
+    tensors = load_file(str(DENSE / 'model.safetensors'))
+    tensors['backbone.fc.weight'] = (tensors['backbone.fc.weight'] * 100).to(torch.int32)
+    save_file(tensors, str(tmp_path / 'model.safetensors'))
+    model = gz.create_model('gaternet_resnet20')
+    before = model.backbone.fc.weight.detach().clone()
+    with pytest.raises(gz.StateDictMismatchError, match=r'backbone\.fc\.weight \(torch\.int32 into torch\.float32\)'
+                                                         r'.*Nothing was loaded'):
+        load_weights(model, tmp_path / 'model.safetensors')
+    assert torch.equal(model.backbone.fc.weight, before)
+
+
+@pytest.mark.parametrize('threshold, effect', [(2.0, 'closes every gate'), (-1.0, 'opens every gate'),
+                                               (1.0, 'closes every gate')])
+def test_gate_threshold_outside_the_gate_range_is_refused(threshold: float, effect: str) -> None:
+    with pytest.raises(ValueError, match=rf'gate_threshold of GaterNet must be in \[0, 1\), got {threshold}.*'
+                                         rf'{effect}'):
+        gz.create_model('gaternet_resnet20', gate_threshold=threshold)
+    with pytest.raises(ValueError, match='gate_noise_std of GaterNet .* must be >= 0'):
+        gz.create_model('gaternet_resnet20', gate_noise_std=-1.0)
+    assert gz.create_model('gaternet_resnet20', gate_threshold=0.0).num_classes == 10

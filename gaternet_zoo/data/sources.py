@@ -274,6 +274,18 @@ def _group_by_split(files: Sequence[Path], root: Path) -> dict[str, list[Path]]:
         if parent is not None and parent.lower() in _SPLIT_DIR_NAMES:
             split = parent
         groups.setdefault(split, []).append(p)
+    for name, paths in groups.items():
+        # The shards of one split sit side by side; a second folder with the same split is a copy (a backup, an
+        # older download), and merging it would silently double or mix the split.
+        folders = sorted({os.fspath(p.parent) for p in paths})
+        if len(folders) > 1:
+            listed = '; '.join(f"{folder}: {', '.join(p.name for p in paths if os.fspath(p.parent) == folder)}"
+                               for folder in folders)
+            raise DataSourceError(
+                f"split {name!r} has data files in {len(folders)} folders under {root} ({listed}); the files of one "
+                f"split must sit in one folder, and reading them all would merge copies into one split. Move the "
+                f"extra copy out of {root} (or rename it), or point the data source at the folder you mean."
+            )
     return {name: sorted(paths) for name, paths in groups.items()}
 
 
