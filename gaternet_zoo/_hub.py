@@ -672,7 +672,7 @@ def _resolve_hub_weights(
 def model_config(model: nn.Module, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The timm-schema ``config.json`` content describing ``model`` (without the weights' sha256)."""
     cfg = dict(getattr(model, 'pretrained_cfg', {}) or {})
-    published = {k: cfg[k] for k in _PUBLISHED_CFG_KEYS if cfg.get(k) is not None}
+    published = {k: cfg[k] for k in _PUBLISHED_CFG_KEYS if cfg.get(k) is not None and (k != 'tag' or cfg[k])}
     published.update({k: cfg[k] for k in EXTRA_CFG_KEYS
                       if cfg.get(k) is not None and k not in ('sha256', 'revision', 'config_sha256')})
     published.update(extra or {})

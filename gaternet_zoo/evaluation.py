@@ -500,7 +500,7 @@ def write_json(obj: Any, path: str | os.PathLike) -> Path:
     """Write ``obj`` as indented JSON, creating parent folders; returns the path."""
     from ._io import check_output_file
 
-    path = check_output_file(path, what='the JSON report')
+    path = check_output_file(path, what='the JSON report', replaces_json_only=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=2) + '\n')
     return path

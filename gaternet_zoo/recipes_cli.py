@@ -56,7 +56,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from .evaluation import default_accelerator, evaluate_model, format_report, write_json
 
     if args.json is not None:  # before the evaluation, not after it
-        check_output_file(args.json, what='the JSON report (--json)')
+        check_output_file(args.json, what='the JSON report (--json)', replaces_json_only=True)
     accelerator = default_accelerator(args.cpu)
     report, _, _, _ = evaluate_model(args.model, args.data, split=args.split, batch_size=args.batch_size,
                                      max_samples=args.max_samples, accelerator=accelerator,

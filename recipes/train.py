@@ -268,9 +268,9 @@ def training_function(config: dict[str, Any], args: argparse.Namespace) -> dict[
 
     start_epoch, skip_batches, global_step, carried = 0, 0, 0, {}
     if checkpoint is not None:
+        zt.check_checkpoint_matches(checkpoint, model, config["model"])
         zt.check_resume(checkpoint, config, steps_per_epoch=steps_per_epoch, micro_steps=micro_steps,
                         num_processes=world)
-        zt.check_checkpoint_matches(checkpoint, model, config["model"])
         accelerator.load_state(str(checkpoint))
         saved = json.loads((checkpoint / CHECKPOINT_STATE).read_text())
         start_epoch, skip_batches, global_step = saved["epoch"], saved["step_in_epoch"], saved["global_step"]

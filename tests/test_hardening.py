@@ -292,3 +292,71 @@ def test_gate_threshold_outside_the_gate_range_is_refused(threshold: float, effe
     with pytest.raises(ValueError, match='gate_noise_std of GaterNet .* must be >= 0'):
         gz.create_model('gaternet_resnet20', gate_noise_std=-1.0)
     assert gz.create_model('gaternet_resnet20', gate_threshold=0.0).num_classes == 10
+
+
+# --------------------------------------------------------------------------------------------- 6. records that lie
+
+def _set_metric(folder: Path, key: str, value: float, *, card: bool) -> None:
+    config = json.loads((folder / 'config.json').read_text())
+    old = config['pretrained_cfg']['metrics'][key]
+    config['pretrained_cfg']['metrics'][key] = value
+    (folder / 'config.json').write_text(json.dumps(config, indent=2))
+    if card:
+        text = (folder / 'README.md').read_text()
+        (folder / 'README.md').write_text(text.replace(f'| {old:.2f} |', f'| {value:.2f} |'))
+
+
+def test_validate_folder_does_not_vouch_for_a_false_figure(tmp_path: Path) -> None:
+    from gaternet_zoo._hub import HubLoadError
+    from gaternet_zoo._publish import validate_folder
+
+    report = validate_folder(_copy(DENSE, tmp_path / 'ok'))
+    assert 'top-1 on the built-in subset re-measured: 90.00 % (recorded 90.0)' in str(report)
+    assert 'top1, top5 as recorded' in str(report)  # the test split is not claimed as verified
+    edited = _copy(DENSE, tmp_path / 'config-only')
+    _set_metric(edited, 'top1', 95.0, card=False)
+    with pytest.raises(HubLoadError, match=r'shows top-1 89\.49, but config\.json records metrics\.top1 = 95\.0'):
+        validate_folder(edited)
+    both = _copy(DENSE, tmp_path / 'card-too')
+    _set_metric(both, 'top1', 95.0, card=True)
+    with pytest.raises(HubLoadError, match=r'metrics\.top1 = 95\.0, but the evaluation saved next to it '
+                                           r'\(eval_test\.json\) measured 89\.49'):
+        validate_folder(both)
+    (both / 'eval_builtin_subset.json').unlink()
+    (both / 'eval_test.json').unlink()
+    _set_metric(both, 'top1_builtin_subset', 95.0, card=False)
+    with pytest.raises(HubLoadError, match=r'top1_builtin_subset = 95\.0, but these weights measure 90\.0'):
+        validate_folder(both)
+
+
+def test_eval_json_does_not_overwrite_a_file_that_is_not_a_report(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    from gaternet_zoo.cli import main as cli_main
+
+    script = tmp_path / 'train_notes.py'
+    script.write_text('print("my work")\n')
+    assert cli_main(['eval', 'cifar_resnet20', '--max-samples', '8', '--json', str(script)]) == 2
+    assert 'is not a JSON report' in capsys.readouterr().err
+    assert script.read_text() == 'print("my work")\n'
+    report = tmp_path / 'report.json'
+    report.write_text('{"top1": 1.0}\n')  # an earlier report is replaced, as before
+    assert cli_main(['eval', 'cifar_resnet20', '--max-samples', '8', '--json', str(report)]) == 0
+    assert json.loads(report.read_text())['num_samples'] == 8
+
+
+@pytest.mark.parametrize('name_tag', ['gaternet_resnet20', 'gaternet_resnet20.'])
+def test_publish_weights_without_a_tag_is_refused(tmp_path: Path, name_tag: str, monkeypatch,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.syspath_prepend(str(REPO / 'tools'))
+    import publish_weights
+
+    with pytest.raises(SystemExit) as exit_info:
+        publish_weights.main([str(tmp_path / 'run'), name_tag, '--data', 'x', '--out', str(tmp_path / 'out')])
+    assert exit_info.value.code == 2
+    assert 'name_tag must be architecture.tag' in capsys.readouterr().err
+    assert not (tmp_path / 'out').exists()
+    model = gz.create_model('gaternet_resnet20')
+    model.pretrained_cfg['tag'] = ''
+    model.pretrained_cfg.pop('sha256', None)
+    model.save_pretrained(tmp_path / 'saved')
+    assert 'tag' not in json.loads((tmp_path / 'saved' / 'config.json').read_text())['pretrained_cfg']
