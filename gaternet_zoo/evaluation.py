@@ -420,6 +420,9 @@ def evaluate_model(
         ``(report, result, model, data)``: a JSON-ready report (metrics, params, MACs, gate counts), the raw
         :class:`EvalResult`, the unwrapped model (eval mode) and the data.
     """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f'batch_size (--batch-size) must be a positive number of images per batch, got '
+                         f'{batch_size!r}.')  # before loading anything (the DataLoader would refuse it later)
     from .utils.macs import count_macs, count_params, gaternet_macs
 
     if accelerator is None:

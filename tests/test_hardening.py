@@ -360,3 +360,86 @@ def test_publish_weights_without_a_tag_is_refused(tmp_path: Path, name_tag: str,
     model.pretrained_cfg.pop('sha256', None)
     model.save_pretrained(tmp_path / 'saved')
     assert 'tag' not in json.loads((tmp_path / 'saved' / 'config.json').read_text())['pretrained_cfg']
+
+
+# ------------------------------------------------------------------------------------ errors that say what to do
+
+def test_convert_official_says_why_a_pickle_is_refused_and_what_it_is(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    from gaternet_zoo.cli import main as cli_main
+
+    torch.save({'model': torch.nn.Linear(2, 2)}, tmp_path / 'whole_model.pth')  # a pickled module, not tensors
+    assert cli_main(['convert-official', str(tmp_path / 'whole_model.pth'), str(tmp_path / 'out')]) == 2
+    err = capsys.readouterr().err
+    assert 'is a pickle of Python objects (it names torch.nn.modules.linear.Linear' in err
+    assert 'runs code it names, so the zoo never does' in err and 'ResNet-20-Gated.pth' in err
+    assert 'weights_only=False' not in err and 'will likely succeed' not in err
+    (tmp_path / 'cut.pth').write_bytes((tmp_path / 'whole_model.pth').read_bytes()[:100])
+    assert cli_main(['convert-official', str(tmp_path / 'cut.pth'), str(tmp_path / 'out')]) == 2
+    assert 'not a complete torch.save file' in capsys.readouterr().err
+
+
+def test_empty_or_zero_byte_parquet_is_named(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from gaternet_zoo.data import DataSourceError, load_image_dataset
+
+    folder = tmp_path / 'data'
+    folder.mkdir()
+    pq.write_table(pa.table({'img': pa.array([], pa.binary()), 'label': pa.array([], pa.int64())}),
+                   folder / 'test.parquet')
+    with pytest.raises(DataSourceError, match=r'test\.parquet holds no rows \(an empty export\?\)'):
+        load_image_dataset(str(folder), split_train='test', split_eval=None)
+    (folder / 'test.parquet').write_bytes(b'')
+    with pytest.raises(DataSourceError, match=r'test\.parquet is not a readable parquet file \(0 bytes'):
+        load_image_dataset(str(folder), split_train='test', split_eval=None)
+
+
+def test_string_labels_say_how_to_convert_them(tmp_path: Path) -> None:
+    import datasets
+
+    from gaternet_zoo.data import DataSourceError, load_image_dataset
+
+    png = _image_folder(tmp_path / 'png', 8, count=4)
+    rows = datasets.Dataset.from_parquet(str(png / 'test.parquet'))
+    rows = rows.remove_columns('label').add_column('label', ['cat', 'dog', 'cat', 'bird'])
+    folder = tmp_path / 'named'
+    folder.mkdir()
+    rows.to_parquet(folder / 'test.parquet')
+    with pytest.raises(DataSourceError, match=r"label column 'label' .* holds class names \(strings\).*'bird', "
+                                              r"'cat', 'dog'.*class_encode_column\('label'\)"):
+        load_image_dataset(str(folder), split_train='test', split_eval=None)
+
+
+def test_decode_error_hint_names_no_flag_the_recipes_lack() -> None:
+    import datasets
+
+    from gaternet_zoo.data import ImageDecodeError, decode_images
+
+    rows = datasets.Dataset.from_dict({'img': [{'bytes': b'not an image', 'path': None}], 'label': [0]},
+                                      features=datasets.Features({'img': datasets.Image(),
+                                                                  'label': datasets.Value('int64')}))
+    with pytest.raises(ImageDecodeError) as caught:
+        decode_images(rows, image_column='img', label_column='label')
+    message = str(caught.value)
+    assert 'remove or replace that image' in message and "build_pipeline(..., on_decode_error='skip')" in message
+    assert 'recipes/train.py and gaternet-zoo eval have no such option' in message
+    assert '--on-decode-error' not in message and '--skip' not in message
+
+
+def test_bad_batch_size_and_round_to_fail_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                          monkeypatch) -> None:
+    from gaternet_zoo import evaluation
+    from gaternet_zoo.cli import main as cli_main
+
+    def no_work(*args, **kwargs):
+        raise AssertionError('the model or data was loaded before the argument was checked')
+
+    monkeypatch.setattr(evaluation, 'model_from_name', no_work)
+    monkeypatch.setattr(evaluation, 'build_eval_data', no_work)
+    assert cli_main(['eval', 'cifar_resnet20', '--batch-size', '0']) == 2
+    assert 'batch_size (--batch-size) must be a positive number of images per batch, got 0' in (
+        capsys.readouterr().err)
+    assert cli_main(['prune', 'gaternet_resnet20', '--round-to', '0', '--out', str(tmp_path / 'p')]) == 2
+    assert 'round_to (--round-to) must be a positive number of filters' in capsys.readouterr().err
