@@ -98,6 +98,13 @@ def test_changed_data_is_refused_by_the_checkpoint_position(run: Path) -> None:
         zt.check_resume(checkpoint, config, steps_per_epoch=4, micro_steps=4)
 
 
+def test_more_processes_than_the_checkpoint_has_random_states_for_is_refused(run: Path) -> None:
+    config = yaml.safe_load((run / 'config.yaml').read_text())
+    checkpoint = zt.find_checkpoint('latest', run)
+    with pytest.raises(zt.RecipeError, match=r'written by 1 process\(es\), but this run has 2.*--num_processes 1'):
+        zt.check_resume(checkpoint, config, steps_per_epoch=4, micro_steps=4, num_processes=2)
+
+
 def test_resuming_a_finished_run_trains_nothing_and_says_so(finished_run: Path, tmp_path: Path) -> None:
     out = shutil.copytree(finished_run, tmp_path / 'done')
     with pytest.raises(zt.RecipeError, match=r'the run is complete .*epoch 1 of 1 and final/ is written.*nothing '

@@ -119,6 +119,12 @@ def check_resume(checkpoint: Path, config: Mapping[str, Any], *, steps_per_epoch
             f'--resume {checkpoint}: the run is complete (its checkpoint is at the end of epoch {epoch} of {epochs} '
             f'and final/ is written), so there is nothing to train. To train longer, start a new run in another '
             f'--output-dir.')
+    saved_world = state.get('num_processes')
+    if isinstance(saved_world, int) and num_processes > saved_world:
+        raise RecipeError(
+            f'--resume {checkpoint}: the checkpoint was written by {saved_world} process(es), but this run has '
+            f'{num_processes}: the extra processes have no saved random states, and would start fresh ones. Resume '
+            f'with {saved_world} process(es) (accelerate launch --num_processes {saved_world} ...).')
     problem = checkpoint_problem(checkpoint, num_processes)
     if problem:
         intact = newest_intact_checkpoint(run_dir, num_processes, before=checkpoint)
