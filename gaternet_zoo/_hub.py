@@ -288,13 +288,16 @@ def verify_config(config: dict[str, Any], weights: str | os.PathLike, where: str
     wrong_tag = None
     if published is not None:
         published_arch, _, published_tag = published.partition('.')
-        if (arch, tag) != (published_arch, published_tag):
-            wrong_tag = (f'pretrained_cfg.tag: {WEIGHTS_NAME} holds the published weights of {published} (sha256 '
-                         f'{sha256}), but {CONFIG_NAME} ' + (f'names {arch}.{tag}' if tag else
-                                                              f'names no tag (architecture {arch})'))
         pinned = get_extra_cfg(published_arch, published_tag).get('config_sha256')
+        # The zoo's published weights come with their own config (the registry pins its fingerprint): another
+        # config, or the same one with its tag removed, would lend them another card. Weights registered at
+        # runtime without a config pin may sit in any folder.
         if pinned:
             expected, anchor = pinned, f'the registry entry of {published}'
+            if (arch, tag) != (published_arch, published_tag):
+                wrong_tag = (f'pretrained_cfg.tag: {WEIGHTS_NAME} holds the published weights of {published} '
+                             f'(sha256 {sha256}), but {CONFIG_NAME} ' + (
+                                 f'names {arch}.{tag}' if tag else f'names no tag (architecture {arch})'))
     if expected is None and wrong_tag is None:
         _logger.warning('%s: config.json carries no fingerprint (saved by an older gaternet_zoo); its values are '
                         'checked against the weights only. Save the model again to protect it.', where)
