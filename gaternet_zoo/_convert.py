@@ -9,6 +9,7 @@ backbone keys map one to one onto :class:`~gaternet_zoo.CifarResNet`; the gater'
 from __future__ import annotations
 
 import os
+import pickle
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -33,10 +34,22 @@ def _load(path_or_state_dict: str | os.PathLike | dict[str, Any]) -> dict[str, A
         return path_or_state_dict
     try:
         return torch.load(path_or_state_dict, map_location='cpu', weights_only=True)
-    except Exception as e:  # weights_only refuses non-tensor pickles: say so instead of a pickle traceback
+    except pickle.UnpicklingError as e:
+        # torch's own message suggests weights_only=False, i.e. running the file's code: not repeated here.
+        found = sorted(set(re.findall(r'GLOBAL ([\w.]+)', str(e))))
+        holds = f' (it names {", ".join(found)})' if found else ''
         raise OfficialCheckpointError(
-            f'Could not read {path_or_state_dict} as a tensors-only checkpoint ({type(e).__name__}: {e}). The '
-            f'released GaterNet .pth files load with torch.load(weights_only=True); anything else is refused.') from e
+            f'Refused {path_or_state_dict}: it is a pickle of Python objects{holds}, not a file of tensors only. '
+            f'Unpickling such a file runs code it names, so the zoo never does (it reads checkpoints with '
+            f'torch.load(weights_only=True) only). The released GaterNet checkpoints (ResNet-20-Gated.pth, '
+            f'ResNet-56-Gated.pth) hold only tensors; this is another file, e.g. a whole model or training state '
+            f'pickled by a training script. If it is yours and you trust it, load it in that project and save '
+            f'{{"backbone_state_dict": ..., "gater_state_dict": ...}} with tensors only, then convert that.') from e
+    except Exception as e:  # not a torch file at all, truncated, ...
+        raise OfficialCheckpointError(
+            f'Could not read {path_or_state_dict} as a checkpoint ({type(e).__name__}: {e}): it is not a complete '
+            f'torch.save file. The released GaterNet checkpoints are ResNet-20-Gated.pth and ResNet-56-Gated.pth; '
+            f'download the file again.') from e
 
 
 def _depth(backbone: dict[str, torch.Tensor]) -> int:

@@ -22,6 +22,7 @@ held to the registry's sha256, and the log says which one was loaded.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -46,14 +47,14 @@ from huggingface_hub.errors import (
 )
 from torch import nn
 
-from ._pretrained import EXTRA_CFG_KEYS, get_extra_cfg, resolve_hub_id, split_pretrained_cfg
+from ._pretrained import EXTRA_CFG_KEYS, get_extra_cfg, registered_weights_of, resolve_hub_id, split_pretrained_cfg
 from .version import __version__
 
 __all__ = [
     'ZooHubMixin', 'WEIGHTS_NAME', 'CONFIG_NAME', 'HubLoadError', 'ChecksumError', 'StateDictMismatchError',
     'sha256_file', 'download', 'read_config', 'load_pretrained', 'load_weights', 'model_config',
     'save_pretrained', 'clean_state_dict_keys', 'config_fingerprint', 'verify_config', 'CONFIG_FINGERPRINT_KEY',
-    'NonFiniteWeightsError', 'build_from_config',
+    'CONFIG_VALUES_KEY', 'NonFiniteWeightsError', 'build_from_config', 'canonical_safetensors_header',
     'save_pretrained', 'clean_state_dict_keys', 'shipped_weights_dirs', 'find_shipped_weights', 'hub_unreachable',
     'SHIP_LIMIT_BYTES', 'load_from_source', 'MODEL_SOURCES',
 ]
@@ -85,6 +86,9 @@ _PUBLISHED_CFG_KEYS = (
 
 #: ``model.safetensors`` metadata key holding the :func:`config_fingerprint` of the config saved with the weights.
 CONFIG_FINGERPRINT_KEY = 'gaternet_zoo.config_sha256'
+#: ``model.safetensors`` metadata key holding the fingerprinted values themselves (canonical JSON), so that a
+#: config edited after saving is refused naming the key that changed.
+CONFIG_VALUES_KEY = 'gaternet_zoo.config'
 
 # The pretrained_cfg fields that change what the model computes or how its outputs are read (the input settings,
 # the classes); provenance fields (tag, dataset, metrics, card text) are left out, so a re-saved copy of published
@@ -122,23 +126,86 @@ def _check_finite_weights(state_dict: dict[str, torch.Tensor], path: Path, label
             f'its last good checkpoint with a lower learning rate. Nothing was loaded.')
 
 
-def config_fingerprint(config: dict[str, Any]) -> str:
-    """sha256 of the values of a ``config.json`` that change the model, in a canonical JSON form.
-
-    Covered: ``architecture``, ``num_classes``, ``num_features``, ``model_args`` and the input/class fields of
-    ``pretrained_cfg`` (input size, interpolation, crop, mean, std, label names, classifier ...).
-    """
+def _fingerprint_payload(config: dict[str, Any]) -> dict[str, Any]:
     cfg = config.get('pretrained_cfg') or {}
     # None means "the default" wherever it appears, so an argument added later with a None default (absent from
     # older configs) does not change the fingerprint of the same model.
     model_args = {k: v for k, v in (config.get('model_args') or {}).items() if v is not None}
-    payload = {
+    return {
         'architecture': config.get('architecture'), 'num_classes': config.get('num_classes'),
         'num_features': config.get('num_features'), 'model_args': model_args,
         'pretrained_cfg': {k: cfg[k] for k in _FINGERPRINTED_CFG_KEYS if cfg.get(k) is not None},
     }
-    text = json.dumps(payload, sort_keys=True, separators=(',', ':'), ensure_ascii=True)
-    return hashlib.sha256(text.encode('utf-8')).hexdigest()
+
+
+def _canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(',', ':'), ensure_ascii=True)
+
+
+def _digest(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(_canonical_json(payload).encode('utf-8')).hexdigest()
+
+
+def config_fingerprint(config: dict[str, Any]) -> str:
+    """sha256 of the values of a ``config.json`` that change the model, in a canonical JSON form.
+
+    Covered: ``architecture``, ``num_classes``, ``num_features``, ``model_args`` (gate threshold, pruned filters,
+    backbone, gater, ...) and the input/class fields of ``pretrained_cfg`` (input size, interpolation, crop, mean,
+    std, label names, classifier ...).
+    """
+    return _digest(_fingerprint_payload(config))
+
+
+def _flat_values(payload: dict[str, Any]) -> dict[str, str]:
+    """``{'model_args.gate_threshold': '0.49999', 'pretrained_cfg.mean': '[...]', ...}`` (values as canonical JSON)."""
+    flat = {k: _canonical_json(payload.get(k)) for k in ('architecture', 'num_classes', 'num_features')}
+    for group in ('model_args', 'pretrained_cfg'):
+        flat.update({f'{group}.{k}': _canonical_json(v) for k, v in (payload.get(group) or {}).items()})
+    return flat
+
+
+def _payload_of(flat: dict[str, str]) -> dict[str, Any]:
+    payload: dict[str, Any] = {'model_args': {}, 'pretrained_cfg': {}}
+    for key, text in flat.items():
+        group, _, name = key.partition('.')
+        if name:
+            payload[group][name] = json.loads(text)
+        else:
+            payload[key] = json.loads(text)
+    return payload
+
+
+def _edited_values(config: dict[str, Any], expected: str, recorded_values: str | None,
+                   name_tag: str | None) -> list[tuple[str, str, str | None]]:
+    """``(key, value now, value saved)`` of the fingerprinted values that were edited, as far as they can be known.
+
+    Exact in both cases where it answers: the values saved in the weights' metadata (checked against the recorded
+    fingerprint), or, for published weights, the fewest values of a fresh model of their tag that give the pinned
+    fingerprint back. Only called for a mismatch, so its cost (a model built without weights) does not matter.
+    """
+    now = _flat_values(_fingerprint_payload(config))
+    if recorded_values:
+        try:
+            saved = _flat_values(json.loads(recorded_values))
+        except (ValueError, AttributeError):
+            saved = None
+        if saved is not None and _digest(_payload_of(saved)) == expected:
+            return [(k, now.get(k, 'unset'), saved.get(k)) for k in sorted(set(now) | set(saved))
+                    if now.get(k) != saved.get(k)]
+    if not name_tag:
+        return []
+    try:
+        reference = _flat_values(_fingerprint_payload(model_config(timm.create_model(name_tag, pretrained=False))))
+    except Exception:  # The message falls back to naming the groups of values; never fail while explaining.
+        return []
+    differing = sorted(k for k in set(now) | set(reference) if now.get(k) != reference.get(k))
+    for size in range(1, min(3, len(differing)) + 1):
+        for keys in itertools.combinations(differing, size):
+            candidate = {k: v for k, v in now.items() if k not in keys}
+            candidate.update({k: reference[k] for k in keys if k in reference})
+            if _digest(_payload_of(candidate)) == expected:
+                return [(k, now.get(k, 'unset'), reference.get(k)) for k in keys]
+    return []
 
 
 def build_from_config(config: dict[str, Any], weights: str | os.PathLike, *, source: str, where: str,
@@ -156,7 +223,12 @@ def build_from_config(config: dict[str, Any], weights: str | os.PathLike, *, sou
         where: The folder or repository, for messages.
         overrides: Model arguments that replace the saved ones (``None`` values are ignored).
     """
-    verify_config(config, weights, where)
+    weights = Path(weights)
+    recorded = (config.get('pretrained_cfg') or {}).get('sha256')
+    actual = sha256_file(weights) if weights.is_file() else None  # once: both checks below need it
+    if recorded and actual is not None:
+        _check_sha256(weights, recorded, actual, where)
+    verify_config(config, weights, where, sha256=actual)
     timm_cfg, extras = split_config(config)
     pretrained_cfg = {**timm_cfg, **extras, 'file': str(weights), 'source': source}
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
@@ -171,51 +243,87 @@ def build_from_config(config: dict[str, Any], weights: str | os.PathLike, *, sou
             f'The {CONFIG_NAME} of {where} does not fit its architecture {config["architecture"]!r}: {e}. Its '
             f'model_args name an argument this architecture does not take (the config names another architecture, '
             f'or comes from another gaternet_zoo version); save the model again, or fix the config.') from e
-    load_weights(model, weights, sha256=model.pretrained_cfg.get('sha256'), label=where,
-                 new_classifier_ok='num_classes' in overrides)
+    load_weights(model, weights, label=where, new_classifier_ok='num_classes' in overrides)
     return model
 
 
-def _recorded_fingerprint(weights: Path) -> str | None:
+def _recorded_fingerprint(weights: Path) -> tuple[str | None, str | None]:
+    """(fingerprint, fingerprinted values) recorded in the metadata of ``weights``; ``None`` where absent."""
     from safetensors import safe_open
 
     try:
         with safe_open(str(weights), framework='pt', device='cpu') as f:
-            return (f.metadata() or {}).get(CONFIG_FINGERPRINT_KEY)
+            metadata = f.metadata() or {}
     except Exception:  # An unreadable file is reported, with its fix, by load_weights.
-        return None
+        return None, None
+    return metadata.get(CONFIG_FINGERPRINT_KEY), metadata.get(CONFIG_VALUES_KEY)
 
 
-def verify_config(config: dict[str, Any], weights: str | os.PathLike, where: str) -> bool:
-    """Check ``config`` against the fingerprint recorded for it (weights metadata, else the registry pin).
+def verify_config(config: dict[str, Any], weights: str | os.PathLike, where: str, *,
+                  sha256: str | None = None) -> bool:
+    """Check ``config`` against the fingerprint recorded for it (the registry pin, else the weights' metadata).
+
+    Published weights are recognised by their sha256, not by the ``tag`` their config names: a config whose tag was
+    removed or changed is held to the pins of the weights the folder actually holds, and must name their tag.
+
+    Args:
+        config: The parsed ``config.json``.
+        weights: Its ``model.safetensors``.
+        where: The folder or repository, for messages.
+        sha256: The sha256 of ``weights`` when the caller has it already (it is computed otherwise).
 
     Returns:
         Whether a fingerprint was found and matched; ``False`` for a folder that carries none (saved by an older
         gaternet_zoo and not published), whose values are then only checked against the weights' shapes.
 
     Raises:
-        ChecksumError: ``config.json`` changed after the folder was saved.
+        ChecksumError: ``config.json`` changed after the folder was saved; the message names the edited keys.
     """
     weights = Path(weights)
-    expected, anchor = _recorded_fingerprint(weights), f'the metadata of {WEIGHTS_NAME}'
+    expected, values = _recorded_fingerprint(weights)
+    anchor = f'the metadata of {WEIGHTS_NAME}'
     arch, tag = config.get('architecture'), (config.get('pretrained_cfg') or {}).get('tag')
-    if expected is None and tag:
-        registered = get_extra_cfg(arch, tag)
-        pinned = registered.get('config_sha256')
-        if pinned and registered.get('sha256') and weights.is_file() and sha256_file(weights) == registered['sha256']:
-            expected, anchor = pinned, f'the registry entry of {arch}.{tag}'
-    if expected is None:
+    if sha256 is None and weights.is_file():
+        sha256 = sha256_file(weights)
+    published = registered_weights_of(sha256)
+    wrong_tag = None
+    if published is not None:
+        published_arch, _, published_tag = published.partition('.')
+        pinned = get_extra_cfg(published_arch, published_tag).get('config_sha256')
+        # The zoo's published weights come with their own config (the registry pins its fingerprint): another
+        # config, or the same one with its tag removed, would lend them another card. Weights registered at
+        # runtime without a config pin may sit in any folder.
+        if pinned:
+            expected, anchor = pinned, f'the registry entry of {published}'
+            if (arch, tag) != (published_arch, published_tag):
+                wrong_tag = (f'pretrained_cfg.tag: {WEIGHTS_NAME} holds the published weights of {published} '
+                             f'(sha256 {sha256}), but {CONFIG_NAME} ' + (
+                                 f'names {arch}.{tag}' if tag else f'names no tag (architecture {arch})'))
+    if expected is None and wrong_tag is None:
         _logger.warning('%s: config.json carries no fingerprint (saved by an older gaternet_zoo); its values are '
                         'checked against the weights only. Save the model again to protect it.', where)
         return False
     actual = config_fingerprint(config)
-    if actual != expected.lower():
+    edited = None
+    if expected is not None and actual != expected.lower():
+        found = _edited_values(config, expected.lower(), values, published)
+        edited = '; '.join(f'{k} is {now} but was saved as {"unset" if was is None else was}'
+                           for k, now, was in found) if found else (
+            'a value of architecture, model_args, num_classes or the input settings (the saved values are not '
+            'recorded, so the key cannot be named)')
+    if wrong_tag is not None:
         raise ChecksumError(
-            f'{CONFIG_NAME} of {where} was changed after the model was saved: the fingerprint of its model values '
-            f'(architecture, model_args, num_classes, input settings) is {actual}, but {anchor} records {expected}. '
-            f'An edited config would silently build a different model (a fresh classifier, other gates). Restore '
-            f'the file (download it again with force_download=True) or save the model again with save_pretrained; '
-            f'to fine-tune with other classes pass num_classes=... to create_model instead of editing the config.')
+            f'{CONFIG_NAME} of {where} does not describe its weights: {wrong_tag}' + (
+                f'; and {edited}' if edited else '') + f'. Its metrics and card would describe other weights. '
+            f'Restore the folder\'s {CONFIG_NAME} (download {published} again, or save '
+            f'create_model("{published}", pretrained=True) with save_pretrained).')
+    if edited is not None:
+        raise ChecksumError(
+            f'{CONFIG_NAME} of {where} was changed after the model was saved: {edited}. The fingerprint of its model '
+            f'values is {actual}, but {anchor} records {expected}. An edited config would silently build a '
+            f'different model (other preprocessing, a fresh classifier, other gates). Restore the file (download '
+            f'it again with force_download=True) or save the model again with save_pretrained; to fine-tune with '
+            f'other classes pass num_classes=... to create_model instead of editing the config.')
     return True
 
 
@@ -343,13 +451,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike, *, sha256: str | Non
     if not path.is_file():
         raise HubLoadError(f'Weights file {path} not found.')
     if sha256:
-        sha256 = sha256.lower()  # hex digests are case-insensitive; ours are written in lower case
-        actual = sha256_file(path)
-        if actual != sha256:
-            raise ChecksumError(
-                f'sha256 mismatch for the weights of {label} ({path}): expected {sha256}, got {actual}. The file is '
-                f'corrupt or was changed after publishing; download it again with force_download=True, and if it '
-                f'persists do not use it.')
+        _check_sha256(path, sha256, sha256_file(path), label)
     try:
         state_dict = load_file(path, device='cpu')
     except (SafetensorError, OSError, ValueError) as e:
@@ -360,6 +462,15 @@ def load_weights(model: nn.Module, path: str | os.PathLike, *, sha256: str | Non
 
     cleaned = clean_state_dict_keys(state_dict)
     expected = model.state_dict()
+    # load_state_dict casts silently: integer weights (rounded values) would load into float parameters as if
+    # they were the trained ones, and float values into integer buffers.
+    cast = sorted(f'{k} ({cleaned[k].dtype} into {expected[k].dtype})' for k in cleaned.keys() & expected.keys()
+                  if cleaned[k].is_floating_point() != expected[k].is_floating_point())
+    if cast:
+        raise StateDictMismatchError(
+            f'The weights in {path} do not fit {label}: {len(cast)} tensor(s) have the wrong kind of dtype: '
+            f'{_short(cast)}. Integer values are not trained float weights (a cast when saving, or another '
+            f'format\'s file); save the model again from its float weights. Nothing was loaded.')
     dropped = []
     for key in _classifier_keys(model):
         if key in cleaned and key in expected and cleaned[key].shape != expected[key].shape:
@@ -407,6 +518,15 @@ def state_dict_mismatches(expected: dict[str, torch.Tensor], state: dict[str, to
         for k in set(state) & set(expected) if k not in ignore and state[k].shape != expected[k].shape)
     return [f'{len(keys)} {kind}: {_short(keys)}' for kind, keys in (
         ('missing keys', missing), ('unexpected keys', unexpected), ('shape mismatches', mis_shaped)) if keys]
+
+
+def _check_sha256(path: Path, expected: str, actual: str, label: str) -> None:
+    expected = expected.lower()  # hex digests are case-insensitive; ours are written in lower case
+    if actual != expected:
+        raise ChecksumError(
+            f'sha256 mismatch for the weights of {label} ({path}): expected {expected}, got {actual}. The file is '
+            f'corrupt or was changed after publishing; download it again with force_download=True, and if it '
+            f'persists do not use it.')
 
 
 def _short(keys: list[str], limit: int = 8) -> str:
@@ -570,7 +690,7 @@ def _resolve_hub_weights(
 def model_config(model: nn.Module, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The timm-schema ``config.json`` content describing ``model`` (without the weights' sha256)."""
     cfg = dict(getattr(model, 'pretrained_cfg', {}) or {})
-    published = {k: cfg[k] for k in _PUBLISHED_CFG_KEYS if cfg.get(k) is not None}
+    published = {k: cfg[k] for k in _PUBLISHED_CFG_KEYS if cfg.get(k) is not None and (k != 'tag' or cfg[k])}
     published.update({k: cfg[k] for k in EXTRA_CFG_KEYS
                       if cfg.get(k) is not None and k not in ('sha256', 'revision', 'config_sha256')})
     published.update(extra or {})
@@ -594,9 +714,11 @@ def model_config(model: nn.Module, extra: dict[str, Any] | None = None) -> dict[
 
 def save_pretrained(model: nn.Module, save_directory: str | os.PathLike,
                     extra: dict[str, Any] | None = None) -> Path:
-    """Write ``model.safetensors`` and ``config.json`` (with the weights' sha256) into ``save_directory``."""
-    from safetensors.torch import save_model
+    """Write ``model.safetensors`` and ``config.json`` (with the weights' sha256) into ``save_directory``.
 
+    The same model saved twice gives the same bytes (see :func:`_save_weights`), so a published sha256 can be
+    reproduced.
+    """
     model = getattr(model, '_orig_mod', model)
     bad = [k for k, v in model.state_dict().items() if torch.is_floating_point(v) and not bool(torch.isfinite(v).all())]
     if bad:
@@ -614,18 +736,55 @@ def save_pretrained(model: nn.Module, save_directory: str | os.PathLike,
     if config['pretrained_cfg'].get('tag') and 'tag' not in (extra or {}) and described is not None:
         # Are these the tag's own weights? Saved as published (no fingerprint metadata), they are the same file,
         # with the same sha256, and the registry's config pin still covers the config.
-        save_model(model, str(weights), metadata={'format': 'pt'})
+        _save_weights(model, weights, {'format': 'pt'})
         plain = sha256_file(weights)
         _drop_tag_of_other_weights(config, model_cfg, plain, extra or {})
     fingerprint = config_fingerprint(config)
     pinned = get_extra_cfg(config['architecture'], config['pretrained_cfg'].get('tag')).get('config_sha256')
     if plain is None or plain != described.lower() or pinned != fingerprint:
         # New weights, or a config the registry does not pin: the fingerprint goes into the weights' metadata.
-        save_model(model, str(weights), metadata={'format': 'pt', CONFIG_FINGERPRINT_KEY: fingerprint})
+        _save_weights(model, weights, {'format': 'pt', CONFIG_FINGERPRINT_KEY: fingerprint,
+                                       CONFIG_VALUES_KEY: _canonical_json(_fingerprint_payload(config))})
     sha = sha256_file(weights)
     config['pretrained_cfg']['sha256'] = sha
     (save_directory / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + '\n')
     return save_directory
+
+
+def _save_weights(model: nn.Module, path: Path, metadata: dict[str, str]) -> None:
+    """``safetensors.torch.save_model``, then the header's metadata put in sorted key order, in place.
+
+    safetensors writes the metadata mapping in hash-map order, which changes from one save to the next, so the
+    sha256 of the same weights would too. Sorting only reorders the header's bytes (same length, same tensor
+    offsets): the file reads exactly as before.
+    """
+    from safetensors.torch import save_model
+
+    save_model(model, str(path), metadata=metadata)
+    if len(metadata) > 1:
+        canonical_safetensors_header(path)
+
+
+def canonical_safetensors_header(path: str | os.PathLike) -> bool:
+    """Rewrite the header of a ``.safetensors`` file with its ``__metadata__`` keys sorted; returns whether it did.
+
+    Only the order of the metadata entries changes, and the header keeps its length (padded with spaces, as the
+    format allows), so the tensors, their offsets and every reader's result are untouched.
+    """
+    with open(path, 'r+b') as f:
+        size = int.from_bytes(f.read(8), 'little')
+        raw = f.read(size)
+        header = json.loads(raw)
+        metadata = header.get('__metadata__')
+        if not isinstance(metadata, dict) or list(metadata) == sorted(metadata):
+            return False
+        header['__metadata__'] = dict(sorted(metadata.items()))
+        text = json.dumps(header, separators=(',', ':'), ensure_ascii=False).encode('utf-8')
+        if len(text) > size:  # Cannot happen for a reordering of the same entries; never grow the header.
+            return False
+        f.seek(8)
+        f.write(text + b' ' * (size - len(text)))
+    return True
 
 
 def _drop_tag_of_other_weights(config: dict[str, Any], model_cfg: dict[str, Any], sha: str,

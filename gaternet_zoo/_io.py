@@ -6,6 +6,7 @@ fails before any work starts, with one sentence that names the path, the reason 
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -77,11 +78,22 @@ def prepare_output_dir(path: str | os.PathLike, *, overwrite: bool = False, what
     return path
 
 
-def check_output_file(path: str | os.PathLike, *, what: str = 'the output') -> Path:
+#: An existing file larger than this is not an earlier JSON report, whatever it holds (not read to find out).
+_MAX_REPORT_BYTES = 64 << 20
+
+
+def check_output_file(path: str | os.PathLike, *, what: str = 'the output', replaces_json_only: bool = False) -> Path:
     """Check, before any work, that the file ``path`` can be written (its parents can be created); returns it.
+
+    Args:
+        path: The file to write.
+        what: What is written, for the messages.
+        replaces_json_only: An existing file may be replaced only if it holds JSON (an earlier report): a mistyped
+            path must not overwrite a script, a config or weights.
 
     Raises:
         IsADirectoryError: ``path`` is a folder.
+        FileExistsError: With ``replaces_json_only``, ``path`` holds something other than JSON.
         NotADirectoryError, PermissionError: A parent is a file, or not writable.
     """
     path = Path(path).expanduser()
@@ -91,6 +103,20 @@ def check_output_file(path: str | os.PathLike, *, what: str = 'the output') -> P
     if path.exists():
         if not os.access(path, os.W_OK):
             raise PermissionError(f'Cannot write {what} to {path}: the file is not writable.')
+        if replaces_json_only and path.stat().st_size and not _holds_json(path):
+            raise FileExistsError(
+                f'Not writing {what} to {path}: that file exists and is not a JSON report (it holds something else, '
+                f'which would be lost). Name a new file, or move that one away first.')
         return path
     _check_creatable(path.parent, what)
     return path
+
+
+def _holds_json(path: Path) -> bool:
+    if path.stat().st_size > _MAX_REPORT_BYTES:
+        return False
+    try:
+        json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return True

@@ -20,7 +20,7 @@ from timm.models import generate_default_cfgs as _timm_generate_default_cfgs
 
 __all__ = [
     'EXTRA_CFG_KEYS', 'DEFAULT_HUB_ORG', 'HUB_ORG_ENV', 'generate_default_cfgs', 'split_pretrained_cfg',
-    'get_extra_cfg', 'resolve_hub_id', 'register_weights',
+    'get_extra_cfg', 'resolve_hub_id', 'register_weights', 'registered_weights_of',
 ]
 
 #: Fields a weight tag may carry beyond timm's ``PretrainedCfg``.
@@ -69,6 +69,21 @@ def get_extra_cfg(architecture: str | None, tag: str | None) -> dict[str, Any]:
         return {}
     key = f'{architecture}.{tag}' if tag else architecture
     return dict(_EXTRA_CFGS.get(key, {}))
+
+
+def registered_weights_of(sha256: str | None) -> str | None:
+    """The ``architecture.tag`` whose registered weights have this sha256, or ``None`` (a linear scan of a few tags).
+
+    Published weights are recognised by their bytes, whatever their ``config.json`` says about them: a folder whose
+    ``tag`` was removed or changed is still held to the registry's pins of the weights it actually holds.
+    """
+    if not sha256:
+        return None
+    sha256 = sha256.lower()
+    for name_tag, extras in _EXTRA_CFGS.items():
+        if str(extras.get('sha256') or '').lower() == sha256 and '.' in name_tag:
+            return name_tag
+    return None
 
 
 def resolve_hub_id(hf_hub_id: str, revision: str | None = None) -> tuple[str, str | None]:

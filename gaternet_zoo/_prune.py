@@ -22,7 +22,7 @@ from torch import nn
 from .layers.pruning import PruningError
 from .utils.gate_stats import GateStatistics, has_gates
 
-__all__ = ['PruningError', 'always_off_filters', 'prune_gaternet']
+__all__ = ['PruningError', 'always_off_filters', 'check_round_to', 'prune_gaternet']
 
 
 def always_off_filters(model: nn.Module, stats: GateStatistics) -> dict[str, list[int]]:
@@ -34,6 +34,18 @@ def always_off_filters(model: nn.Module, stats: GateStatistics) -> dict[str, lis
 
 
 @torch.no_grad()
+def check_round_to(round_to: int) -> int:
+    """Check ``round_to`` (``--round-to``) before any calibration runs; returns it.
+
+    Raises:
+        ValueError: Not a positive number of filters.
+    """
+    if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
+        raise ValueError(f'round_to (--round-to) must be a positive number of filters (1 keeps exactly the filters '
+                         f'that opened; 8 or 16 match CPU conv kernels), got {round_to!r}.')
+    return round_to
+
+
 def prune_gaternet(model: nn.Module, stats: GateStatistics, calibration: str = '', round_to: int = 1) -> nn.Module:
     """A copy of ``model`` without the filters whose gates were always closed over ``stats``' data.
 
@@ -55,8 +67,7 @@ def prune_gaternet(model: nn.Module, stats: GateStatistics, calibration: str = '
         raise PruningError(f'{type(model).__name__} has no gates to prune by; pruning needs a GaterNet')
     if getattr(model, 'pruned_filters', None):
         raise PruningError('this model is already pruned; prune the original GaterNet again with other data instead')
-    if int(round_to) < 1:
-        raise ValueError(f'round_to must be a positive number of filters, got {round_to}')
+    check_round_to(round_to)
     off = always_off_filters(model, stats)
     kept: dict[str, list[int]] = {}
     for site in model.gate_sites:

@@ -5,7 +5,9 @@ exists and quotes the same sha256 as ``config.json`` and the file itself. The up
 """
 from __future__ import annotations
 
+import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,18 +18,32 @@ __all__ = ['validate_folder', 'push_folder', 'ValidationReport']
 
 @dataclass
 class ValidationReport:
+    """What :func:`validate_folder` checked, in words; ``figures`` says which metrics were re-measured."""
+
     folder: Path
     architecture: str
     sha256: str
     params: int
+    figures: str = 'no figures recorded'
 
     def __str__(self) -> str:
         return (f'{self.folder}: {self.architecture}, {self.params:,} parameters, model.safetensors sha256 '
-                f'{self.sha256} (verified; loads strictly; card present)')
+                f'{self.sha256} (verified; config values match their fingerprint; loads strictly; the card quotes '
+                f'the sha256 and the recorded figures); figures: {self.figures}')
 
 
-def validate_folder(folder: str | os.PathLike) -> ValidationReport:
-    """Check that ``folder`` is a complete, loadable, self-consistent model folder.
+#: How many built-in-subset images a re-measured top-1 may differ by (a near-tie flipped by another thread count).
+_REMEASURE_TOLERANCE_IMAGES = 1
+
+
+def validate_folder(folder: str | os.PathLike, *, measure: bool = True) -> ValidationReport:
+    """Check that ``folder`` is a complete, loadable, self-consistent model folder whose figures hold.
+
+    The weights must match their sha256 and the config its fingerprint (a strict load); the card must quote the
+    sha256 and the config's top-1/top-5; an evaluation report saved next to the weights (``eval_test.json``,
+    ``eval_builtin_subset.json``, as ``tools/publish_weights.py`` writes) must agree with the config's figures; and
+    with ``measure``, a ``top1_builtin_subset`` figure is measured again on the built-in CIFAR-10 subset. The
+    report says which figures were re-measured and which are only as recorded.
 
     Raises:
         HubLoadError, ChecksumError, StateDictMismatchError: Naming what is wrong.
@@ -46,6 +62,8 @@ def validate_folder(folder: str | os.PathLike) -> ValidationReport:
     try:
         model = create_model(f'local-dir:{folder}')  # strict and sha256-verified
     except ChecksumError as e:
+        if 'sha256 mismatch' not in str(e):
+            raise  # an edited config: its own message names the key
         raise ChecksumError(
             f'{folder / WEIGHTS_NAME} does not have the sha256 recorded in {folder / CONFIG_NAME}: the weights changed '
             f'after the folder was saved. Save the model again with model.save_pretrained({str(folder)!r}) before '
@@ -55,7 +73,62 @@ def validate_folder(folder: str | os.PathLike) -> ValidationReport:
         raise HubLoadError(
             f'{folder / CARD_NAME} does not quote the sha256 of {WEIGHTS_NAME} ({recorded}): the card belongs to '
             f'other weights. Save the folder again so that card and weights agree.')
-    return ValidationReport(folder, config['architecture'], recorded, count_params(model))
+    metrics = dict(config['pretrained_cfg'].get('metrics') or {})
+    _check_card_figures(folder, card, metrics)
+    _check_saved_reports(folder, metrics)
+    figures = _remeasure(folder, model, metrics) if measure else 'as recorded (measure=False)'
+    return ValidationReport(folder, config['architecture'], recorded, count_params(model), figures)
+
+
+def _check_card_figures(folder: Path, card: str, metrics: dict) -> None:
+    for key, label in (('top1', 'top-1'), ('top5', 'top-5')):
+        if metrics.get(key) is None:
+            continue
+        shown = re.search(rf'^\| {label} on .* \(%\) \| ([^|]*?) \|', card, flags=re.MULTILINE)
+        wanted = f'{float(metrics[key]):.2f}'
+        if shown is None or shown.group(1) != wanted:
+            raise HubLoadError(
+                f'{folder / CARD_NAME} shows {label} {shown.group(1) if shown else "nowhere"}, but {CONFIG_NAME} '
+                f'records metrics.{key} = {metrics[key]}: card and config disagree, so one of them is false. Render '
+                f'the card again from the config (save the model again with save_pretrained) after checking the '
+                f'figure.')
+
+
+def _check_saved_reports(folder: Path, metrics: dict) -> None:
+    for name, pairs in (('eval_test.json', (('top1', 'top1'), ('top5', 'top5'))),
+                        ('eval_builtin_subset.json', (('top1', 'top1_builtin_subset'),))):
+        path = folder / name
+        if not path.is_file():
+            continue
+        try:
+            report = json.loads(path.read_text())
+        except ValueError as e:
+            raise HubLoadError(f'{path} is not valid JSON ({e}); restore it or remove it.') from e
+        for measured, key in pairs:
+            if key in metrics and report.get(measured) != metrics[key]:
+                raise HubLoadError(
+                    f'{CONFIG_NAME} of {folder} records metrics.{key} = {metrics[key]}, but the evaluation saved '
+                    f'next to it ({name}) measured {report.get(measured)}: the config\'s figure is not the measured '
+                    f'one. Publish the folder again with tools/publish_weights.py, which measures and records both.')
+
+
+def _remeasure(folder: Path, model, metrics: dict) -> str:
+    recorded = metrics.get('top1_builtin_subset')
+    checked = [k for k in ('top1', 'top5') if k in metrics]
+    if recorded is None or getattr(model, 'num_classes', None) != 10:
+        return (f'{", ".join(checked)} as recorded (not re-measured: no built-in-subset figure)' if checked
+                else 'none recorded')
+    from .evaluation import evaluate_model
+
+    report, _, _, _ = evaluate_model(model.eval(), 'builtin:cifar10-subset')
+    samples = report['num_samples']
+    if abs(report['top1'] - recorded) * samples / 100 > _REMEASURE_TOLERANCE_IMAGES + 1e-6:
+        raise HubLoadError(
+            f'{CONFIG_NAME} of {folder} records metrics.top1_builtin_subset = {recorded}, but these weights measure '
+            f'{report["top1"]} on the built-in CIFAR-10 subset ({samples} images) now: the recorded figures do not '
+            f'belong to these weights. Measure and record them again (tools/publish_weights.py).')
+    rest = f'; {", ".join(checked)} as recorded (the test split is not re-measured here)' if checked else ''
+    return f'top-1 on the built-in subset re-measured: {report["top1"]:.2f} % (recorded {recorded}){rest}'
 
 
 def push_folder(

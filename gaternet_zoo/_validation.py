@@ -135,6 +135,14 @@ def check_gaternet_args(backbone: Any, gater: Any, num_classes: Any, in_chans: A
     for name, value in (('gate_noise_std', gate_noise_std), ('gate_threshold', gate_threshold),
                         ('drop_rate', drop_rate)):
         check_finite(name, value, owner='GaterNet')
+    if not 0.0 <= gate_threshold < 1.0:
+        effect = 'closes every gate' if gate_threshold >= 1.0 else 'opens every gate'
+        raise ValueError(
+            f'gate_threshold of GaterNet must be in [0, 1), got {gate_threshold}: a gate is open where its probability '
+            f'(in [0, 1]) is above the threshold, so {gate_threshold} {effect} whatever the input. The released '
+            f"GaterNet's value is 0.49999 (the default).")
+    if gate_noise_std < 0:
+        raise ValueError(f'gate_noise_std of GaterNet is a standard deviation and must be >= 0, got {gate_noise_std}.')
 
 
 def min_input_side(*modules: nn.Module) -> int:
@@ -220,6 +228,7 @@ def check_input_values(x: torch.Tensor, model: nn.Module, *, min_side: int, owne
             the sample in eval and spread NaN through the batch statistics in training).
     """
     if not checks_apply(x):
+        _assert_finite_in_graph(x, owner)
         return
     if not torch.is_floating_point(x):
         cfg = getattr(model, 'pretrained_cfg', None) or {}
@@ -243,6 +252,21 @@ def check_input_values(x: torch.Tensor, model: nn.Module, *, min_side: int, owne
             f'{owner} got non-finite (NaN or inf) pixels in sample(s) {shown} of the batch: a NaN image would get '
             f'all-closed gates and a meaningless prediction, and in training it spreads to the whole batch. Find the '
             f'corrupt images (or the preprocessing that divides by zero) and fix or drop them.')
+
+
+def _assert_finite_in_graph(x: Any, owner: str) -> None:
+    # Inside torch.compile or torch.export a Python-level check would break the graph (or be traced away), so the
+    # compiled program carries the check itself: an assert op, evaluated with the data, that raises RuntimeError.
+    # torch.jit and fx symbolic tracing are left as they were (no data; their graphs are for export elsewhere).
+    compiler = getattr(torch, 'compiler', None)
+    if compiler is None or not compiler.is_compiling() or not isinstance(x, torch.Tensor):
+        return
+    if x.device.type == 'meta' or not torch.is_floating_point(x):
+        return
+    torch._assert_async(torch.isfinite(x).all(), (
+        f'{owner} (compiled) got non-finite (NaN or inf) pixels in its input batch: a NaN image would get all-closed '
+        f'gates and a meaningless prediction. Find the corrupt images (run the model uncompiled to have them named) '
+        f'and fix or drop them.'))
 
 
 def check_gates(gates: Any, gate_size: int, batch_size: int) -> None:

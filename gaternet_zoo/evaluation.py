@@ -291,7 +291,7 @@ def build_eval_data(
 ) -> EvalData:
     """Load one split of ``source`` for evaluating ``model``, preprocessed as the model expects.
 
-    Small images (at most 64 px, for a model whose input is at most 64 px) are decoded once into a uint8 tensor
+    Small images that already have the model's input size (at most 64 px) are decoded once into a uint8 tensor
     and normalised per batch with the model's ``pretrained_cfg`` mean/std; anything else goes through timm's eval
     transforms for the model's data config (resize, centre crop, normalise).
 
@@ -336,8 +336,10 @@ def build_eval_data(
         check_class_count(dataclasses.replace(src, eval=None), model_classes, what="the model's num_classes",
                           split_names={'train': split})
     cfg = dict(getattr(model, 'pretrained_cfg', None) or {})
-    model_side = max(tuple(cfg.get('input_size', (3, 32, 32)))[1:])
-    kind = choose_pipeline_kind(src) if model_side <= _MAX_TENSOR_INPUT else 'timm'
+    model_size = tuple(cfg.get('input_size', (3, 32, 32)))[1:]
+    # The tensor path does not resize: only images of the model's own input size take it (64 px images for a 32 px
+    # model were evaluated at 64 px, a silently wrong figure).
+    kind = choose_pipeline_kind(src, input_size=model_size) if max(model_size) <= _MAX_TENSOR_INPUT else 'timm'
     description = f'{loaded.description} [{split}]'
     if kind == 'tensor':
         decoded = decode_images(rows, image_column=src.image_column, label_column=src.label_column)
@@ -418,6 +420,9 @@ def evaluate_model(
         ``(report, result, model, data)``: a JSON-ready report (metrics, params, MACs, gate counts), the raw
         :class:`EvalResult`, the unwrapped model (eval mode) and the data.
     """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f'batch_size (--batch-size) must be a positive number of images per batch, got '
+                         f'{batch_size!r}.')  # before loading anything (the DataLoader would refuse it later)
     from .utils.macs import count_macs, count_params, gaternet_macs
 
     if accelerator is None:
@@ -498,7 +503,7 @@ def write_json(obj: Any, path: str | os.PathLike) -> Path:
     """Write ``obj`` as indented JSON, creating parent folders; returns the path."""
     from ._io import check_output_file
 
-    path = check_output_file(path, what='the JSON report')
+    path = check_output_file(path, what='the JSON report', replaces_json_only=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=2) + '\n')
     return path

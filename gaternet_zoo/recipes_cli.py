@@ -56,7 +56,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from .evaluation import default_accelerator, evaluate_model, format_report, write_json
 
     if args.json is not None:  # before the evaluation, not after it
-        check_output_file(args.json, what='the JSON report (--json)')
+        check_output_file(args.json, what='the JSON report (--json)', replaces_json_only=True)
     accelerator = default_accelerator(args.cpu)
     report, _, _, _ = evaluate_model(args.model, args.data, split=args.split, batch_size=args.batch_size,
                                      max_samples=args.max_samples, accelerator=accelerator,
@@ -100,9 +100,10 @@ def add_prune_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def run_prune(args: argparse.Namespace) -> int:
     """Remove the filters whose gates never open over ``args.data``; save the pruned model to ``args.out``."""
     from ._io import check_output_dir
-    from ._prune import prune_gaternet
+    from ._prune import check_round_to, prune_gaternet
     from .evaluation import default_accelerator, evaluate_model, format_report
 
+    check_round_to(args.round_to)  # before the calibration, not after it
     check_output_dir(args.out, overwrite=args.overwrite, what='the pruned model (--out)')
     accelerator = default_accelerator(args.cpu)
     report, result, model, data = evaluate_model(args.model, args.data, split=args.split, batch_size=args.batch_size,

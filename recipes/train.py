@@ -41,12 +41,6 @@ from gaternet_zoo.training import CHECKPOINT_STATE, RecipeError
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "default.yaml"
 # Flags that describe one invocation, not the experiment: they never come from, nor go to, a config file.
 CLI_ONLY_KEYS = frozenset({"config", "resume", "overwrite"})
-# Keys whose change on resume breaks the bit-identical continuation (warned about, not refused).
-_SCHEDULE_KEYS = ("model", "data", "epochs", "batch_size", "lr", "seed", "sched", "warmup_epochs", "grad_accum_steps",
-                  "max_train_samples", "val_split", "weight_decay", "momentum", "gate_l1", "label_smoothing",
-                  "gate_init_bias", "gate_discrete_prob_start", "gate_discrete_prob_warmup_epochs",
-                  "gate_noise_std_start", "gate_noise_warmup_epochs", "gater_lr_scale", "gater_weight_decay",
-                  "gate_budget", "gate_budget_target", "gate_budget_weight", "init_from", "init_gater_from")
 _AT_MOST_ONE = ("momentum", "label_smoothing", "model_ema_decay", "gate_discrete_prob_start", "gate_budget_target")
 __all__ = ["CHECKPOINT_STATE", "RecipeError", "build_parser", "main", "parse_args", "training_function"]
 
@@ -285,6 +279,8 @@ def training_function(config: dict[str, Any], args: argparse.Namespace) -> dict[
     start_epoch, skip_batches, global_step, carried = 0, 0, 0, {}
     if checkpoint is not None:
         zt.check_checkpoint_matches(checkpoint, model, config["model"])
+        zt.check_resume(checkpoint, config, steps_per_epoch=steps_per_epoch, micro_steps=micro_steps,
+                        num_processes=world)
         accelerator.load_state(str(checkpoint))
         saved = json.loads((checkpoint / CHECKPOINT_STATE).read_text())
         start_epoch, skip_batches, global_step = saved["epoch"], saved["step_in_epoch"], saved["global_step"]
@@ -296,9 +292,7 @@ def training_function(config: dict[str, Any], args: argparse.Namespace) -> dict[
     runtime = zt.runtime_record(accelerator, data, checkpoint=checkpoint, steps_per_epoch=steps_per_epoch,
                                 warm_starts=warm_starts)
     if accelerator.is_main_process:
-        changed = zt.write_run_config(out, config, runtime, resumed=bool(checkpoint), schedule_keys=_SCHEDULE_KEYS)
-        if changed:
-            accelerator.print(f"warning: resuming with changed {changed}; the run will not match an uninterrupted one")
+        zt.write_run_config(out, config, runtime)  # check_resume refused any change
         if checkpoint is not None:
             zt.truncate_metrics(out, start_epoch)
     accelerator.init_trackers("train", config={k: v if isinstance(v, (int, float, str, bool)) else str(v)
@@ -323,7 +317,7 @@ def training_function(config: dict[str, Any], args: argparse.Namespace) -> dict[
         if not zt.all_finite(net):  # Never a checkpoint (or final/) of non-finite weights: the last good one stays.
             raise diverged("the weights are not finite", None, *((epoch, step_in_epoch) if step_in_epoch
                                                                   else (epoch - 1, micro_steps)))
-        accelerator.save_state()
+        zt.save_checkpoint_state(accelerator, out)  # A full disk: an error naming the file and the intact checkpoint.
         accelerator.wait_for_everyone()  # Every process has written its RNG state before the folder is marked.
         if accelerator.is_main_process:
             zt.write_json_atomic(max(zt.list_checkpoints(out), key=zt.checkpoint_number) / CHECKPOINT_STATE, {
@@ -466,7 +460,10 @@ def _merge_sums(base: dict[str, float], running: torch.Tensor, batches: int) -> 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parse the command line and train; returns the last epoch's metrics."""
     config, args = parse_args(argv)
-    return training_function(config, args)
+    try:
+        return training_function(config, args)
+    finally:
+        zt.release_run_locks()  # The run folder's lock (atexit would release it too, but only at the end).
 
 
 if __name__ == "__main__":

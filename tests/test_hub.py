@@ -786,7 +786,8 @@ def test_push_of_a_valid_folder_validates_then_uploads(local_hub: LocalHub, save
     proc = run_push(local_hub, saved_v1.folder, f"{ORG}/pushed", tmp_path / "hf-home")
 
     assert proc.stdout.startswith(f"{saved_v1.folder}: {ARCH}, 547,842 parameters, model.safetensors sha256 ")
-    assert f"{saved_v1.weights_sha} (verified; loads strictly; card present)" in proc.stdout
+    assert f"{saved_v1.weights_sha} (verified; config values match their fingerprint; loads strictly;" in proc.stdout
+    assert "figures: none recorded" in proc.stdout  # nothing claimed about figures it did not measure
     assert proc.returncode == 2 and "405 Method Not Allowed" in proc.stderr, proc.stderr
     deadline = time.monotonic() + 10
     while '"POST /api/repos/create HTTP/1.1"' not in request_lines(local_hub)[len(requests_before) :]:

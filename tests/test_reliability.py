@@ -199,8 +199,10 @@ def test_value_checks_are_skipped_when_tracing_or_compiling(gaternet: gz.GaterNe
         assert traced(X).shape == (2, 10)
     monkeypatch.setattr(torch.compiler, 'is_compiling', lambda: True)
     assert not _validation.checks_apply(X)
-    with torch.no_grad():  # as inside torch.compile: no data-dependent check, no graph break
-        assert gaternet(torch.full_like(X, float('nan'))).shape == (2, 10)
+    with torch.no_grad():  # as inside torch.compile: no Python-level check (no graph break), an in-graph assert
+        assert gaternet(X).shape == (2, 10)
+        with pytest.raises(RuntimeError, match=r'GaterNet \(compiled\) got non-finite'):
+            gaternet(torch.full_like(X, float('nan')))
 
 
 def test_checks_do_not_break_compile_or_export() -> None:

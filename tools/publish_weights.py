@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     from gaternet_zoo.evaluation import evaluate_model, measure_latency
 
     arch, _, tag = args.name_tag.partition('.')
+    if not arch or not tag:  # a tag of '' would be written into config.json and never match a registry entry
+        p.error(f'name_tag must be architecture.tag (e.g. gaternet_resnet20.cifar10), got {args.name_tag!r}: '
+                'published weights are always named by a tag')
     out = args.out or REPO / 'weights' / args.name_tag
     check_output_dir(out, overwrite=args.overwrite, what='the published weight folder', flag='--overwrite')
     model = gaternet_zoo.create_model(f'local-dir:{args.run_dir / "final"}').eval()

@@ -27,6 +27,8 @@ from typing import Any
 
 import yaml
 
+from gaternet_zoo.training import RESUME_EXACT_KEYS
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from recipe_module import TRAIN, train_recipe  # noqa: E402
@@ -97,9 +99,10 @@ def _record(spec: dict[str, Any], name: str) -> dict[str, Any]:
     config = yaml.safe_load((folder / 'config.yaml').read_text())
     wanted, _ = train_recipe().parse_args(arm_argv(spec, name, resume=False))
     # Every setting that shapes the training must be the arm's; data is a path, the same data may sit elsewhere.
-    keys = [k for k in train_recipe()._SCHEDULE_KEYS if k != 'data'] + ['mixed_precision']
-    differ = [f'{k}: {config.get(k)!r} in the run, {wanted[k]!r} in the screening' for k in keys
-              if config.get(k) != wanted[k]]
+    # (A key the record lacks was written before the setting existed, as a resume treats it.)
+    keys = [k for k in RESUME_EXACT_KEYS if k != 'data' and k in config]
+    differ = [f'{k}: {config[k]!r} in the run, {wanted[k]!r} in the screening' for k in keys
+              if config[k] != wanted[k]]
     if differ:
         raise ValueError(f'{folder} is not the run of arm {name!r}: ' + '; '.join(differ))
     last = last_epoch(folder, config, finish_with='`python tools/screen.py run ...`')

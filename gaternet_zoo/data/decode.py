@@ -157,7 +157,9 @@ def decode_images(
         others = f" ({len(failed) - 1} more row(s) also failed)" if len(failed) > 1 else ""
         raise ImageDecodeError(
             f"could not decode the image in row {first} of column {image_column!r}: {errors[first]}{others}; "
-            "pass on_decode_error='skip' to drop undecodable rows"
+            "remove or replace that image (or drop its row) and load the data again; from Python, "
+            "build_pipeline(..., on_decode_error='skip') drops undecodable rows instead (recipes/train.py and "
+            "gaternet-zoo eval have no such option: they use every row, so the data must be clean)"
         )
     if len(failed):
         logger.warning("skipped %d undecodable image(s) of %d; first row index %d", len(failed), len(table), failed[0])

@@ -73,6 +73,7 @@ def choose_pipeline_kind(
     max_tensor_size: int = MAX_TENSOR_SIZE,
     max_decoded_bytes: int = MAX_DECODED_BYTES,
     probe_rows: int = PROBE_ROWS,
+    input_size: Sequence[int] | None = None,
 ) -> PipelineKind:
     """Return ``"tensor"`` for small images that fit in memory decoded, else ``"timm"`` (rule in module doc).
 
@@ -81,6 +82,9 @@ def choose_pipeline_kind(
         max_tensor_size: Largest height or width (pixels) for the tensor pipeline.
         max_decoded_bytes: Largest total decoded size (train + eval) for the tensor pipeline.
         probe_rows: Number of leading train rows whose sizes are read.
+        input_size: ``(H, W)`` (or ``(C, H, W)``) the images must already have for the tensor pipeline, which does
+            not resize: images of another size go through timm's transforms, which resize them to it (evaluation
+            of a trained model).
 
     Returns:
         The pipeline kind.
@@ -99,6 +103,8 @@ def choose_pipeline_kind(
             ) from err
     if not sizes:
         return "tensor"
+    if input_size is not None and any(size != tuple(input_size)[-2:] for size in sizes):
+        return "timm"
     height = max(h for h, _ in sizes)
     width = max(w for _, w in sizes)
     rows = sum(len(ds) for ds in source.splits().values())

@@ -240,7 +240,18 @@ def _load_local(path: Path, wanted: list[str], cache_dir: str | None, descriptio
         # Only the requested splits are prepared; the others are still listed if a requested one is missing.
         selected = {name: [os.fspath(p) for p in by_split[name]] for name in wanted if name in by_split}
         _require_splits(wanted, by_split, description)
-        loaded = datasets.load_dataset(builders.pop(), data_files=selected, cache_dir=cache_dir)
+        for paths in selected.values():
+            _check_data_files([Path(p) for p in paths])
+        try:
+            loaded = datasets.load_dataset(builders.pop(), data_files=selected, cache_dir=cache_dir)
+        except datasets.exceptions.DatasetGenerationError as err:
+            cause = err.__cause__ or err
+            raise DataSourceError(
+                f"could not read the data files of {description} ({', '.join(sorted(selected))} split): "
+                f"{type(cause).__name__}: {cause}. Check that every file is a complete, non-empty "
+                f"{'parquet' if data_files[0].suffix == '.parquet' else 'arrow'} file with the same columns "
+                f"(re-export or re-download a broken one)"
+            ) from err
         return dict(loaded), description
 
     if path.is_dir() and any(p.suffix.lower() in _IMAGE_SUFFIXES for p in files):
@@ -251,6 +262,30 @@ def _load_local(path: Path, wanted: list[str], cache_dir: str | None, descriptio
         f"{description} holds no .parquet/.arrow data files and no images (looked for "
         f"{', '.join(sorted(_IMAGE_SUFFIXES))}); {_ACCEPTED_FORMS}"
     )
+
+
+def _check_data_files(paths: Sequence[Path]) -> None:
+    """Refuse empty or unreadable parquet files before ``datasets`` fails on them with a generic error.
+
+    Reads only each file's footer (its row count), not the data.
+    """
+    import pyarrow.parquet as pq
+
+    for path in paths:
+        if path.suffix != ".parquet":
+            continue
+        try:
+            rows = pq.ParquetFile(path).metadata.num_rows
+        except Exception as err:  # ArrowInvalid, OSError: a zero-byte, truncated or non-parquet file
+            raise DataSourceError(
+                f"{path} is not a readable parquet file ({path.stat().st_size} bytes; {type(err).__name__}: {err}). "
+                f"It is truncated or not parquet at all: re-export or re-download it, or move it out of the folder"
+            ) from err
+        if rows == 0:
+            raise DataSourceError(
+                f"{path} holds no rows (an empty export?): there is nothing to train or evaluate on. Write the "
+                f"data into it again, or move it out of the folder"
+            )
 
 
 def _visible_files(root: Path) -> list[Path]:
@@ -274,6 +309,18 @@ def _group_by_split(files: Sequence[Path], root: Path) -> dict[str, list[Path]]:
         if parent is not None and parent.lower() in _SPLIT_DIR_NAMES:
             split = parent
         groups.setdefault(split, []).append(p)
+    for name, paths in groups.items():
+        # The shards of one split sit side by side; a second folder with the same split is a copy (a backup, an
+        # older download), and merging it would silently double or mix the split.
+        folders = sorted({os.fspath(p.parent) for p in paths})
+        if len(folders) > 1:
+            listed = '; '.join(f"{folder}: {', '.join(p.name for p in paths if os.fspath(p.parent) == folder)}"
+                               for folder in folders)
+            raise DataSourceError(
+                f"split {name!r} has data files in {len(folders)} folders under {root} ({listed}); the files of one "
+                f"split must sit in one folder, and reading them all would merge copies into one split. Move the "
+                f"extra copy out of {root} (or rename it), or point the data source at the folder you mean."
+            )
     return {name: sorted(paths) for name, paths in groups.items()}
 
 
@@ -311,7 +358,7 @@ def _resolve_image_column(parts: list[tuple[str, datasets.Dataset]], requested: 
         return named[0]
     raise DataSourceError(
         f"no image column found in {where}: no column has the datasets.Image feature and none is named "
-        f"{list(_IMAGE_NAMES)}; columns: {columns}; pass image_column=..."
+        f"{list(_IMAGE_NAMES)}; columns: {columns}; pass image_column=... (--image-column on the command line)"
     )
 
 
@@ -343,6 +390,7 @@ def _resolve_label_column(
         if not isinstance(feature, datasets.ClassLabel) and not _is_integer_feature(feature):
             raise DataSourceError(
                 f"label column {requested!r} has feature {feature}; expected ClassLabel or an integer Value"
+                + _string_label_hint(parts[0][1], requested, where)
             )
         return requested
     columns = [c for c in _common_columns(parts) if c != image_column]
@@ -352,9 +400,29 @@ def _resolve_label_column(
     integers = [c for c in _LABEL_NAMES if c in columns and _is_integer_feature(features[c])]
     if integers:
         return integers[0]
+    strings = [c for c in _LABEL_NAMES if c in columns and isinstance(features[c], datasets.Value)
+               and features[c].dtype in ("string", "large_string")]
+    if strings:
+        raise DataSourceError(
+            f"the label column {strings[0]!r} of {where} holds class names (strings), not class indices"
+            + _string_label_hint(parts[0][1], strings[0], where)
+        )
     raise DataSourceError(
         f"no label column found in {where}: no ClassLabel column and no integer column named {list(_LABEL_NAMES)}; "
-        f"columns: {columns}; pass label_column=..."
+        f"columns: {columns}; pass label_column=... (--label-column on the command line)"
+    )
+
+
+def _string_label_hint(ds: datasets.Dataset, column: str, where: str) -> str:
+    feature = ds.features[column]
+    if not (isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")):
+        return ""
+    names = sorted({str(v) for v in ds.select(range(min(len(ds), 1000)))[column]})
+    shown = ", ".join(repr(n) for n in names[:5]) + (", ..." if len(names) > 5 else "")
+    return (
+        f" (values such as {shown}). The zoo trains and scores class indices 0..N-1 with their names as metadata: "
+        f"convert the column once with datasets, e.g. ds = ds.class_encode_column({column!r}) (names sorted "
+        f"alphabetically, a ClassLabel feature), save the data again and point the data source at the new copy"
     )
 
 

@@ -67,10 +67,14 @@ def folded_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, t
 
     Skip execution's fast paths slice the folded weights, which saves the norm's own pass and four slices of its
     statistics per block. The result is cached on ``conv`` and recomputed whenever a tensor it was made from
-    changed in place (``load_state_dict``, an optimizer step) or was replaced.
+    changed: in place through autograd's version counter (``load_state_dict``, an optimizer step, an in-place op
+    under ``torch.no_grad()``), or replaced (``param.data = ...``, ``vector_to_parameters``, ``.to()``), which
+    changes the storage it points to. The cache keeps the storages it was made from alive, so a new one cannot
+    take an old one's address. An in-place write through ``param.data`` is the one change PyTorch counts nowhere;
+    :meth:`~gaternet_zoo.GaterNet.set_execution` drops every cache, for code that edits weights that way.
     """
     sources = (conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
-    key = tuple((id(t), t._version) if t is not None else None for t in sources)
+    key = tuple((id(t), t.data_ptr(), t._version) if t is not None else None for t in sources)
     cached = conv.__dict__.get('_skip_folded')
     if cached is not None and cached[0] == key:
         return cached[1]
@@ -84,7 +88,8 @@ def folded_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, t
         if conv.bias is not None:
             bias = bias + conv.bias * scale
         weight = conv.weight * scale.view(-1, *([1] * (conv.weight.ndim - 1)))
-    conv.__dict__['_skip_folded'] = (key, (weight, bias))
+    # The third item holds the source storages (views of them; no copy) so their addresses stay theirs.
+    conv.__dict__['_skip_folded'] = (key, (weight, bias), [t.data for t in sources if t is not None])
     return weight, bias
 
 

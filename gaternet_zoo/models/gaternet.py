@@ -315,6 +315,7 @@ class GaterNet(nn.Module, ZooHubMixin):
         for module in self.backbone.modules():  # back to the class's own forward first
             if isinstance(module.__dict__.get('forward'), (SkippingConvForward, SkippingBlockForward)):
                 del module.__dict__['forward']
+            module.__dict__.pop('_skip_folded', None)  # folded weights are made again from the current ones
         self._execution = mode
         if mode == 'skip':
             plugin = get_plugin(self.plugin_name)

@@ -4,6 +4,8 @@
   held out of the training data, the test split kept for the end;
 * run folders, checkpoints and metric files (``_run_dir``): resume from the newest complete checkpoint, refuse to
   mix runs, refuse a checkpoint of another model in one sentence;
+* exact resume (``_resume``): changed settings refused naming the flag, the checkpoint's position and files
+  checked before loading, one training per run folder (a lock file), a full disk explained;
 * settings checks and precision (``_checks``): non-finite hyper-parameters refused up front, ``mixed_precision:
   auto`` (bf16 autocast where the CPU has native bf16), divergence detection with a message that names the step;
 * options beyond the paper (``_gates``): the gater's initial gate-logit bias, warm-ups of the discrete-gate
@@ -46,6 +48,17 @@ from ._recipe import (
     save_trained_model,
     write_run_config,
 )
+from ._resume import (
+    LOCK_NAME,
+    RESUME_EXACT_KEYS,
+    acquire_run_lock,
+    check_resume,
+    check_run_lock,
+    checkpoint_problem,
+    newest_intact_checkpoint,
+    release_run_locks,
+    save_checkpoint_state,
+)
 from ._run_dir import (
     CHECKPOINT_STATE,
     RUN_ARTIFACTS,
@@ -74,4 +87,6 @@ __all__ = [
     'metric_fields', 'param_group_lr', 'prepare_run_folder', 'quiet_checkpoint_rotation', 'read_config_file',
     'resolve_mixed_precision', 'resolve_run_dir', 'runtime_record', 'save_trained_model', 'set_gate_init_bias',
     'truncate_metrics', 'write_json_atomic', 'write_run_config',
+    'LOCK_NAME', 'RESUME_EXACT_KEYS', 'acquire_run_lock', 'check_resume', 'check_run_lock', 'checkpoint_problem',
+    'newest_intact_checkpoint', 'release_run_locks', 'save_checkpoint_state',
 ]

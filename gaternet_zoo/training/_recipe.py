@@ -18,6 +18,7 @@ import yaml
 from torch import nn
 
 from ..version import __version__
+from ._resume import acquire_run_lock, check_run_lock
 from ._run_dir import (
     CHECKPOINT_STATE,
     RecipeError,
@@ -154,7 +155,7 @@ def runtime_record(accelerator: Any, data: Any, *, checkpoint: Path | None, step
 
 def prepare_run_folder(output_dir: str | None, resume: str | None, overwrite: bool, name: str,
                        state: Any) -> tuple[Path, Path | None]:
-    """Check (or name) the run folder and find the checkpoint to resume, before any work is done.
+    """Check (or name) the run folder, take its lock and find the checkpoint to resume, before any work is done.
 
     Args:
         output_dir: ``--output-dir`` or ``None`` for ``runs/<name>-<YYYYmmdd-HHMMSS>`` (rank 0's time).
@@ -175,6 +176,7 @@ def prepare_run_folder(output_dir: str | None, resume: str | None, overwrite: bo
         if state.num_processes > 1:
             broadcast_object_list(stamp, from_process=0)
         out = Path('runs') / f"{name.replace('/', '_').replace(':', '_')}-{stamp[0]}"
+    check_run_lock(out)  # Another live training in this folder: refused (by every process, before the lock is taken).
     check_output_dir(out, resuming=resuming, overwrite=overwrite)
     checkpoint = find_checkpoint(resume, out) if resuming else None
     state.wait_for_everyone()  # Every process has checked the folder before the main one writes into it.
@@ -182,6 +184,7 @@ def prepare_run_folder(output_dir: str | None, resume: str | None, overwrite: bo
         if overwrite and not resuming:
             clear_run_artifacts(out)
         out.mkdir(parents=True, exist_ok=True)
+        acquire_run_lock(out)
         # Folders without the completion marker are saves a killed run never finished. Complete checkpoints are
         # kept even when newer than the one resumed from (never lose work).
         for stale in list_checkpoints(out) if resuming else []:
@@ -256,21 +259,14 @@ def metric_fields(metrics: dict[str, Any], split: str = '', ema: bool = False) -
     return {lead + (split + k.removeprefix('eval_') if split else k): v for k, v in metrics.items() if k[0] != '_'}
 
 
-def write_run_config(out: Path, config: dict[str, Any], runtime: dict[str, Any], *, resumed: bool,
-                     schedule_keys: Collection[str] = ()) -> list[str]:
-    """Write ``out/config.yaml`` (the settings and their ``runtime`` record); on resume, say what changed.
+def write_run_config(out: Path, config: dict[str, Any], runtime: dict[str, Any]) -> None:
+    """Write ``out/config.yaml``: the settings and their ``runtime`` record.
 
-    Returns:
-        The ``schedule_keys`` whose value differs from the resumed run's (the run will not match an uninterrupted
-        one).
+    A resumed run rewrites it only after :func:`check_resume` refused any change of a setting that shapes the
+    training, so the file always describes the run that produced the checkpoints.
     """
     path = Path(out) / 'config.yaml'
-    changed = []
-    if resumed and path.is_file():
-        previous = yaml.safe_load(path.read_text()) or {}
-        changed = [k for k in schedule_keys if k in previous and previous[k] != config.get(k)]
     path.write_text(yaml.safe_dump({**jsonable(config), 'runtime': jsonable(runtime)}, sort_keys=False))
-    return changed
 
 
 def save_trained_model(net: nn.Module, folder: str | os.PathLike, *, metrics: dict[str, Any], num_classes: int,

@@ -96,8 +96,11 @@ def check_checkpoint_matches(checkpoint: Path, model: nn.Module, model_name: str
     path = Path(checkpoint) / 'model.safetensors'
     if not path.is_file():
         return  # A .bin checkpoint (safe_serialization off): load_state reports problems itself.
-    with safe_open(str(path), framework='pt') as f:
-        saved = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (safe_open is no dict)
+    try:
+        with safe_open(str(path), framework='pt') as f:
+            saved = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (safe_open is no dict)
+    except Exception:  # A damaged file: check_resume names it, and the newest intact checkpoint.
+        return
     wanted = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     if saved == wanted:
         return
