@@ -54,9 +54,9 @@ results: $(STAMP)
 	$(PY) tools/plot_training_curves.py $(RESULT_WEIGHTS_56) --out docs/img/cifar10_resnet56_curves.png
 	$(PY) tools/seed_table.py $(SEED_RUNS) --out docs/results/cifar10_resnet20_seeds.md
 	$(PY) tools/seed_table.py $(SEED_RUNS_56) --out docs/results/cifar10_resnet56_seeds.md
-	$(VENV)/bin/gaternet-zoo analyze local-dir:weights/gaternet_resnet20.cifar10 --data $(DATA) \
+	$(VENV)/bin/gaternet-zoo analyze local-dir:weights/gaternet_resnet20.cifar10 --data $(DATA) --split test \
 		--out docs/img/gaternet_resnet20_cifar10
-	$(VENV)/bin/gaternet-zoo analyze local-dir:weights/gaternet_resnet56.cifar10 --data $(DATA) \
+	$(VENV)/bin/gaternet-zoo analyze local-dir:weights/gaternet_resnet56.cifar10 --data $(DATA) --split test \
 		--out docs/img/gaternet_resnet56_cifar10
 
 bench: $(STAMP)

@@ -53,12 +53,19 @@ __all__ = ["CHECKPOINT_STATE", "RecipeError", "build_parser", "main", "parse_arg
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser; every option's ``dest`` is also a valid config-file key (except CLI-only ones)."""
-    p = argparse.ArgumentParser(description="Train a gaternet_zoo model with Accelerate.",
-                                formatter_class=zt.DefaultsOnceHelpFormatter)
+    p = argparse.ArgumentParser(
+        description="Train a gaternet_zoo model with Accelerate.", formatter_class=zt.DefaultsOnceHelpFormatter,
+        epilog="The defaults shown are the ones that run: the built-in defaults, overridden by "
+               "recipes/configs/default.yaml, or by the file of --config FILE when it is given (`--config FILE "
+               "--help` shows that file's). Flags override both. recipes/README.md describes every setting.")
     p.add_argument("--config", default=None, help="YAML config file (default: recipes/configs/default.yaml)")
     g = p.add_argument_group("model and data")
     g.add_argument("--model", default="gaternet_resnet20", help="zoo model name (create_model)")
-    g.add_argument("--data", default="builtin:cifar10-subset", help="data source (load_image_dataset)")
+    g.add_argument("--data", default="builtin:cifar10-subset",
+                   help="data source: a local folder (parquet files named by split, e.g. train-00000-of-00001.parquet "
+                        "and test-00000-of-00001.parquet, or class folders <dir>/train/<class>/*.png), a Hugging "
+                        "Face Hub dataset id (uoft-cs/cifar10; downloaded once into the datasets cache), or "
+                        "builtin:cifar10-subset (shipped, no download)")
     g.add_argument("--num-classes", type=int, default=None,
                    help="classifier size (default: the data's ClassLabel metadata; required without it)")
     g.add_argument("--image-column", default=None, help="image column (default: auto)")
@@ -143,7 +150,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[dict[str, Any], argpa
     """Resolve ``(config, args)``: every config key, and the invocation's CLI-only flags (timm's two-stage parse)."""
     parser = build_parser()
     valid = _config_keys(parser)
-    pre, _ = parser.parse_known_args(argv)
+    # --help waits for the second parse, so that it shows the defaults the config files set: what really runs.
+    pre, _ = parser.parse_known_args([a for a in (sys.argv[1:] if argv is None else argv) if a not in ("-h", "--help")])
     layers: list[dict[str, Any]] = []
     if pre.resume is not None:
         run_dir = zt.resolve_run_dir(pre.resume, pre.output_dir)
