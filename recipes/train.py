@@ -332,6 +332,7 @@ def training_function(config: dict[str, Any], args: argparse.Namespace) -> dict[
     split, every, record = ("val_" if config["val_split"] else ""), config["checkpoint_every_steps"], {}
     check_grads = accelerator.mixed_precision != "fp16"  # fp16's loss scaler skips inf gradients by design.
     final_net = ema.module if ema is not None else net
+    clock = zt.TimeEstimate(accelerator, config["epochs"] - start_epoch, micro_steps, skip_batches)
     for epoch in range(start_epoch, config["epochs"]):
         model.train()
         train_dl.set_epoch(epoch)
@@ -366,6 +367,7 @@ def training_function(config: dict[str, Any], args: argparse.Namespace) -> dict[
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             progress.step(loss)
+            clock.step()
             if accelerator.sync_gradients:
                 global_step += 1
                 scheduler.step_update(global_step)
@@ -394,7 +396,8 @@ def training_function(config: dict[str, Any], args: argparse.Namespace) -> dict[
         accelerator.print(f"epoch {epoch + 1}/{config['epochs']}: loss {record['train_loss']:.4f}  {data.eval_name} "
                           f"top1 {metrics['top1']:.2f}  top5 {metrics['top5']:.2f}  "
                           f"{record['train_images_per_sec']:.0f} img/s" + (
-                              f"  open gates {metrics['gate_open_fraction']:.3f}" if gated else ""))
+                              f"  open gates {metrics['gate_open_fraction']:.3f}" if gated else "") +
+                          f"  ({clock.epoch_done()})", flush=True)
         save_checkpoint(epoch + 1, 0, {})
 
     if not record:  # Resumed from the last epoch's checkpoint (killed before final/): measure again to save it.
