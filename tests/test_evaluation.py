@@ -246,7 +246,9 @@ def test_demo_train_mode_evaluates_and_analyses_the_final_model(tmp_path: Path,
     assert 'expected top-1' not in printed  # not the default recipe: no range to compare with
     for name in ('site_open_fraction.png', 'gate_firing_histogram.png', 'class_gate_heatmap.png', 'gate_stats.json'):
         assert (run / 'analysis' / name).is_file()
-    assert '--overwrite' in demo.train_command(recipe, run)  # A re-run reuses the folder.
+    # A re-run keeps the run, unless asked to replace it (tests/test_first_hour.py has the folder choice).
+    assert '--overwrite' not in demo.train_command(recipe, run)
+    assert '--overwrite' in demo.train_command(recipe, run, overwrite=True)
 
 
 def test_demo_plots_the_training_curve_and_compares_with_the_expected_range(tmp_path: Path,

@@ -129,7 +129,7 @@ def test_prune_command_writes_a_loadable_folder_and_never_overwrites(tmp_path: P
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert 'gated filters in' in proc.stdout
     pruned = gz.create_model(f'local-dir:{out}')
-    assert pruned.pruned_filters and 'split \'test\', 64 images' in pruned.pretrained_cfg['pruning']['calibration']
+    assert pruned.pruned_filters and 'split \'train\', 64 images' in pruned.pretrained_cfg['pruning']['calibration']
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and '--overwrite' in again.stderr
     plain = subprocess.run([*cmd[:4], 'cifar_resnet20', *cmd[5:7], '--out', str(tmp_path / 'plain')],
