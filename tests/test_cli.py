@@ -165,6 +165,7 @@ def test_no_command_is_a_usage_error(capsys):
     assert 'usage: gaternet-zoo' in capsys.readouterr().err
 
 
+@pytest.mark.slow  # issue 25: out of `make test-fast` (seconds of subprocesses or full-size models)
 def test_console_script_is_installed():
     script = Path(sys.executable).parent / 'gaternet-zoo'
     if not script.exists():

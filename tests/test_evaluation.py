@@ -128,6 +128,7 @@ def test_measure_latency_is_positive_and_restores_mode() -> None:
 
 # ------------------------------------------------------------------------------------------------ CLI and analysis
 
+@pytest.mark.slow  # issue 25: out of `make test-fast` (seconds of subprocesses or full-size models)
 def test_eval_cli_prints_metrics_and_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / 'eval.json'
     code = cli_main(['eval', 'gaternet_resnet20', '--data', 'builtin:cifar10-subset', '--max-samples', '64',
@@ -203,6 +204,7 @@ def test_demo_one_batch_prints_per_block_statistics(tmp_path: Path, capsys: pyte
     assert 'stage3.block3' in printed and 'input-dep' in printed and 'mean open fraction' in printed
 
 
+@pytest.mark.slow  # issue 25: out of `make test-fast` (seconds of subprocesses or full-size models)
 def test_demo_train_mode_evaluates_and_analyses_the_final_model(tmp_path: Path,
                                                                 capsys: pytest.CaptureFixture) -> None:
     from gaternet_zoo import demo
@@ -269,6 +271,7 @@ def test_demo_plots_the_training_curve_and_compares_with_the_expected_range(tmp_
     assert not demo._is_default_run(demo.default_recipe(), ['--epochs', '1'])
 
 
+@pytest.mark.slow  # issue 25: out of `make test-fast` (seconds of subprocesses or full-size models)
 def test_eval_of_a_registry_tag_uses_its_published_weights(capsys: pytest.CaptureFixture,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     import socket

@@ -89,6 +89,7 @@ def test_used_fraction_from_rates_matches_binary_gates(model):
     assert report['backbone_used'] / report['backbone'] == pytest.approx(from_rates, abs=1e-6)
 
 
+@pytest.mark.slow  # issue 25: out of `make test-fast` (seconds of subprocesses or full-size models)
 def test_mac_budget_gradient_reaches_gater(model):
     budget = MacBudgetLoss(model, target=0.3, weight=5.0)
     model.train()

@@ -118,6 +118,7 @@ def test_bad_pruned_filters_are_refused() -> None:
         gz.create_model('gaternet_resnet20', pruned_filters={'stage1.block1': [16]})
 
 
+@pytest.mark.slow  # issue 25: out of `make test-fast` (seconds of subprocesses or full-size models)
 def test_prune_command_writes_a_loadable_folder_and_never_overwrites(tmp_path: Path) -> None:
     import subprocess
     import sys

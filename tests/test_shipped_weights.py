@@ -153,6 +153,7 @@ step('silent_hub', lambda: gz.create_model('gaternet_resnet20', pretrained=True)
 '''
 
 
+@pytest.mark.slow  # issue 25: out of `make test-fast` (seconds of subprocesses or full-size models)
 def test_pretrained_true_with_no_reachable_hub_loads_the_shipped_copy_within_seconds(
         tmp_path: Path, closed_port: int, silent_port: int) -> None:
     closed, silent = f'http://127.0.0.1:{closed_port}', f'http://127.0.0.1:{silent_port}'
@@ -224,6 +225,7 @@ def test_a_hub_wins_then_its_cache_then_the_shipped_copy(local_hub: LocalHub, tm
         assert 'the copy shipped with gaternet_zoo' in log
 
 
+@pytest.mark.slow  # issue 25: out of `make test-fast` (seconds of subprocesses or full-size models)
 def test_the_wheel_ships_the_small_weights_and_loads_them_with_no_hub(tmp_path: Path, closed_port: int) -> None:
     # Build from a copy of what an sdist holds, so that the build leaves nothing in the checkout.
     source = tmp_path / 'source'
