@@ -168,6 +168,7 @@ def _check_png(path: Path) -> None:
         assert len(rgb.getcolors(maxcolors=1 << 20) or range(1 << 20)) > 10
 
 
+@pytest.mark.slow  # issue 25: out of `make test-fast` (seconds each on 2 busy cores)
 def test_analyze_writes_three_figures_and_json(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / 'analysis'
     assert cli_main(['analyze', 'gaternet_resnet20', '--data', 'builtin:cifar10-subset', '--out', str(out),
@@ -194,6 +195,7 @@ def test_analyze_refuses_a_plain_backbone(tmp_path: Path, capsys: pytest.Capture
 
 # ------------------------------------------------------------------------------------------------ demo
 
+@pytest.mark.slow  # issue 25: out of `make test-fast` (seconds each on 2 busy cores)
 def test_demo_one_batch_prints_per_block_statistics(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from gaternet_zoo import demo
 

@@ -75,6 +75,7 @@ def test_pruned_logits_equal_the_gated_model(name: str, size: int, tmp_path: Pat
     assert 'random test images' in card
 
 
+@pytest.mark.slow  # issue 25: out of `make test-fast` (seconds each on 2 busy cores)
 def test_published_weights_pruned_give_the_same_predictions_on_their_calibration_data() -> None:
     from gaternet_zoo.data import load_image_dataset
 
