@@ -1,10 +1,16 @@
-# `make test` and `make demo` each create .venv and install what they need on a fresh machine.
+# `make test`, `make test-fast`, `make demo` and `make train` each create .venv and install what they need on a
+# fresh machine. Commands printed in the docs (gaternet-zoo, accelerate, python) run inside it: `source
+# .venv/bin/activate` first, or use these targets.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Cores for `make train`: without --num_cpu_threads_per_process, `accelerate launch` trains on one CPU core.
+NPROC := $(shell nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
+# Arguments of `make train` (for recipes/train.py) and of `make demo` (for python -m gaternet_zoo.demo).
+ARGS ?=
 
-.PHONY: test demo lint docs bench results screen clean
+.PHONY: test test-fast demo train lint docs bench results screen clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -13,11 +19,24 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# The whole suite (CI runs this). It also makes .venv-olah (a local Hub server for the hub tests, ~13 s once) and
+# fills the datasets cache (~/.cache/huggingface, ~142 MB).
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# The tests to run after every change: everything but the multi-process/end-to-end runs (`slow`) and the local Hub
+# server (`hub`); `make test` runs those too.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow and not hub"
+
 demo: $(STAMP)
-	$(PY) -m gaternet_zoo.demo
+	$(PY) -m gaternet_zoo.demo $(ARGS)
+
+# `accelerate launch recipes/train.py $(ARGS)` with every launcher value given (recipes/accelerate/default.yaml:
+# no "values not passed" warnings), every core, and no launcher traceback after the recipe's own error message.
+train: $(STAMP)
+	$(VENV)/bin/accelerate launch --config_file recipes/accelerate/default.yaml \
+		--num_cpu_threads_per_process $(NPROC) --quiet recipes/train.py $(ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check gaternet_zoo recipes tests bench tools hubconf.py
@@ -56,9 +75,9 @@ results: $(STAMP)
 	$(PY) tools/plot_training_curves.py $(RESULT_WEIGHTS_56) --out docs/img/cifar10_resnet56_curves.png
 	$(PY) tools/seed_table.py $(SEED_RUNS) --out docs/results/cifar10_resnet20_seeds.md
 	$(PY) tools/seed_table.py $(SEED_RUNS_56) --out docs/results/cifar10_resnet56_seeds.md
-	$(VENV)/bin/gaternet-zoo analyze local-dir:weights/gaternet_resnet20.cifar10 --data $(DATA) \
+	$(VENV)/bin/gaternet-zoo analyze local-dir:weights/gaternet_resnet20.cifar10 --data $(DATA) --split test \
 		--out docs/img/gaternet_resnet20_cifar10
-	$(VENV)/bin/gaternet-zoo analyze local-dir:weights/gaternet_resnet56.cifar10 --data $(DATA) \
+	$(VENV)/bin/gaternet-zoo analyze local-dir:weights/gaternet_resnet56.cifar10 --data $(DATA) --split test \
 		--out docs/img/gaternet_resnet56_cifar10
 
 bench: $(STAMP)

@@ -35,7 +35,7 @@ from typing import Any
 
 import timm
 import torch
-from huggingface_hub import ModelHubMixin, constants, hf_hub_download
+from huggingface_hub import ModelHubMixin, constants, hf_hub_download, try_to_load_from_cache
 from huggingface_hub.errors import (
     EntryNotFoundError,
     HfHubHTTPError,
@@ -47,6 +47,7 @@ from huggingface_hub.errors import (
 )
 from torch import nn
 
+from ._io import display_path, give_umask_mode
 from ._pretrained import EXTRA_CFG_KEYS, get_extra_cfg, registered_weights_of, resolve_hub_id, split_pretrained_cfg
 from .version import __version__
 
@@ -56,7 +57,7 @@ __all__ = [
     'save_pretrained', 'clean_state_dict_keys', 'config_fingerprint', 'verify_config', 'CONFIG_FINGERPRINT_KEY',
     'CONFIG_VALUES_KEY', 'NonFiniteWeightsError', 'build_from_config', 'canonical_safetensors_header',
     'save_pretrained', 'clean_state_dict_keys', 'shipped_weights_dirs', 'find_shipped_weights', 'hub_unreachable',
-    'SHIP_LIMIT_BYTES', 'load_from_source', 'MODEL_SOURCES',
+    'SHIP_LIMIT_BYTES', 'load_from_source', 'MODEL_SOURCES', 'timm_pretrained_args',
 ]
 
 _logger = logging.getLogger(__name__)
@@ -584,6 +585,65 @@ def hub_unreachable(endpoint: str | None = None, timeout: float = HUB_PROBE_TIME
     return reason
 
 
+#: The files timm's loader tries, in this order, in a timm weights repository on the Hub.
+_TIMM_WEIGHT_FILES = ('model.safetensors', 'pytorch_model.bin')
+
+
+def timm_pretrained_args(model_name: str, create_args: dict[str, Any], *,
+                         option: str = 'backbone_args') -> dict[str, Any]:
+    """``timm.create_model`` arguments that load ``model_name``'s timm weights without a slow failure offline.
+
+    With ``pretrained=True`` and the Hub unreachable, timm's download retries each of its files for about 25 s
+    before it gives up with a generic error (46 s in all for a ResNet-18). One quick probe (:func:`hub_unreachable`)
+    decides first: if the Hub answers, or ``HF_HUB_OFFLINE=1`` and the weights are cached, nothing changes; if the
+    Hub is unreachable but the weights are in the local Hub cache, timm is pointed at the cached file
+    (``pretrained_cfg_overlay={'file': ...}``, timm's own override); otherwise an error says how to go on, at once.
+
+    Args:
+        model_name: timm model name (``resnet18``, ``resnet18.tv_in1k``).
+        create_args: The keyword arguments meant for ``timm.create_model``.
+        option: The argument that carried them, named in the error (``backbone_args`` or ``gater_args``).
+
+    Returns:
+        ``create_args``, or a copy that names the cached file.
+
+    Raises:
+        HubLoadError: The weights are neither reachable nor cached; the message names ``HF_HUB_OFFLINE=1`` and a
+            local file as the ways out.
+    """
+    overlay = dict(create_args.get('pretrained_cfg_overlay') or {})
+    if not create_args.get('pretrained') or overlay.get('file') or overlay.get('state_dict') or \
+            create_args.get('pretrained_cfg') is not None:
+        return create_args  # nothing to download, or the caller chose the source
+    cfg = timm.models.get_pretrained_cfg(model_name, allow_unregistered=True)
+    if cfg is None or not cfg.hf_hub_id or cfg.file:
+        return create_args
+    repo_id, _, revision = cfg.hf_hub_id.partition('@')
+    cache_dir = create_args.get('cache_dir')
+    names = ((cfg.hf_hub_filename,) if cfg.hf_hub_filename else ()) + _TIMM_WEIGHT_FILES
+    cached = next((found for name in names if isinstance(found := try_to_load_from_cache(
+        repo_id, name, cache_dir=cache_dir, revision=revision or None), str)), None)
+    if constants.HF_HUB_OFFLINE:
+        if cached is not None:
+            return create_args  # timm reads the cache without a request
+        why = 'offline mode is on (HF_HUB_OFFLINE=1)'
+    else:
+        reason = hub_unreachable()
+        if reason is None:
+            return create_args
+        if cached is not None:
+            _logger.info('%s: the Hub at %s is unreachable (%s); using the weights in the local Hub cache (%s).',
+                         model_name, constants.ENDPOINT, reason, display_path(cached))
+            return {**create_args, 'pretrained_cfg_overlay': {**overlay, 'file': cached}}
+        why = f'the Hub at {constants.ENDPOINT} is unreachable ({reason})'
+    raise HubLoadError(
+        f"No pretrained weights for {model_name!r} (timm's {cfg.hf_hub_id}): {why}, and they are not in the local "
+        f"Hub cache ({display_path(cache_dir or constants.HF_HUB_CACHE)}). Either fetch them once where the Hub is "
+        f"reachable (`hf download {repo_id}`, or copy that Hub cache here) and then set HF_HUB_OFFLINE=1 to load "
+        f"them without a network; or pass a local file: {option}=dict(pretrained_cfg_overlay=dict("
+        f"file='/path/to/model.safetensors')); or start from scratch (pretrained_backbone=False).")
+
+
 def load_pretrained(
         model: nn.Module,
         *,
@@ -608,13 +668,14 @@ def load_pretrained(
     cfg = model.pretrained_cfg
     architecture, tag = cfg.get('architecture'), cfg.get('tag')
     label = f'{architecture}.{tag}' if tag else str(architecture)
+    passed_over = None
     if cfg.get('file'):
         path = Path(cfg['file'])
         weights = path / WEIGHTS_NAME if path.is_dir() else path
-        where = str(weights)
+        where = display_path(weights)
     elif cfg.get('hf_hub_id'):
         repo_id, revision = resolve_hub_id(cfg['hf_hub_id'], cfg.get('revision'))
-        weights, where = _resolve_hub_weights(
+        weights, where, passed_over = _resolve_hub_weights(
             label, repo_id, revision, architecture=architecture, cache_dir=cache_dir,
             local_files_only=local_files_only, force_download=force_download, token=token)
         label = f'{label} ({repo_id}@{revision or "main"})'
@@ -627,8 +688,13 @@ def load_pretrained(
             f'`accelerate launch recipes/train.py --model {architecture}`, or load a saved folder with '
             f'create_model("local-dir:/path").')
     load_weights(model, weights, sha256=cfg.get('sha256'), label=label)
-    _logger.info('%s: loaded the weights from %s (sha256 %s).', label, where,
-                 'verified' if cfg.get('sha256') else 'not pinned')
+    # One line per load, after the check: where the weights came from and, when the Hub was passed over, why.
+    checked = 'verified' if cfg.get('sha256') else 'not pinned'
+    if passed_over:
+        _logger.warning('%s: not loaded from the Hub (%s); loaded the weights from %s (sha256 %s).', label,
+                        passed_over, where, checked)
+    else:
+        _logger.info('%s: loaded the weights from %s (sha256 %s).', label, where, checked)
     return weights
 
 
@@ -642,8 +708,12 @@ def _resolve_hub_weights(
         local_files_only: bool,
         force_download: bool,
         token: str | bool | None,
-) -> tuple[Path, str]:
-    """(``model.safetensors``, where it came from) of a registry tag: Hub, then cache, then the shipped copy."""
+) -> tuple[Path, str, str | None]:
+    """(``model.safetensors``, where it came from, why the Hub was passed over) of a registry tag.
+
+    The Hub comes first, then the local Hub cache, then the shipped copy. The reason is set only when the shipped
+    copy is used although offline mode is off; :func:`load_pretrained` says it in its one notice.
+    """
     where = f'{repo_id}@{revision or "main"}'
     hub = dict(cache_dir=cache_dir, token=token)
     offline = local_files_only or constants.HF_HUB_OFFLINE
@@ -654,7 +724,7 @@ def _resolve_hub_weights(
         if hub_failure is None:
             try:
                 path = download(repo_id, WEIGHTS_NAME, revision, force_download=force_download, **hub)
-                return path, f'the Hub ({constants.ENDPOINT}, {where})'
+                return path, f'the Hub ({constants.ENDPOINT}, {where})', None
             except HubLoadError as e:
                 if force_download:
                     raise
@@ -666,16 +736,14 @@ def _resolve_hub_weights(
             hub_failure = f'the Hub at {constants.ENDPOINT} is unreachable: {hub_failure}'
     try:
         path = download(repo_id, WEIGHTS_NAME, revision, local_files_only=True, **hub)
-        return path, f'the local Hub cache ({where})'
+        return path, f'the local Hub cache ({where})', None
     except HubLoadError:
         pass
     shipped = find_shipped_weights(name_tag)
     if shipped is not None:
-        source = f'the copy shipped with gaternet_zoo ({shipped})'
-        if not offline:  # In offline mode the user asked for local weights; otherwise say why the Hub was passed.
-            _logger.warning('%s: not loaded from the Hub (%s); using %s.', name_tag, hub_failure.rstrip('.'),
-                            source)
-        return shipped, source
+        source = f'the copy shipped with gaternet_zoo ({display_path(shipped)})'
+        # In offline mode the user asked for local weights; otherwise the notice says why the Hub was passed over.
+        return shipped, source, None if offline else hub_failure.rstrip('.')
     searched = ', '.join(str(d) for d in shipped_weights_dirs()) or 'no weights folder found'
     raise HubLoadError(
         f'No weights for {name_tag}: {hub_failure.rstrip(".")}; {where} is not in the local Hub cache '
@@ -745,6 +813,7 @@ def save_pretrained(model: nn.Module, save_directory: str | os.PathLike,
         # New weights, or a config the registry does not pin: the fingerprint goes into the weights' metadata.
         _save_weights(model, weights, {'format': 'pt', CONFIG_FINGERPRINT_KEY: fingerprint,
                                        CONFIG_VALUES_KEY: _canonical_json(_fingerprint_payload(config))})
+    give_umask_mode(weights)
     sha = sha256_file(weights)
     config['pretrained_cfg']['sha256'] = sha
     (save_directory / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + '\n')

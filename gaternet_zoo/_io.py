@@ -10,7 +10,8 @@ import json
 import os
 from pathlib import Path
 
-__all__ = ['OutputExistsError', 'check_output_dir', 'prepare_output_dir', 'check_output_file']
+__all__ = ['OutputExistsError', 'check_output_dir', 'prepare_output_dir', 'check_output_file', 'current_umask',
+           'display_path', 'give_umask_mode']
 
 
 class OutputExistsError(FileExistsError):
@@ -120,3 +121,45 @@ def _holds_json(path: Path) -> bool:
     except (ValueError, UnicodeDecodeError):
         return False
     return True
+
+
+def current_umask() -> int:
+    """The process's file-mode creation mask, read without changing it where the OS allows.
+
+    Linux reports it in ``/proc/self/status``; elsewhere it is read the only portable way, by setting and restoring
+    it (which another thread creating a file at that instant could notice).
+    """
+    try:
+        for line in Path('/proc/self/status').read_text().splitlines():
+            if line.startswith('Umask:'):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def give_umask_mode(path: str | os.PathLike) -> None:
+    """Give the file ``path`` the mode a plain ``open(path, 'w')`` would have: ``0o666`` less the umask.
+
+    safetensors writes through a private temporary file (mode 0600) renamed into place, so a saved model would
+    otherwise be unreadable to the group that shares its folder, unlike every other file the zoo writes.
+    """
+    os.chmod(path, 0o666 & ~current_umask())
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """``path`` as a message shows it: relative to the working directory when inside it, else under ``~``."""
+    path = Path(path)
+    try:
+        resolved = path.resolve()
+    except OSError:
+        return str(path)
+    for base, prefix in ((Path.cwd(), ''), (Path.home(), '~')):
+        try:
+            relative = resolved.relative_to(base.resolve())
+        except (ValueError, OSError, RuntimeError):
+            continue
+        return str(Path(prefix) / relative) if prefix else str(relative)
+    return str(resolved)

@@ -9,12 +9,14 @@ import argparse
 import fnmatch
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+# Nothing here imports torch or timm at module level: `gaternet-zoo --help` and `--version` answer without them
+# (gaternet_zoo._cli_fast); each command imports what it needs when it runs.
 from . import recipes_cli
-from ._registry import ALIAS_PREFIX, CANONICAL_PREFIX
 from .version import __version__
 
 __all__ = ['main', 'COMMANDS', 'build_parser']
@@ -31,9 +33,19 @@ def command(name: str) -> Callable:
     return deco
 
 
+#: The generic GaterNet entry point (``create_model("gaternet", backbone=...)``, which ``gate()`` calls): a
+#: builder for any supported backbone rather than a model of its own, so ``list`` names it in its help, not as a row.
+GENERIC_MODEL = 'gaternet'
+
+
 @command('list')
 def _add_list(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser('list', help='list the zoo models (name, then its gated_ alias)')
+    p = sub.add_parser(
+        'list', help='list the zoo models (name, its gated_ alias, the weight tags it has)',
+        description='List the zoo models: each name, its gated_ alias and, after "weights:", the tags with published '
+                    'weights (create_model("NAME.TAG", pretrained=True); like timm.list_models(pretrained=True)). '
+                    f'"{GENERIC_MODEL}" itself is not listed: it is the generic builder behind '
+                    'gaternet_zoo.gate(backbone, ...), for any backbone of `gaternet-zoo plugins`.')
     p.add_argument('filter', nargs='?', default='',
                    help='shell-style wildcard matched against names and aliases, e.g. "gated*" or "*resnet56*"')
     p.add_argument('--pretrained', action='store_true', help='only name.tag entries with published weights')
@@ -42,13 +54,21 @@ def _add_list(sub: argparse._SubParsersAction) -> None:
 
     def run(args: argparse.Namespace) -> int:
         import gaternet_zoo as gz
+        from gaternet_zoo._registry import ALIAS_PREFIX, CANONICAL_PREFIX
 
         if args.plugins:
             for name in gz.list_plugins():
                 print(f'{name}: {gz.get_plugin(name).description}')
             return 0
+        tagged = gz.list_models(pretrained=True, include_backbones=args.backbones)
+        weights: dict[str, list[str]] = {}
+        for name in tagged:
+            arch, _, tag = name.partition('.')
+            weights.setdefault(arch, []).append(tag)
         rows = []
-        for name in gz.list_models(pretrained=args.pretrained, include_backbones=args.backbones):
+        for name in tagged if args.pretrained else gz.list_models(include_backbones=args.backbones):
+            if name == GENERIC_MODEL:
+                continue
             alias = ALIAS_PREFIX + name[len(CANONICAL_PREFIX):] if name.startswith(CANONICAL_PREFIX) else ''
             if not args.filter or fnmatch.fnmatchcase(name, args.filter) or \
                     (alias and fnmatch.fnmatchcase(alias, args.filter)):
@@ -58,9 +78,15 @@ def _add_list(sub: argparse._SubParsersAction) -> None:
                   ' (add --backbones for the plain CIFAR backbones)') + '; `gaternet-zoo list` shows them all.',
                   file=sys.stderr)
             return 1
-        width = max(len(name) for name, _ in rows)
+        name_width = max(len(name) for name, _ in rows)
+        alias_width = max(len(alias) for _, alias in rows)
         for name, alias in rows:
-            print(f'{name:<{width}}  alias {alias}' if alias else name)
+            columns = [f'{name:<{name_width}}']
+            if alias_width:
+                columns.append(f'alias {alias:<{alias_width}}' if alias else ' ' * (alias_width + 6))
+            if not args.pretrained and name in weights:
+                columns.append('weights: ' + ', '.join(weights[name]))
+            print('  '.join(columns).rstrip())
         return 0
     p.set_defaults(func=run)
 
@@ -234,7 +260,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _show_zoo_log()
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # Here, not at exit: a closed pipe must be met inside the handler below.
+        return code
+    except BrokenPipeError:
+        # The reader stopped early (`gaternet-zoo list | head`): stop quietly, as the shell's own tools do. Python
+        # would flush stdout again at exit and fail again, so point it at /dev/null first (Python's signal docs).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + 13  # what a tool killed by SIGPIPE reports
     except Exception as e:
         if not is_user_error(e):
             raise

@@ -13,6 +13,7 @@ Two modes:
 Examples::
 
     python -m gaternet_zoo.demo                                  # train + eval + analyze into runs/demo
+    python -m gaternet_zoo.demo                                  # again: runs/demo is kept, this goes to runs/demo-2
     python -m gaternet_zoo.demo --out runs/quick -- --epochs 1   # arguments after -- go to recipes/train.py
     python -m gaternet_zoo.demo --mode one-batch
 """
@@ -29,11 +30,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = [
-    'EXPECTED_TOP1', 'default_recipe', 'has_training_function', 'main', 'plot_training_curve', 'run_one_batch',
-    'run_training', 'train_command',
+    'DEFAULT_OUT', 'EXPECTED_TOP1', 'choose_run_folder', 'default_recipe', 'has_training_function', 'main',
+    'plot_training_curve', 'run_one_batch', 'run_training', 'train_command',
 ]
 
 DEFAULT_DATA = 'builtin:cifar10-subset'
+#: The train mode's run folder when ``--out`` is not given.
+DEFAULT_OUT = Path('runs/demo')
 
 #: Top-1 (%) on the built-in test subset that the default run (``recipes/configs/default.yaml``, no extra
 #: arguments) reaches: the lowest and highest of 3 seeds x 1 and 2 CPU threads, as measured for recipes/README.md.
@@ -41,7 +44,9 @@ EXPECTED_TOP1 = (51.0, 54.8)
 
 #: What the demo tells ``datasets`` and ``accelerate launch`` so that the log shows the run, not the machinery:
 #: no per-shard progress bars, and every launcher setting given (accelerate warns about each one left to default).
-_QUIET_ENV = {'HF_DATASETS_DISABLE_PROGRESS_BARS': '1'}
+#: Unbuffered output, so that the recipe's lines (its time estimate first) appear as they are printed even when the
+#: demo's output goes to a pipe or a file rather than a terminal.
+_QUIET_ENV = {'HF_DATASETS_DISABLE_PROGRESS_BARS': '1', 'PYTHONUNBUFFERED': '1'}
 _LAUNCH_SETTINGS = ('--num_processes', '1', '--num_machines', '1', '--mixed_precision', 'no', '--dynamo_backend',
                     'no')
 
@@ -63,22 +68,58 @@ def has_training_function(recipe: str | Path) -> bool:
     return any(isinstance(node, ast.FunctionDef) and node.name == 'training_function' for node in tree.body)
 
 
+def _holds_a_run(folder: Path) -> bool:
+    # A folder with only analysis/ (what one-batch mode writes) holds no training run.
+    return folder.is_dir() and any(p.name != 'analysis' for p in folder.iterdir())
+
+
+def choose_run_folder(out: str | Path | None, *, overwrite: bool = False, train_args: Sequence[str] = ()) -> Path:
+    """The folder the demo trains into; an earlier run is never deleted unless asked for.
+
+    Args:
+        out: ``--out``, or ``None`` for :data:`DEFAULT_OUT`.
+        overwrite: ``--overwrite``: replace the run in ``out`` (the recipe deletes only its own artifacts).
+        train_args: The recipe's arguments; with ``--resume`` or ``--overwrite`` among them the folder is the
+            recipe's business.
+
+    Returns:
+        ``out`` itself when it is free (or may be replaced); without ``--out``, when ``runs/demo`` holds an
+        earlier run, the first free ``runs/demo-2``, ``runs/demo-3``, ... (a line says so).
+
+    Raises:
+        FileExistsError: ``out`` was given, holds an earlier run, and replacing it was not asked for.
+    """
+    folder = Path(out) if out is not None else DEFAULT_OUT
+    if overwrite or '--overwrite' in train_args or '--resume' in train_args or not _holds_a_run(folder):
+        return folder
+    if out is not None:
+        raise FileExistsError(
+            f'{folder} holds an earlier run (config.yaml, final/, ...). Pass --overwrite to replace it, or choose '
+            f'another --out folder.')
+    number = 2
+    while _holds_a_run(folder.with_name(f'{folder.name}-{number}')):
+        number += 1
+    chosen = folder.with_name(f'{folder.name}-{number}')
+    print(f'{folder} holds an earlier run, which is kept: this run goes to {chosen} (--out DIR chooses the folder, '
+          f'--overwrite replaces {folder}).', flush=True)
+    return chosen
+
+
 def train_command(recipe: str | Path, out: str | Path, train_args: Sequence[str] = (),
-                  launcher: str = 'accelerate', threads: int | None = None) -> list[str]:
+                  launcher: str = 'accelerate', threads: int | None = None, overwrite: bool = False) -> list[str]:
     """Command line that trains with ``recipe`` into ``out``.
 
     Args:
         recipe: Path of the training script.
-        out: Run folder (``--output-dir``); ``--overwrite`` is added when it already holds files, so the demo can
-            be re-run (the recipe deletes only its own artifacts).
+        out: Run folder (``--output-dir``); see :func:`choose_run_folder`.
         train_args: Extra arguments for the recipe.
         launcher: ``"accelerate"`` (``accelerate launch``, one process) or ``"python"`` (no launcher).
         threads: CPU threads of the training process (``accelerate launch`` only; default: every core).
+        overwrite: Pass ``--overwrite``: the recipe replaces its artifacts of an earlier run in ``out``.
     """
     out = Path(out)
     args = [str(recipe), '--output-dir', str(out), *train_args]
-    if out.is_dir() and any(p.name != 'analysis' for p in out.iterdir()) and '--overwrite' not in train_args \
-            and '--resume' not in train_args:
+    if overwrite and _holds_a_run(out) and '--overwrite' not in train_args and '--resume' not in train_args:
         args.append('--overwrite')
     if launcher == 'accelerate':
         # Without this, `accelerate launch` on a CPU-only machine sets OMP_NUM_THREADS=1 and trains on one core.
@@ -222,7 +263,7 @@ def _expected_line(top1: float) -> str:
 
 def run_training(recipe: str | Path, out: str | Path, train_args: Sequence[str] = (), *, data: str | None = None,
                  launcher: str = 'accelerate', batch_size: int = 128, max_samples: int | None = None,
-                 threads: int | None = None) -> dict:
+                 threads: int | None = None, overwrite: bool = False) -> dict:
     """Train with ``recipe``, then evaluate ``local-dir:OUT/final`` and write the analysis to ``OUT/analysis``.
 
     Also plots the training curve to ``OUT/training_curve.png`` and prints the elapsed time, where everything was
@@ -238,6 +279,7 @@ def run_training(recipe: str | Path, out: str | Path, train_args: Sequence[str] 
         batch_size: Evaluation batch size.
         max_samples: Evaluate only the first N test rows.
         threads: CPU threads of the training process (default: every core).
+        overwrite: Replace an earlier run in ``out`` (see :func:`train_command`).
 
     Returns:
         ``dict(report=..., paths={...}, final=Path, seconds=dict(train=..., total=...))``.
@@ -257,7 +299,7 @@ def run_training(recipe: str | Path, out: str | Path, train_args: Sequence[str] 
     from .evaluation import default_accelerator, evaluate_model, format_report, has_gates
 
     out = Path(out)
-    cmd = train_command(recipe, out, train_args, launcher, threads)
+    cmd = train_command(recipe, out, train_args, launcher, threads, overwrite=overwrite)
     _banner('training: ' + ' '.join(cmd))
     code = subprocess.call(cmd, env={**os.environ, **_QUIET_ENV})
     if code != 0:
@@ -313,7 +355,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--mode', choices=('auto', 'train', 'one-batch'), default='auto',
                    help='auto: train if the recipe has training_function, else one-batch (default: auto)')
     p.add_argument('--out', type=Path, default=None,
-                   help='run folder (train mode default: runs/demo; one-batch mode: figures only when given)')
+                   help=f'run folder (train mode default: {DEFAULT_OUT}, or {DEFAULT_OUT}-2, -3, ... when it holds an '
+                        'earlier run, which is kept; one-batch mode: figures only when given)')
+    p.add_argument('--overwrite', action='store_true',
+                   help='train mode: replace the earlier run in the run folder instead of keeping it')
     p.add_argument('--recipe', type=Path, default=None, help='training script (default: recipes/train.py)')
     p.add_argument('--launcher', choices=('accelerate', 'python'), default='accelerate',
                    help='train mode: run the recipe with `accelerate launch` or plain python (default: accelerate)')
@@ -347,8 +392,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if mode == 'train':
             if not has_training_function(recipe):
                 raise FileNotFoundError(f'{recipe} does not exist or defines no training_function.')
-            run_training(recipe, args.out or Path('runs/demo'), train_args, data=args.data, launcher=args.launcher,
-                         batch_size=args.batch_size or 128, max_samples=args.max_samples, threads=args.threads)
+            out = choose_run_folder(args.out, overwrite=args.overwrite, train_args=train_args)
+            run_training(recipe, out, train_args, data=args.data, launcher=args.launcher,
+                         batch_size=args.batch_size or 128, max_samples=args.max_samples, threads=args.threads,
+                         overwrite=args.overwrite)
         else:
             run_one_batch(args.model, args.data or DEFAULT_DATA, args.batch_size or 64, args.out)
     except (ValueError, OSError, RuntimeError) as e:

@@ -30,7 +30,7 @@ from torch import nn
 from .utils.gate_stats import GateStatistics, has_gates
 
 __all__ = ['EvalData', 'EvalResult', 'build_eval_data', 'default_accelerator', 'evaluate', 'evaluate_model',
-           'format_report', 'has_gates', 'measure_latency', 'model_from_name', 'write_json']
+           'format_report', 'has_gates', 'kept_gate_mask', 'measure_latency', 'model_from_name', 'write_json']
 
 #: Largest model input side (pixels) evaluated on decode-once tensors; larger inputs use timm's eval transforms.
 _MAX_TENSOR_INPUT = 64
@@ -457,10 +457,47 @@ def evaluate_model(
             mean_open_fraction=summary['mean_open_fraction'], always_on=summary['always_on'],
             always_off=summary['always_off'], input_dependent=summary['input_dependent'],
             per_site_open_fraction=summary['per_site_open_fraction'])
+        report.update(_kept_gate_summary(model, stats))
     else:
         device = next(model.parameters()).device
         report['macs'] = count_macs(model, torch.zeros(1, *data.input_size, device=device))[0]
     return report, result, model, data
+
+
+def kept_gate_mask(model: nn.Module) -> torch.Tensor | None:
+    """For a pruned GaterNet, which of its ``gate_size`` gates still have a filter; ``None`` for an unpruned one.
+
+    The gater of a pruned export still emits every gate, but the gate of a removed filter acts on nothing.
+    """
+    pruned = getattr(model, 'pruned_filters', None)
+    if not pruned:
+        return None
+    mask = torch.ones(model.gate_size, dtype=torch.bool)
+    for site in model.gate_sites:
+        if site.name in pruned:
+            mask[site.offset:site.offset + site.num_channels] = False
+            mask[[site.offset + i for i in pruned[site.name]]] = True
+    return mask
+
+
+def _kept_gate_summary(model: nn.Module, stats: GateStatistics) -> dict[str, Any]:
+    """The gate figures of a pruned GaterNet over the gates that still have a filter (nothing for an unpruned one).
+
+    Counting the removed filters' gates would report always-off gates that no longer exist, and an open fraction
+    diluted by them.
+    """
+    kept = kept_gate_mask(model)
+    if kept is None:
+        return {}
+    rate = stats.firing_rate
+    always_on, always_off = int((rate[kept] == 1).sum()), int((rate[kept] == 0).sum())
+    per_site = {}
+    for site in model.gate_sites:
+        window = kept[site.offset:site.offset + site.num_channels]
+        per_site[site.name] = rate[site.offset:site.offset + site.num_channels][window].mean().item()
+    return dict(gates_pruned=int((~kept).sum()), mean_open_fraction=rate[kept].mean().item(), always_on=always_on,
+                always_off=always_off, input_dependent=int(kept.sum()) - always_on - always_off,
+                per_site_open_fraction=per_site)
 
 
 def _human(n: float) -> str:
@@ -485,8 +522,11 @@ def format_report(report: dict[str, Any]) -> str:
             ('MACs gater', f"{_human(report['macs_gater'])} ({report['macs_gater']:,})"),
             ('MACs backbone used', f"{_human(used)} ({100.0 * used / report['macs_backbone']:.1f} % of backbone, "
                                    'given the gates)'),
-            ('gates open (mean)', f"{100.0 * report['mean_open_fraction']:.1f} % of {report['gate_size']:,} "
-                                  f"gates over {report['gate_sites']} sites"),
+            ('gates open (mean)', f"{100.0 * report['mean_open_fraction']:.1f} % of "
+                                  f"{report['gate_size'] - report.get('gates_pruned', 0):,} gates over "
+                                  f"{report['gate_sites']} sites" + (
+                                      f" ({report['gates_pruned']:,} more pruned with their filters)"
+                                      if report.get('gates_pruned') else '')),
             ('gates always on', f"{report['always_on']:,}"),
             ('gates always off', f"{report['always_off']:,}"),
             ('gates input-dep.', f"{report['input_dependent']:,}"),

@@ -20,13 +20,20 @@ _DEFAULT_DATA = 'builtin:cifar10-subset'
 _ERRORS = (KeyError, ValueError, OSError, RuntimeError, TypeError)
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
+#: Why ``prune`` and ``analyze`` default to the training split: choosing the filters to remove (or reading the gates)
+#: on the test split would tune the result to the very images it is measured on afterwards.
+_CALIBRATION_SPLIT_HELP = ('split to read the gates from (default: %(default)s; calibrating on the test split would '
+                           'tune the result to the images it is then measured on)')
+
+
+def _add_common(p: argparse.ArgumentParser, split: str = 'test', split_help: str = 'split to evaluate') -> None:
     p.add_argument('model', help='model name, name.tag, cifar_resnet20 (plain backbone), hf-hub:org/repo or '
                                  'local-dir:/path')
     p.add_argument('--data', default=_DEFAULT_DATA,
                    help=f'data source: builtin:cifar10-subset, a folder of parquet files or of images in class '
                         f'folders, or a Hub dataset id such as uoft-cs/cifar10 (default: {_DEFAULT_DATA})')
-    p.add_argument('--split', default='test', help='split to evaluate (default: test)')
+    p.add_argument('--split', default=split, help=split_help + ('' if '%(default)' in split_help else
+                                                                 ' (default: %(default)s)'))
     p.add_argument('--batch-size', type=int, default=128, help='batch size per process (default: 128)')
     p.add_argument('--max-samples', type=int, default=None, help='evaluate only the first N rows of the split')
     p.add_argument('--num-classes', type=int, default=None, metavar='N',
@@ -45,7 +52,7 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def add_analyze_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the ``analyze`` arguments to ``p``; returns ``p``."""
-    _add_common(p)
+    _add_common(p, 'train', _CALIBRATION_SPLIT_HELP)
     p.add_argument('--out', type=Path, required=True, help='folder for the PNG figures and gate_stats.json')
     return p
 
@@ -88,7 +95,7 @@ def run_analyze(args: argparse.Namespace) -> int:
 
 def add_prune_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the ``prune`` arguments to ``p``; returns ``p``."""
-    _add_common(p)
+    _add_common(p, 'train', _CALIBRATION_SPLIT_HELP.replace('read the gates from', 'calibrate the pruning on'))
     p.add_argument('--out', type=Path, required=True, help='folder for the pruned model (Hub format)')
     p.add_argument('--overwrite', action='store_true', default=False, help='replace the files of a non-empty --out')
     p.add_argument('--round-to', type=int, default=1, metavar='N',

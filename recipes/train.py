@@ -47,12 +47,19 @@ __all__ = ["CHECKPOINT_STATE", "RecipeError", "build_parser", "main", "parse_arg
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser; every option's ``dest`` is also a valid config-file key (except CLI-only ones)."""
-    p = argparse.ArgumentParser(description="Train a gaternet_zoo model with Accelerate.",
-                                formatter_class=zt.DefaultsOnceHelpFormatter)
+    p = argparse.ArgumentParser(
+        description="Train a gaternet_zoo model with Accelerate.", formatter_class=zt.DefaultsOnceHelpFormatter,
+        epilog="The defaults shown are the ones that run: the built-in defaults, overridden by "
+               "recipes/configs/default.yaml, or by the file of --config FILE when it is given (`--config FILE "
+               "--help` shows that file's). Flags override both. recipes/README.md describes every setting.")
     p.add_argument("--config", default=None, help="YAML config file (default: recipes/configs/default.yaml)")
     g = p.add_argument_group("model and data")
     g.add_argument("--model", default="gaternet_resnet20", help="zoo model name (create_model)")
-    g.add_argument("--data", default="builtin:cifar10-subset", help="data source (load_image_dataset)")
+    g.add_argument("--data", default="builtin:cifar10-subset",
+                   help="data source: a local folder (parquet files named by split, e.g. train-00000-of-00001.parquet "
+                        "and test-00000-of-00001.parquet, or class folders <dir>/train/<class>/*.png), a Hugging "
+                        "Face Hub dataset id (uoft-cs/cifar10; downloaded once into the datasets cache), or "
+                        "builtin:cifar10-subset (shipped, no download)")
     g.add_argument("--init-from", default=None, metavar="SOURCE",
                    help="start from a trained model's weights: a zoo tag (cifar_resnet20.cifar10), hf-hub:/local-dir: "
                         "name, saved folder or run folder; a plain source fills a GaterNet's backbone (default: fresh "
@@ -144,7 +151,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[dict[str, Any], argpa
     """Resolve ``(config, args)``: every config key, and the invocation's CLI-only flags (timm's two-stage parse)."""
     parser = build_parser()
     valid = _config_keys(parser)
-    pre, _ = parser.parse_known_args(argv)
+    # --help waits for the second parse, so that it shows the defaults the config files set: what really runs.
+    pre, _ = parser.parse_known_args([a for a in (sys.argv[1:] if argv is None else argv) if a not in ("-h", "--help")])
     layers: list[dict[str, Any]] = []
     if pre.resume is not None:
         run_dir = zt.resolve_run_dir(pre.resume, pre.output_dir)
@@ -335,6 +343,7 @@ def training_function(config: dict[str, Any], args: argparse.Namespace) -> dict[
     split, every, record = ("val_" if config["val_split"] else ""), config["checkpoint_every_steps"], {}
     check_grads = accelerator.mixed_precision != "fp16"  # fp16's loss scaler skips inf gradients by design.
     final_net = ema.module if ema is not None else net
+    clock = zt.TimeEstimate(accelerator, config["epochs"] - start_epoch, micro_steps, skip_batches)
     for epoch in range(start_epoch, config["epochs"]):
         model.train()
         train_dl.set_epoch(epoch)
@@ -369,6 +378,7 @@ def training_function(config: dict[str, Any], args: argparse.Namespace) -> dict[
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             progress.step(loss)
+            clock.step()
             if accelerator.sync_gradients:
                 global_step += 1
                 scheduler.step_update(global_step)
@@ -397,7 +407,8 @@ def training_function(config: dict[str, Any], args: argparse.Namespace) -> dict[
         accelerator.print(f"epoch {epoch + 1}/{config['epochs']}: loss {record['train_loss']:.4f}  {data.eval_name} "
                           f"top1 {metrics['top1']:.2f}  top5 {metrics['top5']:.2f}  "
                           f"{record['train_images_per_sec']:.0f} img/s" + (
-                              f"  open gates {metrics['gate_open_fraction']:.3f}" if gated else ""))
+                              f"  open gates {metrics['gate_open_fraction']:.3f}" if gated else "") +
+                          f"  ({clock.epoch_done()})", flush=True)
         save_checkpoint(epoch + 1, 0, {})
 
     if not record:  # Resumed from the last epoch's checkpoint (killed before final/): measure again to save it.

@@ -41,14 +41,14 @@ def _names(out: str) -> list[str]:
 def test_list_prints_every_model_with_its_alias(capsys):
     assert main(['list']) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert _names('\n'.join(lines)) == gz.list_models()
+    assert _names('\n'.join(lines)) == [m for m in gz.list_models() if m != 'gaternet']  # the generic builder
     assert ['gaternet_wrn28_10', 'alias', 'gated_wrn28_10'] in [line.split() for line in lines]
     assert main(['list', 'gated_resnet5*']) == 0
     assert _names(capsys.readouterr().out) == ['gaternet_resnet50', 'gaternet_resnet56']
     assert main(['list', '--backbones']) == 0
     out = capsys.readouterr().out
-    assert _names(out) == gz.list_models(include_backbones=True)
-    assert 'cifar_resnet20\n' in out  # a plain backbone has no alias
+    assert _names(out) == [m for m in gz.list_models(include_backbones=True) if m != 'gaternet']
+    assert 'cifar_resnet32\n' in out  # a plain backbone has no alias (and this one no weights)
 
 
 def test_list_glob_finds_aliases_and_says_when_nothing_matches(capsys):
@@ -165,6 +165,7 @@ def test_no_command_is_a_usage_error(capsys):
     assert 'usage: gaternet-zoo' in capsys.readouterr().err
 
 
+@pytest.mark.slow  # issue 25: out of `make test-fast` (seconds of subprocesses or full-size models)
 def test_console_script_is_installed():
     script = Path(sys.executable).parent / 'gaternet-zoo'
     if not script.exists():
@@ -173,4 +174,4 @@ def test_console_script_is_installed():
         script = Path(found)
     result = subprocess.run([str(script), 'list'], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert _names(result.stdout) == gz.list_models()
+    assert _names(result.stdout) == [m for m in gz.list_models() if m != 'gaternet']

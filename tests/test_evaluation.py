@@ -128,6 +128,7 @@ def test_measure_latency_is_positive_and_restores_mode() -> None:
 
 # ------------------------------------------------------------------------------------------------ CLI and analysis
 
+@pytest.mark.slow  # issue 25: out of `make test-fast` (seconds of subprocesses or full-size models)
 def test_eval_cli_prints_metrics_and_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / 'eval.json'
     code = cli_main(['eval', 'gaternet_resnet20', '--data', 'builtin:cifar10-subset', '--max-samples', '64',
@@ -167,6 +168,7 @@ def _check_png(path: Path) -> None:
         assert len(rgb.getcolors(maxcolors=1 << 20) or range(1 << 20)) > 10
 
 
+@pytest.mark.slow  # issue 25: out of `make test-fast` (seconds each on 2 busy cores)
 def test_analyze_writes_three_figures_and_json(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / 'analysis'
     assert cli_main(['analyze', 'gaternet_resnet20', '--data', 'builtin:cifar10-subset', '--out', str(out),
@@ -193,6 +195,7 @@ def test_analyze_refuses_a_plain_backbone(tmp_path: Path, capsys: pytest.Capture
 
 # ------------------------------------------------------------------------------------------------ demo
 
+@pytest.mark.slow  # issue 25: out of `make test-fast` (seconds each on 2 busy cores)
 def test_demo_one_batch_prints_per_block_statistics(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from gaternet_zoo import demo
 
@@ -203,6 +206,7 @@ def test_demo_one_batch_prints_per_block_statistics(tmp_path: Path, capsys: pyte
     assert 'stage3.block3' in printed and 'input-dep' in printed and 'mean open fraction' in printed
 
 
+@pytest.mark.slow  # issue 25: out of `make test-fast` (seconds of subprocesses or full-size models)
 def test_demo_train_mode_evaluates_and_analyses_the_final_model(tmp_path: Path,
                                                                 capsys: pytest.CaptureFixture) -> None:
     from gaternet_zoo import demo
@@ -246,7 +250,9 @@ def test_demo_train_mode_evaluates_and_analyses_the_final_model(tmp_path: Path,
     assert 'expected top-1' not in printed  # not the default recipe: no range to compare with
     for name in ('site_open_fraction.png', 'gate_firing_histogram.png', 'class_gate_heatmap.png', 'gate_stats.json'):
         assert (run / 'analysis' / name).is_file()
-    assert '--overwrite' in demo.train_command(recipe, run)  # A re-run reuses the folder.
+    # A re-run keeps the run, unless asked to replace it (tests/test_first_hour.py has the folder choice).
+    assert '--overwrite' not in demo.train_command(recipe, run)
+    assert '--overwrite' in demo.train_command(recipe, run, overwrite=True)
 
 
 def test_demo_plots_the_training_curve_and_compares_with_the_expected_range(tmp_path: Path,
@@ -267,6 +273,7 @@ def test_demo_plots_the_training_curve_and_compares_with_the_expected_range(tmp_
     assert not demo._is_default_run(demo.default_recipe(), ['--epochs', '1'])
 
 
+@pytest.mark.slow  # issue 25: out of `make test-fast` (seconds of subprocesses or full-size models)
 def test_eval_of_a_registry_tag_uses_its_published_weights(capsys: pytest.CaptureFixture,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     import socket

@@ -25,6 +25,7 @@ def _subset_images(mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Ten
     return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
 
 
+@pytest.mark.slow  # issue 25: out of `make test-fast` (seconds of subprocesses or full-size models)
 def test_published_weights_give_the_same_gates_under_bf16_autocast() -> None:
     """Eval gates of ``gaternet_resnet20.cifar10`` over the built-in subset: bf16 autocast == float32, bit for bit.
 

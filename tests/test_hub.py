@@ -239,6 +239,7 @@ def test_model_card_has_metadata_usage_metrics_citation_and_sha(saved_v1: Saved)
     assert saved_v1.weights_sha in card
 
 
+@pytest.mark.slow  # issue 25: out of `make test-fast` (seconds each on 2 busy cores)
 def test_local_dir_round_trip_gives_identical_outputs(saved_v1: Saved) -> None:
     model = gz.create_model(f"local-dir:{saved_v1.folder}")
     assert model.training  # The mode is the caller's to choose; loading leaves it as built.
@@ -247,6 +248,7 @@ def test_local_dir_round_trip_gives_identical_outputs(saved_v1: Saved) -> None:
     assert model.pretrained_cfg["sha256"] == saved_v1.weights_sha
 
 
+@pytest.mark.slow  # issue 25: out of `make test-fast` (seconds each on 2 busy cores)
 def test_saving_new_weights_does_not_claim_the_published_tag(tmp_path: Path) -> None:
     # Like timm, a model built without weights carries its default tag's cfg; saved, it must not pose as that tag.
     model = gz.create_model("gaternet_resnet20")
@@ -259,6 +261,7 @@ def test_saving_new_weights_does_not_claim_the_published_tag(tmp_path: Path) -> 
     assert loaded.pretrained_cfg.get("tag") is None and loaded.pretrained_cfg.get("revision") is None
 
 
+@pytest.mark.slow  # issue 25: out of `make test-fast` (seconds each on 2 busy cores)
 def test_saving_published_weights_keeps_their_tag_until_they_change(tmp_path: Path) -> None:
     published = Path(__file__).resolve().parents[1] / "weights" / "gaternet_resnet20.cifar10"
     model = gz.create_model(f"local-dir:{published}")
@@ -278,6 +281,7 @@ def test_saving_published_weights_keeps_their_tag_until_they_change(tmp_path: Pa
     assert json.loads((tmp_path / "republished" / "config.json").read_text())["pretrained_cfg"]["tag"] == "cifar10"
 
 
+@pytest.mark.slow  # issue 25: out of `make test-fast` (seconds each on 2 busy cores)
 def test_from_pretrained_folder_round_trip(saved_v1: Saved) -> None:
     model = gz.GaterNet.from_pretrained(saved_v1.folder)
     assert isinstance(model, gz.GaterNet)
@@ -285,6 +289,7 @@ def test_from_pretrained_folder_round_trip(saved_v1: Saved) -> None:
     assert torch.equal(eval_logits(model), saved_v1.logits)
 
 
+@pytest.mark.slow  # issue 25: out of `make test-fast` (seconds each on 2 busy cores)
 @pytest.mark.parametrize("prefix", ["module.", "_orig_mod.", "module._orig_mod."])
 def test_prefixed_state_dicts_load(saved_v1: Saved, tmp_path: Path, prefix: str) -> None:
     folder = copy_folder(saved_v1, tmp_path / "prefixed")
@@ -298,6 +303,7 @@ def test_prefixed_state_dicts_load(saved_v1: Saved, tmp_path: Path, prefix: str)
     assert torch.equal(eval_logits(model), saved_v1.logits)
 
 
+@pytest.mark.slow  # issue 25: out of `make test-fast` (seconds each on 2 busy cores)
 def test_num_classes_override_drops_only_the_classifier(saved_v1: Saved, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="gaternet_zoo._hub"):
         model = gz.create_model(f"local-dir:{saved_v1.folder}", num_classes=5)

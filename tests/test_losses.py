@@ -34,6 +34,7 @@ def test_target_rate_rejects_bad_target():
         gate_target_rate_loss(torch.ones(1, 4), 1.5)
 
 
+@pytest.mark.slow  # issue 25: out of `make test-fast` (seconds each on 2 busy cores)
 def test_mac_budget_matches_gaternet_macs(model):
     torch.manual_seed(1)
     gates = (torch.rand(6, model.gate_size) > 0.4).float()
@@ -48,6 +49,7 @@ def test_mac_budget_matches_gaternet_macs(model):
     assert 0.0 < all_closed < 0.05  # all closed: only the stem, the projection shortcuts and the head run
 
 
+@pytest.mark.slow  # issue 25: out of `make test-fast` (seconds each on 2 busy cores)
 def test_closed_block_saves_its_whole_branch(model):
     # Closing every gate of one block saves its gated conv and, since skip execution does not run the branch,
     # the block's first conv too; one gate left open saves only the closed filters.
@@ -73,6 +75,7 @@ def test_closed_block_saves_its_whole_branch(model):
     assert budget.used_fraction(gates).item() == pytest.approx(partly / macs['backbone'], abs=1e-6)
 
 
+@pytest.mark.slow  # issue 25: out of `make test-fast` (seconds each on 2 busy cores)
 def test_used_fraction_from_rates_matches_binary_gates(model):
     from gaternet_zoo import GateStatistics
     torch.manual_seed(2)
@@ -89,6 +92,7 @@ def test_used_fraction_from_rates_matches_binary_gates(model):
     assert report['backbone_used'] / report['backbone'] == pytest.approx(from_rates, abs=1e-6)
 
 
+@pytest.mark.slow  # issue 25: out of `make test-fast` (seconds of subprocesses or full-size models)
 def test_mac_budget_gradient_reaches_gater(model):
     budget = MacBudgetLoss(model, target=0.3, weight=5.0)
     model.train()
@@ -104,6 +108,7 @@ def test_mac_budget_gradient_reaches_gater(model):
     assert not list(budget.state_dict())
 
 
+@pytest.mark.slow  # issue 25: out of `make test-fast` (seconds each on 2 busy cores)
 def test_mac_count_leaves_a_training_model_untouched():
     # Counting runs the shortcuts on their own (for the skipped branches): in training mode their norms would
     # update their running statistics, so the count must run in eval mode and restore the mode after.

@@ -75,6 +75,7 @@ def test_pruned_logits_equal_the_gated_model(name: str, size: int, tmp_path: Pat
     assert 'random test images' in card
 
 
+@pytest.mark.slow  # issue 25: out of `make test-fast` (seconds each on 2 busy cores)
 def test_published_weights_pruned_give_the_same_predictions_on_their_calibration_data() -> None:
     from gaternet_zoo.data import load_image_dataset
 
@@ -118,6 +119,7 @@ def test_bad_pruned_filters_are_refused() -> None:
         gz.create_model('gaternet_resnet20', pruned_filters={'stage1.block1': [16]})
 
 
+@pytest.mark.slow  # issue 25: out of `make test-fast` (seconds of subprocesses or full-size models)
 def test_prune_command_writes_a_loadable_folder_and_never_overwrites(tmp_path: Path) -> None:
     import subprocess
     import sys
@@ -129,7 +131,7 @@ def test_prune_command_writes_a_loadable_folder_and_never_overwrites(tmp_path: P
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert 'gated filters in' in proc.stdout
     pruned = gz.create_model(f'local-dir:{out}')
-    assert pruned.pruned_filters and 'split \'test\', 64 images' in pruned.pretrained_cfg['pruning']['calibration']
+    assert pruned.pruned_filters and 'split \'train\', 64 images' in pruned.pretrained_cfg['pruning']['calibration']
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and '--overwrite' in again.stderr
     plain = subprocess.run([*cmd[:4], 'cifar_resnet20', *cmd[5:7], '--out', str(tmp_path / 'plain')],

@@ -206,6 +206,7 @@ def test_error_world_size_without_processes(monkeypatch: pytest.MonkeyPatch, tmp
         zt.check_world_size(1)
 
 
+@pytest.mark.slow  # issue 25: out of `make test-fast` (seconds of subprocesses or full-size models)
 def test_error_label_outside_num_classes(tmp_path: Path) -> None:
     import io
 
@@ -396,6 +397,7 @@ def test_overwrite_deletes_only_run_artifacts(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------- failing loudly, new options
 
 
+@pytest.mark.slow  # issue 25: out of `make test-fast` (seconds of subprocesses or full-size models)
 def test_diverged_run_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
     out = tmp_path / "run"
     proc = _run(["--model", "cifar_resnet20", "--cpu", "--lr", "1e36", "--warmup-epochs", "0", "--epochs", "1",

@@ -44,6 +44,7 @@ def _screen(*args: str) -> subprocess.CompletedProcess:
     return proc
 
 
+@pytest.mark.slow  # issue 25: out of `make test-fast` (seconds of subprocesses or full-size models)
 def test_screening_trains_every_arm_on_validation_and_tabulates_it(tmp_path: Path) -> None:
     spec = _spec(tmp_path)
     path = _write(tmp_path, spec)
@@ -152,6 +153,7 @@ def test_arm_argv_passes_options_as_flags_and_resumes() -> None:
     assert '--resume' not in screen.arm_argv(spec, 'plain', resume=False)
 
 
+@pytest.mark.slow  # issue 25: out of `make test-fast` (seconds of subprocesses or full-size models)
 def test_curves_plot_the_validation_split_and_refuse_runs_without_it(tmp_path: Path) -> None:
     run = tmp_path / 'arm'
     run.mkdir()

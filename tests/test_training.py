@@ -109,6 +109,7 @@ def _open_fraction(model: torch.nn.Module) -> float:
         return float(model.eval().forward_gates(torch.randn(16, 3, 32, 32)).mean())
 
 
+@pytest.mark.slow  # issue 25: out of `make test-fast` (seconds of subprocesses or full-size models)
 def test_gate_init_bias_opens_the_gates() -> None:
     torch.manual_seed(0)
     model = gaternet_zoo.create_model("gaternet_resnet20")
@@ -157,6 +158,7 @@ def test_gater_lr_scale_and_weight_decay_groups() -> None:
         training.gater_param_groups(gaternet_zoo.create_model("cifar_resnet20"), 5e-4, gater_lr_scale=0.5)
 
 
+@pytest.mark.slow  # issue 25: out of `make test-fast` (seconds of subprocesses or full-size models)
 def test_return_gates_goes_through_forward() -> None:
     model = gaternet_zoo.create_model("gaternet_resnet20").eval()
     x = torch.randn(2, 3, 32, 32)
@@ -251,6 +253,7 @@ def test_epoch_progress_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch, caps
 # ------------------------------------------------------------------------------------------------ gate objective
 
 
+@pytest.mark.slow  # issue 25: out of `make test-fast` (seconds of subprocesses or full-size models)
 def test_gate_objective_combines_l1_and_budget() -> None:
     torch.manual_seed(0)
     net = gaternet_zoo.create_model("gaternet_resnet20")

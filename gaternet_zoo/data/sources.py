@@ -14,6 +14,7 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+from huggingface_hub import constants as hf_constants
 
 __all__ = [
     "BUILTIN_DATASETS",
@@ -211,7 +212,22 @@ def _looks_like_path(text: str) -> bool:
 
 
 def _load_hub(dataset_id: str, cache_dir: str | None) -> dict[str, datasets.Dataset]:
-    """Load every split of a Hub dataset with plain ``datasets.load_dataset``."""
+    """Load every split of a Hub dataset with plain ``datasets.load_dataset``.
+
+    Unless offline mode is on, one quick probe of the Hub comes first: ``datasets`` would otherwise retry for
+    about 25 s before it fails with an unreachable Hub. Offline mode reads the ``datasets`` cache as before.
+    """
+    from .._hub import hub_unreachable
+    from .._io import display_path
+
+    reason = None if datasets.config.HF_HUB_OFFLINE else hub_unreachable()
+    if reason is not None:
+        raise DataSourceError(
+            f"could not load {dataset_id!r}: the Hugging Face Hub at {hf_constants.ENDPOINT} is unreachable "
+            f"({reason}). If it was downloaded before, set HF_HUB_OFFLINE=1 to load it from the datasets cache "
+            f"({display_path(datasets.config.HF_DATASETS_CACHE)}); or pass a local folder (parquet files named by "
+            f"split, or '<dir>/train/<class>/*.png'); or use 'builtin:cifar10-subset', which needs no download"
+        )
     try:
         loaded = datasets.load_dataset(dataset_id, cache_dir=cache_dir)
     except Exception as err:  # Offline, unknown id, gated repo ...: all surface as one clear error.

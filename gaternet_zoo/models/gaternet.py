@@ -23,7 +23,7 @@ from torch import nn
 
 from .. import _validation
 from .._builder import build_with_cfg
-from .._hub import ZooHubMixin
+from .._hub import ZooHubMixin, timm_pretrained_args
 from .._plugins import GateSite, GatingPlugin, find_plugin, get_plugin, list_plugins
 from .._pretrained import generate_default_cfgs
 from ..layers.gater import Gater
@@ -99,7 +99,9 @@ class GaterNet(nn.Module, ZooHubMixin):
         self.in_chans = in_chans
         self.backbone_name = backbone
         self.gater_name = gater
-        user_args = dict(backbone_args or {})
+        # With pretrained=True in either, an unreachable Hub fails at once, or loads the cached copy.
+        user_args = timm_pretrained_args(backbone, dict(backbone_args or {}), option='backbone_args')
+        gater_args = timm_pretrained_args(gater, dict(gater_args or {}), option='gater_args')
         if drop_rate:
             user_args['drop_rate'] = drop_rate
         if global_pool is not None:

@@ -37,6 +37,7 @@ from ._gates import (
 from ._recipe import (
     DefaultsOnceHelpFormatter,
     EpochProgress,
+    TimeEstimate,
     check_world_size,
     evaluation_metrics,
     jsonable,
@@ -80,6 +81,7 @@ __all__ = [
     'GATE_BUDGETS', 'GateObjective', 'INIT_PARTS', 'WarmStart', 'recorded_warm_starts', 'resolve_init_source',
     'warm_start',
     'CHECKPOINT_STATE', 'DIVERGENCE_CAUSES', 'DefaultsOnceHelpFormatter', 'EpochProgress', 'GateWarmup',
+    'TimeEstimate',
     'RUN_ARTIFACTS', 'RecipeError', 'TrainingData', 'TrainingDivergedError', 'all_finite', 'append_metrics',
     'check_checkpoint_matches', 'check_finite_settings', 'check_output_dir', 'check_world_size', 'checkpoint_number',
     'clear_run_artifacts', 'cpu_supports_bf16', 'divergence_message', 'evaluation_metrics', 'find_checkpoint',

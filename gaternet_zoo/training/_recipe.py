@@ -8,6 +8,7 @@ import os
 import shlex
 import shutil
 import sys
+import time
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from ._run_dir import (
 )
 
 __all__ = [
-    'DefaultsOnceHelpFormatter', 'EpochProgress', 'check_world_size', 'evaluation_metrics', 'jsonable',
+    'DefaultsOnceHelpFormatter', 'EpochProgress', 'TimeEstimate', 'check_world_size', 'evaluation_metrics', 'jsonable',
     'metric_fields', 'prepare_run_folder', 'quiet_checkpoint_rotation', 'read_config_file', 'runtime_record',
     'save_trained_model', 'write_run_config',
 ]
@@ -222,6 +223,65 @@ class EpochProgress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def format_duration(seconds: float) -> str:
+    """``"4 min 05 s"``, ``"1 h 02 min"`` or ``"42 s"``: a duration as the run's log shows it."""
+    seconds = max(0, round(seconds))
+    if seconds >= 3600:
+        return f'{seconds // 3600} h {seconds % 3600 // 60:02d} min'
+    return f'{seconds // 60} min {seconds % 60:02d} s' if seconds >= 60 else f'{seconds} s'
+
+
+class TimeEstimate:
+    """Says how long a run will take: once after its first measured steps, then after every epoch.
+
+    The first ``skip`` steps are left out of the measurement (allocator and thread-pool warm-up make them slow),
+    then ``measure`` steps are timed. Lines go through ``accelerator.print`` and are flushed, so they appear at once
+    when the output is a pipe or a file (``make demo | tee log``), not only on a terminal.
+
+    Args:
+        accelerator: The run's ``Accelerator`` (only the main process prints).
+        epochs: Epochs still to run, this one included.
+        steps_per_epoch: Batches per epoch.
+        skip_first: Batches of the first epoch already done (a resumed run).
+        skip: Steps left out before the measurement starts.
+        measure: Steps timed for the first estimate.
+    """
+
+    def __init__(self, accelerator: Any, epochs: int, steps_per_epoch: int, skip_first: int = 0, *, skip: int = 3,
+                 measure: int = 10) -> None:
+        self.accelerator, self.epochs, self.steps_per_epoch = accelerator, epochs, steps_per_epoch
+        self.total = max(epochs * steps_per_epoch - skip_first, 0)
+        self.skip, self.measure = skip, measure
+        self.done, self.epochs_done, self.start, self.measured_from = 0, 0, time.perf_counter(), None
+        self.announced = False
+
+    def step(self) -> str | None:
+        """One training batch done; returns (and prints) the first estimate when the measurement completes."""
+        self.done += 1
+        if self.announced or self.epochs_done:
+            return None
+        if self.done == self.skip:
+            self.measured_from = time.perf_counter()
+            return None
+        timed = self.done - self.skip
+        if self.measured_from is None or timed < self.measure:
+            return None
+        self.announced = True
+        per_step = (time.perf_counter() - self.measured_from) / timed
+        line = (f'estimated training time: about {format_duration(per_step * self.total)} for {self.total} batches '
+                f'({per_step:.2f} s/batch over batches {self.skip + 1}-{self.done}), plus an evaluation after each of '
+                f'the {self.epochs} epochs; it scales with the cores or GPU, the threads and any other load')
+        self.accelerator.print(line, flush=True)
+        return line
+
+    def epoch_done(self) -> str:
+        """The remaining time after an epoch (training and evaluation), from the mean epoch so far."""
+        self.epochs_done += 1
+        elapsed = time.perf_counter() - self.start
+        left = elapsed / self.epochs_done * (self.epochs - self.epochs_done)
+        return f'{format_duration(elapsed)} elapsed, about {format_duration(left)} left'
 
 
 def evaluation_metrics(net: nn.Module, dataloader: Any, accelerator: Any, *,
