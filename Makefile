@@ -56,32 +56,32 @@ SEED_RUNS := weights/cifar_resnet20.cifar10 docs/results/runs/c10_resnet20_e30_s
 SEED_RUNS_56 := weights/cifar_resnet56.cifar10 docs/results/runs/c10_resnet56_e30_s1 weights/gaternet_resnet56.cifar10 \
 	docs/results/runs/c10_gaternet_resnet56_e30_s1
 DEPTH_RUNS := $(SEED_RUNS) $(SEED_RUNS_56)
-# Training images/s of each model, measured side by side by `python bench/bench_depths.py` (its last line).
+# Training images/s of each model, measured side by side by `python -m bench.bench_depths` (its last line).
 IMG_PER_SEC := cifar_resnet20=1704 gaternet_resnet20=806 cifar_resnet56=587 gaternet_resnet56=372
 # The option screening of issue 11: trains (or resumes) every arm on a validation split; about an hour on 2 cores.
 SCREENING := recipes/screening/cifar10_resnet20.yaml
 screen: $(STAMP)
-	$(PY) tools/screen.py run $(SCREENING)
+	$(PY) -m tools.screen run $(SCREENING)
 results: $(STAMP)
-	$(PY) tools/screen.py table $(SCREENING) --out docs/results/cifar10_resnet20_screening.md
-	$(PY) tools/plot_training_curves.py $(wildcard docs/results/runs/screen_c10_resnet20/*) --split val \
+	$(PY) -m tools.screen table $(SCREENING) --out docs/results/cifar10_resnet20_screening.md
+	$(PY) -m tools.plot_training_curves $(wildcard docs/results/runs/screen_c10_resnet20/*) --split val \
 		--out docs/img/cifar10_resnet20_screening_curves.png
-	$(PY) tools/lead_table.py $(DEPTH_RUNS) --references docs/results/external_references.yaml \
+	$(PY) -m tools.lead_table $(DEPTH_RUNS) --references docs/results/external_references.yaml \
 		--out docs/results/cifar10_lead_table.md
-	$(PY) tools/depth_table.py $(DEPTH_RUNS) --img-per-sec $(IMG_PER_SEC) --out docs/results/cifar10_depth_table.md
-	$(PY) tools/results_table.py $(RESULT_WEIGHTS) --out docs/results/cifar10_resnet20_table.md
-	$(PY) tools/results_table.py $(RESULT_WEIGHTS_56) --out docs/results/cifar10_resnet56_table.md
-	$(PY) tools/plot_training_curves.py $(RESULT_WEIGHTS) --out docs/img/cifar10_resnet20_curves.png
-	$(PY) tools/plot_training_curves.py $(RESULT_WEIGHTS_56) --out docs/img/cifar10_resnet56_curves.png
-	$(PY) tools/seed_table.py $(SEED_RUNS) --out docs/results/cifar10_resnet20_seeds.md
-	$(PY) tools/seed_table.py $(SEED_RUNS_56) --out docs/results/cifar10_resnet56_seeds.md
+	$(PY) -m tools.depth_table $(DEPTH_RUNS) --img-per-sec $(IMG_PER_SEC) --out docs/results/cifar10_depth_table.md
+	$(PY) -m tools.results_table $(RESULT_WEIGHTS) --out docs/results/cifar10_resnet20_table.md
+	$(PY) -m tools.results_table $(RESULT_WEIGHTS_56) --out docs/results/cifar10_resnet56_table.md
+	$(PY) -m tools.plot_training_curves $(RESULT_WEIGHTS) --out docs/img/cifar10_resnet20_curves.png
+	$(PY) -m tools.plot_training_curves $(RESULT_WEIGHTS_56) --out docs/img/cifar10_resnet56_curves.png
+	$(PY) -m tools.seed_table $(SEED_RUNS) --out docs/results/cifar10_resnet20_seeds.md
+	$(PY) -m tools.seed_table $(SEED_RUNS_56) --out docs/results/cifar10_resnet56_seeds.md
 	$(VENV)/bin/gaternet-zoo analyze local-dir:weights/gaternet_resnet20.cifar10 --data $(DATA) --split test \
 		--out docs/img/gaternet_resnet20_cifar10
 	$(VENV)/bin/gaternet-zoo analyze local-dir:weights/gaternet_resnet56.cifar10 --data $(DATA) --split test \
 		--out docs/img/gaternet_resnet56_cifar10
 
 bench: $(STAMP)
-	$(PY) bench/run_all.py
+	$(PY) -m bench.run_all
 
 clean:
 	rm -rf $(VENV) .venv-olah site build *.egg-info

@@ -5,8 +5,8 @@ default. Decoding happens once before timing (it is cached by ``datasets``) and 
 
 Usage::
 
-    python bench/bench_data.py                       # default workers, batch 128, CPU
-    python bench/bench_data.py --num-workers 2 --channels-last --torch-threads 1
+    python -m bench.bench_data                       # default workers, batch 128, CPU
+    python -m bench.bench_data --num-workers 2 --channels-last --torch-threads 1
 """
 
 from __future__ import annotations

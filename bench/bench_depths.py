@@ -8,20 +8,16 @@ the median of the rounds is printed, so a load that comes and goes hits all alik
 
 Usage::
 
-    python bench/bench_depths.py                        # ~2-3 minutes on 2 CPU cores
-    python bench/bench_depths.py --depths 20 --format "fp32 channels_last"
+    python -m bench.bench_depths                        # ~2-3 minutes on 2 CPU cores
+    python -m bench.bench_depths --depths 20 --format "fp32 channels_last"
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # So bench_precision imports when run as a script.
-
-from bench_precision import FORMATS, StepRunner  # noqa: E402
+from bench.bench_precision import FORMATS, StepRunner
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

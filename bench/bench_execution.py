@@ -17,8 +17,8 @@ each round cycles through a fixed set of images, so batch-1 figures average over
 
 Usage::
 
-    python bench/bench_execution.py                 # ~3-4 minutes on 2 CPU cores
-    python bench/bench_execution.py --weights local-dir:DIR --threads 1
+    python -m bench.bench_execution                 # ~3-4 minutes on 2 CPU cores
+    python -m bench.bench_execution --weights local-dir:DIR --threads 1
 """
 
 from __future__ import annotations

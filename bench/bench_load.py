@@ -5,8 +5,8 @@ that costs. Each case is loaded ``--repeats`` times in one process after ``--war
 printed. ``--compare CHECKOUT`` runs the same cases with another checkout's ``gaternet_zoo`` (e.g. an older commit
 unpacked with ``git archive``), one process after the other, alternating, and prints the ratio.
 
-    python bench/bench_load.py
-    python bench/bench_load.py --compare /tmp/gaternet_zoo-main --rounds 3
+    python -m bench.bench_load
+    python -m bench.bench_load --compare /tmp/gaternet_zoo-main --rounds 3
 """
 from __future__ import annotations
 

@@ -17,8 +17,8 @@ Three measurements, each side by side in one run on the built-in CIFAR-10 subset
 
 Usage::
 
-    python bench/bench_precision.py                 # ~5-8 minutes on 2 CPU cores
-    python bench/bench_precision.py --no-compile    # skip (3)
+    python -m bench.bench_precision                 # ~5-8 minutes on 2 CPU cores
+    python -m bench.bench_precision --no-compile    # skip (3)
 """
 
 from __future__ import annotations

@@ -13,15 +13,13 @@ builds and allocator growth are not timed):
 
 Usage::
 
-    python bench/bench_train.py               # ~3-5 minutes on 2 CPU cores
-    python bench/bench_train.py --threads 1 --seconds 5   # steadier when other jobs share the cores
+    python -m bench.bench_train               # ~3-5 minutes on 2 CPU cores
+    python -m bench.bench_train --threads 1 --seconds 5   # steadier when other jobs share the cores
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,15 +30,6 @@ import torch.nn.functional as F
 from gaternet_zoo.evaluation import has_gates
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # So bench_data imports when run as a script.
-
-
-def _load_recipe():
-    spec = importlib.util.spec_from_file_location("recipes_train", ROOT / "recipes" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _pipeline(model: torch.nn.Module, max_train_samples: int | None = None):
@@ -116,7 +105,7 @@ def bare_loop_throughput(name: str, batch_size: int, warmup: int, seed: int = 0)
 
 def recipe_throughput(name: str, batch_size: int, epochs: int) -> float:
     """``train_images_per_sec`` of the recipe's last epoch (the first one includes the warm-up)."""
-    recipe = _load_recipe()
+    from recipes import train as recipe
     with tempfile.TemporaryDirectory() as tmp:
         record = recipe.main([
             "--model", name, "--cpu", "--epochs", str(epochs), "--batch-size", str(batch_size), "--max-eval-samples",
@@ -150,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {bs}, built-in CIFAR-10 subset")
 
     try:
-        from bench_data import measure_loader_throughput
+        from bench.bench_data import measure_loader_throughput
     except ImportError:
         measure_loader_throughput = None
     if measure_loader_throughput is not None:

@@ -7,9 +7,9 @@ like ``= 1.23x`` or ``(1.23x)``), or its last line when it prints none, and says
 
 Usage::
 
-    python bench/run_all.py                      # every benchmark, default settings
-    python bench/run_all.py -k train             # only benchmarks whose file name contains "train"
-    python bench/run_all.py -- --threads 1       # arguments after -- go to every benchmark
+    python -m bench.run_all                      # every benchmark, default settings
+    python -m bench.run_all -k train             # only benchmarks whose file name contains "train"
+    python -m bench.run_all -- --threads 1       # arguments after -- go to every benchmark
 """
 from __future__ import annotations
 
@@ -53,8 +53,11 @@ def run(path: Path, args: Sequence[str] = ()) -> Result:
     """Run one benchmark script, echoing its output, and return what it printed."""
     start = time.monotonic()
     lines = []
-    with subprocess.Popen([sys.executable, str(path), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, bufsize=1) as proc:
+    # The project's benchmarks run as modules of the bench package from the repository root (they import each
+    # other as bench.*); a script elsewhere runs as a file.
+    command = [sys.executable, '-m', f'bench.{path.stem}'] if path.parent == BENCH_DIR else [sys.executable, str(path)]
+    with subprocess.Popen([*command, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                          cwd=BENCH_DIR.parent) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
             print(f'  {line}', end='', flush=True)

@@ -190,19 +190,19 @@ def run_one_batch(model_name: str = 'gaternet_resnet20', data: str = DEFAULT_DAT
 
 def _run_data(out: Path) -> tuple[str, str]:
     """Data source and evaluation split the recipe recorded in ``OUT/config.yaml`` (defaults when absent)."""
-    try:
-        import yaml
+    from .training import RunRecord
 
-        config = yaml.safe_load((out / 'config.yaml').read_text()) or {}
-    except (OSError, ImportError, ValueError):
-        config = {}
-    if not isinstance(config, dict):
+    try:
+        config = RunRecord(out).config()
+    except (OSError, ImportError, ValueError):  # yaml.YAMLError is a ValueError too
         config = {}
     return str(config.get('data') or DEFAULT_DATA), str(config.get('eval_split') or 'test')
 
 
 def plot_training_curve(run: str | Path, out: str | Path | None = None) -> Path | None:
-    """Plot test top-1 and training loss per epoch of ``run/metrics.jsonl`` (plus gate usage for a GaterNet).
+    """Plot top-1 and training loss per epoch of the run (plus gate usage for a GaterNet).
+
+    The figure is :func:`gaternet_zoo.training.plot_training_curves`'s, for this one run.
 
     Args:
         run: Run folder written by ``recipes/train.py``.
@@ -211,38 +211,17 @@ def plot_training_curve(run: str | Path, out: str | Path | None = None) -> Path 
     Returns:
         The PNG written, or ``None`` when the run has no metrics or matplotlib is not installed (a line says so).
     """
-    run = Path(run)
-    metrics = run / 'metrics.jsonl'
-    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.is_file() else []
-    if not rows:
-        print(f'no training curve: {metrics} holds no epochs.')
+    from .training import RunRecord, plot_training_curves
+
+    record = RunRecord(run)
+    if not record.epochs():
+        print(f'no training curve: {record.path / record.METRICS} holds no epochs.')
         return None
     try:
-        import matplotlib
-
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("no training curve: matplotlib is not installed (pip install 'gaternet_zoo[train]').")
+        return plot_training_curves([record], out if out is not None else record.path / 'training_curve.png')
+    except ImportError as err:
+        print(f'no training curve: {err}.')
         return None
-    gated = 'gate_open_fraction' in rows[0]
-    epochs = [r['epoch'] + 1 for r in rows]
-    fig, axes = plt.subplots(1, 3 if gated else 2, figsize=(13 if gated else 9, 3.6))
-    axes[0].plot(epochs, [r['top1'] for r in rows], marker='o')
-    axes[0].set(xlabel='epoch', ylabel='top-1 (%)', title=f'test top-1 (final {rows[-1]["top1"]:.1f}%)')
-    axes[1].plot(epochs, [r['train_loss'] for r in rows], marker='o')
-    axes[1].set(xlabel='epoch', ylabel='loss', title='training loss')
-    if gated:
-        axes[2].plot(epochs, [r['gate_open_fraction'] for r in rows], marker='o')
-        axes[2].set(xlabel='epoch', ylabel='fraction', title='open gates (test split)', ylim=(0, 1))
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    out = Path(out) if out is not None else run / 'training_curve.png'
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
 
 
 def _is_default_run(recipe: str | Path, train_args: Sequence[str]) -> bool:
@@ -297,6 +276,7 @@ def run_training(recipe: str | Path, out: str | Path, train_args: Sequence[str] 
     from ._factory import create_model
     from .analysis import analyze
     from .evaluation import default_accelerator, evaluate_model, format_report, has_gates
+    from .training import RunRecord
 
     out = Path(out)
     cmd = train_command(recipe, out, train_args, launcher, threads, overwrite=overwrite)
@@ -305,7 +285,7 @@ def run_training(recipe: str | Path, out: str | Path, train_args: Sequence[str] 
     if code != 0:
         raise RuntimeError(f'training failed (exit code {code}): {" ".join(cmd)}')
     train_seconds = time.monotonic() - start
-    final = out / 'final'
+    final = RunRecord(out).final_dir
     if not (final / 'config.json').is_file():
         raise RuntimeError(f'training finished but wrote no model to {final} (expected config.json + weights).')
     recorded, split = _run_data(out)

@@ -221,6 +221,7 @@ def training_function(config: dict[str, Any], args: argparse.Namespace) -> dict[
     out, checkpoint = zt.prepare_run_folder(config["output_dir"], args.resume, args.overwrite, config["model"],
                                             PartialState(cpu=use_cpu))
     config["output_dir"] = str(out)
+    run_record = zt.RunRecord(out)  # Every file of the run folder is written (and read) through it.
     precision, precision_note = zt.resolve_mixed_precision(config["mixed_precision"], cpu=use_cpu)
     accelerator = Accelerator(
         cpu=use_cpu, mixed_precision=precision, gradient_accumulation_steps=config["grad_accum_steps"],
@@ -259,7 +260,7 @@ def training_function(config: dict[str, Any], args: argparse.Namespace) -> dict[
         for warm in warm_starts:
             accelerator.print(f"warm start: {warm['description']}")
     else:
-        warm_starts = zt.recorded_warm_starts(out)
+        warm_starts = run_record.warm_starts()
     if config["gate_init_bias"] is not None:
         zt.set_gate_init_bias(net, config["gate_init_bias"])
     net = net.to(accelerator.device)  # On its device and memory format before the optimizer is built.
@@ -300,9 +301,9 @@ def training_function(config: dict[str, Any], args: argparse.Namespace) -> dict[
     runtime = zt.runtime_record(accelerator, data, checkpoint=checkpoint, steps_per_epoch=steps_per_epoch,
                                 warm_starts=warm_starts)
     if accelerator.is_main_process:
-        zt.write_run_config(out, config, runtime)  # check_resume refused any change
+        run_record.write_config(config, runtime)  # check_resume refused any change
         if checkpoint is not None:
-            zt.truncate_metrics(out, start_epoch)
+            run_record.truncate_epochs(start_epoch)
     accelerator.init_trackers("train", config={k: v if isinstance(v, (int, float, str, bool)) else str(v)
                                                for k, v in {**config, "num_processes": world}.items()})
 
@@ -401,7 +402,7 @@ def training_function(config: dict[str, Any], args: argparse.Namespace) -> dict[
                   **zt.metric_fields(metrics, split), **gate_objective.epoch_fields(metrics, split),
                   **(zt.metric_fields(final_metrics, split, ema=True) if ema is not None else {})}
         if accelerator.is_main_process:
-            zt.append_metrics(out, record)
+            run_record.append_epoch(record)
         accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "epoch"},
                         step=global_step)
         accelerator.print(f"epoch {epoch + 1}/{config['epochs']}: loss {record['train_loss']:.4f}  {data.eval_name} "
@@ -431,18 +432,18 @@ def training_function(config: dict[str, Any], args: argparse.Namespace) -> dict[
 def save_final(config: dict[str, Any], data: zt.TrainingData, net: torch.nn.Module, measured: dict[str, Any],
                on_test: bool, images_per_sec: float | None, runtime: dict[str, Any]) -> None:
     """Write ``final/`` (and ``test_metrics.json``): the weights with the figures measured on them."""
-    out, pipeline = Path(config["output_dir"]), data.pipeline
+    run_record, pipeline = zt.RunRecord(config["output_dir"]), data.pipeline
     if on_test:
-        zt.write_json_atomic(out / "test_metrics.json", zt.metric_fields(measured, "test_"))
+        run_record.write_test_metrics(zt.metric_fields(measured, "test_"))
     zt.save_trained_model(
-        net, out / "final", num_classes=data.num_classes, label_names=data.label_names,
+        net, run_record.final_dir, num_classes=data.num_classes, label_names=data.label_names,
         metrics={**{k: measured[k] for k in ("top1", "top5", "eval_loss", "eval_samples")},
                  "eval_split": config["eval_split"] if on_test else data.eval_name, "epochs": config["epochs"],
                  "train_images_per_sec": images_per_sec, "num_processes": runtime["num_processes"]},
         gate_stats=measured["_gate_stats"], push_to_hub=config["push_to_hub"],
         dataset=config["data"] if isinstance(config["data"], str) else data.source.description,
         mean_std=(pipeline.normalize.mean, pipeline.normalize.std) if pipeline.kind == "tensor" else None,
-        recipe={"command": runtime["command"], "config": str((out / "config.yaml").resolve()),
+        recipe={"command": runtime["command"], "config": str((run_record.path / run_record.CONFIG).resolve()),
                 **({"warm_start": "; ".join(w["description"] for w in runtime["warm_starts"])}
                    if runtime["warm_starts"] else {})})
 

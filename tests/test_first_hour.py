@@ -245,10 +245,8 @@ def test_eval_of_a_pruned_model_counts_only_the_gates_that_still_have_a_filter()
 # --- recipes/train.py --help -----------------------------------------------------------------------------------------
 
 def test_train_help_shows_the_defaults_that_run_and_what_data_takes(capsys: pytest.CaptureFixture) -> None:
-    sys.path.insert(0, str(REPO_ROOT / 'tools'))
-    from recipe_module import train_recipe
+    from recipes import train
 
-    train = train_recipe()
     with pytest.raises(SystemExit):
         train.parse_args(['--help'])
     options = ' '.join(capsys.readouterr().out.split()).split(' options: ', 1)[1]

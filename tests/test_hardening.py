@@ -347,8 +347,7 @@ def test_eval_json_does_not_overwrite_a_file_that_is_not_a_report(tmp_path: Path
 @pytest.mark.parametrize('name_tag', ['gaternet_resnet20', 'gaternet_resnet20.'])
 def test_publish_weights_without_a_tag_is_refused(tmp_path: Path, name_tag: str, monkeypatch,
                                                   capsys: pytest.CaptureFixture) -> None:
-    monkeypatch.syspath_prepend(str(REPO / 'tools'))
-    import publish_weights
+    from tools import publish_weights
 
     with pytest.raises(SystemExit) as exit_info:
         publish_weights.main([str(tmp_path / 'run'), name_tag, '--data', 'x', '--out', str(tmp_path / 'out')])

@@ -31,9 +31,9 @@ from safetensors.torch import load_file
 import gaternet_zoo.training as zt
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tools"))
+TRAIN = REPO / "recipes" / "train.py"
 
-from recipe_module import TRAIN, train_recipe  # noqa: E402
+from recipes import train  # noqa: E402
 
 CONFIGS = sorted((REPO / "recipes" / "configs").glob("*.yaml"))
 
@@ -50,8 +50,6 @@ BASE_ARGS = [
     "--model-ema-decay", "0.9",
 ]
 
-
-train = train_recipe()
 
 
 def _env(**extra: str) -> dict[str, str]:

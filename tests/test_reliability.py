@@ -481,8 +481,7 @@ def test_unwritable_outputs_fail_before_the_work(tmp_path: Path, capsys: pytest.
 
 
 def test_publish_weights_refuses_a_non_empty_folder(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.syspath_prepend(str(REPO / 'tools'))
-    import publish_weights
+    from tools import publish_weights
 
     out = tmp_path / 'published'
     out.mkdir()

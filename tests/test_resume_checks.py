@@ -21,11 +21,10 @@ import yaml
 import gaternet_zoo.training as zt
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / 'tools'))
+TRAIN = REPO / 'recipes' / 'train.py'
 
-from recipe_module import TRAIN, train_recipe  # noqa: E402
+from recipes import train  # noqa: E402
 
-train = train_recipe()
 ARGS = ['--model', 'gaternet_resnet20', '--cpu', '--epochs', '1', '--batch-size', '16', '--max-train-samples', '64',
         '--max-eval-samples', '16', '--checkpoint-every-steps', '1', '--keep-checkpoints', '5', '--seed', '0']
 

@@ -14,12 +14,9 @@ import gaternet_zoo
 from gaternet_zoo import training
 from gaternet_zoo.data import DataSourceError, ImageDataSource, resolve_num_classes
 from gaternet_zoo.training import GateWarmup, RecipeError
+from recipes import train
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-
-from recipe_module import TRAIN, train_recipe  # noqa: E402
-
-train = train_recipe()
+TRAIN = Path(train.__file__)
 
 
 # -------------------------------------------------------------------------------------------- non-finite settings

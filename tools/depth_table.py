@@ -1,11 +1,11 @@
 """Write the decisive table of docs/results.md: per backbone depth, plain vs. gated top-1 over seeds.
 
-    python tools/depth_table.py weights/cifar_resnet20.cifar10 docs/results/runs/c10_resnet20_e30_s1 \
+    python -m tools.depth_table weights/cifar_resnet20.cifar10 docs/results/runs/c10_resnet20_e30_s1 \
         weights/gaternet_resnet20.cifar10 weights/cifar_resnet56.cifar10 weights/gaternet_resnet56.cifar10 \
         --out docs/results/cifar10_depth_table.md
 
-Each folder is a finished run's record (``metrics.jsonl`` and its resolved config, as for ``tools/seed_table.py``,
-which reads them). Runs are grouped by backbone: ``cifar_resnetN`` is the plain model of ``gaternet_resnetN``.
+Each folder is a finished run's record (``metrics.jsonl`` and its resolved config, as for ``tools.seed_table``).
+Runs are grouped by backbone: ``cifar_resnetN`` is the plain model of ``gaternet_resnetN``.
 Per depth the table gives the mean top-1 of each arm after its last epoch with the seeds behind it and their
 spread, the gap (gated mean minus plain mean), the parameters and MACs of both (counted on the models), and,
 given with ``--img-per-sec MODEL=N``, each model's training throughput measured side by side in one benchmark run
@@ -20,9 +20,9 @@ import statistics
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from seed_table import final_top1, generated_table, run_config, write_table  # noqa: E402
+from gaternet_zoo.training import RunRecord
+from tools.seed_table import final_top1
+from tools.tables import generated_table, model_counts, write_table
 
 
 def _backbone(model: str) -> tuple[str, bool]:
@@ -31,19 +31,6 @@ def _backbone(model: str) -> tuple[str, bool]:
         if model.startswith(prefix):
             return model[len(prefix):], gated
     raise ValueError(f'{model}: expected a cifar_* (plain) or gaternet_* (gated) model')
-
-
-def _counts(model: str) -> tuple[int, int]:
-    """Parameters and MACs per 32x32 image (backbone + gater for a GaterNet)."""
-    import torch
-
-    import gaternet_zoo
-    from gaternet_zoo.utils import count_macs, count_params, gaternet_macs
-
-    net = gaternet_zoo.create_model(model).eval()
-    if hasattr(net, 'gater'):
-        return count_params(net), gaternet_macs(net, (3, 32, 32))['total']
-    return count_params(net), count_macs(net, torch.zeros(1, 3, 32, 32))[0]
 
 
 def _arm(runs: list[tuple[int, float]]) -> tuple[str, str]:
@@ -68,7 +55,7 @@ def depth_table(folders: list[Path], img_per_sec: dict[str, float] | None = None
     for folder in folders:
         model, seed, top1 = final_top1(folder)
         backbone, gated = _backbone(model)
-        n_epochs = int(run_config(folder)['epochs'])
+        n_epochs = int(RunRecord(folder).config()['epochs'])
         if epochs.setdefault(backbone, n_epochs) != n_epochs:
             raise ValueError(f'{folder}: {n_epochs} epochs, other {backbone} runs have {epochs[backbone]}; compare '
                              'runs of one schedule')
@@ -87,7 +74,7 @@ def depth_table(folders: list[Path], img_per_sec: dict[str, float] | None = None
         if arms[False] and arms[True]:
             diff = statistics.mean(t for _, t in arms[True]) - statistics.mean(t for _, t in arms[False])
             gap = f'**{diff:+.2f}**'
-        (pp, pm), (gp, gm) = _counts(f'cifar_{backbone}'), _counts(f'gaternet_{backbone}')
+        (pp, pm), (gp, gm) = model_counts(f'cifar_{backbone}'), model_counts(f'gaternet_{backbone}')
         cells = [f'ResNet-{backbone[len("resnet"):]}' if backbone.startswith('resnet') else backbone,
                  str(epochs[backbone]), plain[0], plain[1], gated[0], gated[1], gap,
                  f'{pp / 1e6:.2f} M / {gp / 1e6:.2f} M', f'{pm / 1e6:.1f} M / {gm / 1e6:.1f} M']
@@ -98,7 +85,7 @@ def depth_table(folders: list[Path], img_per_sec: dict[str, float] | None = None
     source = ' '.join(str(f) for f in folders)
     if img_per_sec is not None:
         source += ' --img-per-sec ' + ' '.join(f'{m}={v:g}' for m, v in img_per_sec.items())
-    return generated_table('tools/depth_table.py ' + source, lines)
+    return generated_table('tools.depth_table ' + source, lines)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,6 @@
 """Regenerate ``hubconf.py`` from the registry: explicit entry points (both name forms) with docstrings.
 
-Run ``python tools/gen_hubconf.py``; ``tests/test_hubconf.py`` checks that the committed file is current.
+Run ``python -m tools.gen_hubconf``; ``tests/test_hubconf.py`` checks that the committed file is current.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Print the Markdown table of registered GaterNets: parameters, gates and MACs (docs/models.md embeds it).
 
-Run: ``python tools/gen_model_table.py``.
+Run: ``python -m tools.gen_model_table``.
 """
 from __future__ import annotations
 

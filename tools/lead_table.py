@@ -1,9 +1,9 @@
 """Write the table docs/results.md leads with: every CIFAR-10 model and schedule, beside the external references.
 
-    python tools/lead_table.py weights/cifar_resnet20.cifar10 docs/results/runs/c10_resnet20_e30_s1 ... \
+    python -m tools.lead_table weights/cifar_resnet20.cifar10 docs/results/runs/c10_resnet20_e30_s1 ... \
         --references docs/results/external_references.yaml --out docs/results/cifar10_lead_table.md
 
-Each folder is a finished run's record, as for ``tools/seed_table.py`` (which reads them). Runs of one model with
+Each folder is a finished run's record, as for ``tools.seed_table``. Runs of one model with
 the same schedule (epochs, training rows, warm start) form one row: the mean test top-1 of their final weights with
 the seeds behind it, the parameters and MACs per 32x32 image counted on the model (a GaterNet's include its gater),
 the MACs its gates actually use on the test split (backbone MACs of the open gates plus the whole gater, from the
@@ -14,17 +14,15 @@ with their source, from ``--references`` (a YAML mapping of model name to a list
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from depth_table import _counts  # noqa: E402
-from seed_table import final_top1, generated_table, run_config, write_table  # noqa: E402
+from gaternet_zoo.training import RunRecord
+from tools.seed_table import final_top1
+from tools.tables import generated_table, model_counts, write_table
 
 #: Name prefixes of the zoo's GaterNets (``gated_*`` are aliases); every other model is plain.
 GATED_PREFIXES = ('gaternet_', 'gated_')
@@ -42,10 +40,9 @@ def schedule(config: dict) -> str:
 
 def macs_used(folder: Path) -> float | None:
     """MACs per image the final weights use on the test split (open gates; plain models use all), if measured."""
-    path = folder / 'eval_test.json'
-    if not path.is_file():
+    record = RunRecord(folder).eval_report()
+    if record is None:
         return None
-    record = json.loads(path.read_text())
     if 'macs_backbone_used' in record:
         return float(record['macs_backbone_used']) + float(record.get('macs_gater') or 0)
     return float(record['macs_total']) if 'macs_total' in record else None
@@ -72,7 +69,7 @@ def lead_table(folders: list[Path], references: Path | None = None) -> str:
     rows: dict[tuple[str, str], list[tuple[int, float, float | None]]] = {}
     for folder in folders:
         model, seed, top1 = final_top1(folder)
-        runs = rows.setdefault((model, schedule(run_config(folder))), [])
+        runs = rows.setdefault((model, schedule(RunRecord(folder).config())), [])
         if any(s == seed for s, _, _ in runs):
             raise ValueError(f'{folder}: a second run of {model} with seed {seed} on the same schedule')
         runs.append((seed, top1, macs_used(folder)))
@@ -82,7 +79,7 @@ def lead_table(folders: list[Path], references: Path | None = None) -> str:
     for (model, sched), runs in rows.items():
         top1 = [t for _, t, _ in runs]
         spread = f' (spread {max(top1) - min(top1):.2f})' if len(top1) > 1 else ''
-        params, macs = _counts(model)
+        params, macs = model_counts(model)
         used = [m for _, _, m in runs if m is not None]
         if not model.startswith(GATED_PREFIXES):  # a plain model has no gates to close: it uses all of its MACs
             used = [macs] * len(runs)
@@ -93,7 +90,7 @@ def lead_table(folders: list[Path], references: Path | None = None) -> str:
             f'`{model}`', sched, f'{statistics.mean(top1):.2f}{spread}', ', '.join(str(s) for s, _, _ in sorted(runs)),
             f'{params / 1e6:.2f} M', f'{macs / 1e6:.1f} M', used_cell, ref_cell]) + ' |')
     source = ' '.join(str(f) for f in folders) + (f' --references {references}' if references else '')
-    return generated_table('tools/lead_table.py ' + source, lines)
+    return generated_table('tools.lead_table ' + source, lines)
 
 
 def main(argv: list[str] | None = None) -> int:

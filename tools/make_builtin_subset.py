@@ -10,7 +10,7 @@ including its ``huggingface`` metadata (``img`` is ``Image``, ``label`` is ``Cla
 
 Usage::
 
-    python tools/make_builtin_subset.py --source path/to/cifar10
+    python -m tools.make_builtin_subset --source path/to/cifar10
 """
 
 from __future__ import annotations

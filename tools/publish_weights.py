@@ -1,6 +1,6 @@
 """Turn a finished training run into a publishable Hub folder with a card filled from measured figures.
 
-    python tools/publish_weights.py runs/c10_resnet20_e30_s0 cifar_resnet20.cifar10 --data ../shared/data/cifar10
+    python -m tools.publish_weights runs/c10_resnet20_e30_s0 cifar_resnet20.cifar10 --data ../shared/data/cifar10
 
 It loads ``<run>/final`` strictly, evaluates it on the full test split of ``--data`` and on the built-in subset,
 measures the latency, reads the training throughput from ``<run>/metrics.jsonl``, records all of that (and the
@@ -18,8 +18,6 @@ import shutil
 import statistics
 import sys
 from pathlib import Path
-
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     from gaternet_zoo._hub import config_fingerprint
     from gaternet_zoo._io import check_output_dir
     from gaternet_zoo.evaluation import evaluate_model, measure_latency
+    from gaternet_zoo.training import RunRecord
 
     arch, _, tag = args.name_tag.partition('.')
     if not arch or not tag:  # a tag of '' would be written into config.json and never match a registry entry
@@ -63,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
                 'published weights are always named by a tag')
     out = args.out or REPO / 'weights' / args.name_tag
     check_output_dir(out, overwrite=args.overwrite, what='the published weight folder', flag='--overwrite')
-    model = gaternet_zoo.create_model(f'local-dir:{args.run_dir / "final"}').eval()
+    run = RunRecord(args.run_dir)
+    model = gaternet_zoo.create_model(f'local-dir:{run.final_dir}').eval()
     if model.pretrained_cfg.get('architecture') != arch:
         raise SystemExit(f'{args.run_dir}/final holds {model.pretrained_cfg.get("architecture")}, not {arch}.')
 
@@ -72,10 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     input_size = tuple(model.pretrained_cfg['input_size'])
     latency = measure_latency(model, args.latency_batch_size, input_size)
 
-    records = [json.loads(line) for line in (args.run_dir / 'metrics.jsonl').read_text().splitlines() if line]
+    records = run.epochs()
     train_ips = statistics.median(r['train_images_per_sec'] for r in records[1:] or records)
-    run_config = yaml.safe_load((args.run_dir / 'config.yaml').read_text())
-    command = args.command or (run_config.get('runtime') or {}).get('command')
+    command = args.command or run.runtime().get('command')
 
     metrics = dict(top1=full['top1'], top5=full['top5'], eval_samples=full['num_samples'],
                    top1_builtin_subset=subset['top1'], builtin_subset_samples=subset['num_samples'],
@@ -99,10 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     if out.exists():  # non-empty only with --overwrite (checked before the evaluations)
         shutil.rmtree(out)
     model.save_pretrained(out)
-    shutil.copy(args.run_dir / 'config.yaml', out / 'train_config.yaml')
-    for name in ('metrics.jsonl', 'summary.csv'):
-        shutil.copy(args.run_dir / name, out / name)
-    (out / 'eval_test.json').write_text(json.dumps(full, indent=2) + '\n')
+    # The run's record travels with the weights: RunRecord(out) reads it as it reads the run folder.
+    shutil.copy(run.path / RunRecord.CONFIG, out / RunRecord.PUBLISHED_CONFIG)
+    for name in (RunRecord.METRICS, RunRecord.SUMMARY):
+        shutil.copy(run.path / name, out / name)
+    (out / RunRecord.EVAL_TEST).write_text(json.dumps(full, indent=2) + '\n')
     (out / 'eval_builtin_subset.json').write_text(json.dumps(subset, indent=2) + '\n')
     config = json.loads((out / 'config.json').read_text())
     sha = config['pretrained_cfg']['sha256']

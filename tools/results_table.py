@@ -1,6 +1,6 @@
 """Write the plain-vs-gated results table of docs/results.md from published weight folders.
 
-    python tools/results_table.py weights/cifar_resnet20.cifar10 weights/gaternet_resnet20.cifar10 \
+    python -m tools.results_table weights/cifar_resnet20.cifar10 weights/gaternet_resnet20.cifar10 \
         --out docs/results/cifar10_resnet20_table.md
 
 Every figure comes from the folders themselves: ``eval_test.json`` (the evaluation of the published weights on
@@ -15,17 +15,23 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from seed_table import generated_table, write_table  # noqa: E402
+from gaternet_zoo.training import RunRecord
+from tools.tables import generated_table, write_table
 
 
 def _millions(value: float | None) -> str:
     return '–' if value is None else f'{value / 1e6:.2f} M'
 
 
+def _row_report(folder: Path) -> dict:
+    report = RunRecord(folder).eval_report()
+    if report is None:
+        raise FileNotFoundError(f'{folder} holds no {RunRecord.EVAL_TEST}: publish it with tools.publish_weights')
+    return report
+
+
 def _row(folder: Path, baseline_top1: float | None) -> list[str]:
-    report = json.loads((folder / 'eval_test.json').read_text())
+    report = _row_report(folder)
     cfg = json.loads((folder / 'config.json').read_text())['pretrained_cfg']
     metrics = cfg['metrics']
     gated = 'gate_size' in report
@@ -55,12 +61,12 @@ HEADER = ['weights', 'top-1 (%)', 'top-5 (%)', 'params', 'backbone MACs', 'gater
 
 def results_table(folders: list[Path]) -> str:
     """The markdown table, one row per folder; top-1 differences are against the first folder."""
-    baseline = json.loads((folders[0] / 'eval_test.json').read_text())['top1']
+    baseline = _row_report(folders[0])['top1']
     rows = [_row(folder, None if i == 0 else baseline) for i, folder in enumerate(folders)]
     lines = ['| ' + ' | '.join(HEADER) + ' |', '|' + '---|' * len(HEADER)]
     lines += ['| ' + ' | '.join(row) + ' |' for row in rows]
     source = ' '.join(str(f) for f in folders)
-    return generated_table('tools/results_table.py ' + source, lines)
+    return generated_table('tools.results_table ' + source, lines)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,8 +2,9 @@
 
 * the data of a run (``_data``): class count from metadata or a declared ``num_classes`` only, a validation split
   held out of the training data, the test split kept for the end;
-* run folders, checkpoints and metric files (``_run_dir``): resume from the newest complete checkpoint, refuse to
-  mix runs, refuse a checkpoint of another model in one sentence;
+* run folders (``_run_dir``): :class:`RunRecord` writes and reads every file of a run (settings, metrics,
+  checkpoints, final model, test figure); resume from the newest complete checkpoint, refuse to mix runs, refuse a
+  checkpoint of another model in one sentence;
 * exact resume (``_resume``): changed settings refused naming the flag, the checkpoint's position and files
   checked before loading, one training per run folder (a lock file), a full disk explained;
 * settings checks and precision (``_checks``): non-finite hyper-parameters refused up front, ``mixed_precision:
@@ -40,14 +41,12 @@ from ._recipe import (
     TimeEstimate,
     check_world_size,
     evaluation_metrics,
-    jsonable,
     metric_fields,
     prepare_run_folder,
     quiet_checkpoint_rotation,
     read_config_file,
     runtime_record,
     save_trained_model,
-    write_run_config,
 )
 from ._resume import (
     LOCK_NAME,
@@ -64,31 +63,32 @@ from ._run_dir import (
     CHECKPOINT_STATE,
     RUN_ARTIFACTS,
     RecipeError,
-    append_metrics,
+    RunRecord,
     check_checkpoint_matches,
     check_output_dir,
     checkpoint_number,
     clear_run_artifacts,
     find_checkpoint,
+    jsonable,
     list_checkpoints,
     resolve_run_dir,
-    truncate_metrics,
     write_json_atomic,
 )
-from ._warm_start import INIT_PARTS, WarmStart, recorded_warm_starts, resolve_init_source, warm_start
+from ._plots import plot_training_curves
+from ._warm_start import INIT_PARTS, WarmStart, resolve_init_source, warm_start
 
 __all__ = [
-    'GATE_BUDGETS', 'GateObjective', 'INIT_PARTS', 'WarmStart', 'recorded_warm_starts', 'resolve_init_source',
+    'GATE_BUDGETS', 'GateObjective', 'INIT_PARTS', 'WarmStart', 'resolve_init_source',
     'warm_start',
     'CHECKPOINT_STATE', 'DIVERGENCE_CAUSES', 'DefaultsOnceHelpFormatter', 'EpochProgress', 'GateWarmup',
     'TimeEstimate',
-    'RUN_ARTIFACTS', 'RecipeError', 'TrainingData', 'TrainingDivergedError', 'all_finite', 'append_metrics',
+    'RUN_ARTIFACTS', 'RecipeError', 'RunRecord', 'TrainingData', 'TrainingDivergedError', 'all_finite',
     'check_checkpoint_matches', 'check_finite_settings', 'check_output_dir', 'check_world_size', 'checkpoint_number',
     'clear_run_artifacts', 'cpu_supports_bf16', 'divergence_message', 'evaluation_metrics', 'find_checkpoint',
     'gate_settings', 'gater_param_groups', 'grad_norm', 'jsonable', 'list_checkpoints', 'load_training_data',
-    'metric_fields', 'param_group_lr', 'prepare_run_folder', 'quiet_checkpoint_rotation', 'read_config_file',
+    'metric_fields', 'param_group_lr', 'plot_training_curves', 'prepare_run_folder', 'quiet_checkpoint_rotation', 'read_config_file',
     'resolve_mixed_precision', 'resolve_run_dir', 'runtime_record', 'save_trained_model', 'set_gate_init_bias',
-    'truncate_metrics', 'write_json_atomic', 'write_run_config',
+    'write_json_atomic',
     'LOCK_NAME', 'RESUME_EXACT_KEYS', 'acquire_run_lock', 'check_resume', 'check_run_lock', 'checkpoint_problem',
     'newest_intact_checkpoint', 'release_run_locks', 'save_checkpoint_state',
 ]

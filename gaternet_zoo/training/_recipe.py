@@ -26,14 +26,15 @@ from ._run_dir import (
     check_output_dir,
     clear_run_artifacts,
     find_checkpoint,
+    jsonable,
     list_checkpoints,
     resolve_run_dir,
 )
 
 __all__ = [
-    'DefaultsOnceHelpFormatter', 'EpochProgress', 'TimeEstimate', 'check_world_size', 'evaluation_metrics', 'jsonable',
+    'DefaultsOnceHelpFormatter', 'EpochProgress', 'TimeEstimate', 'check_world_size', 'evaluation_metrics',
     'metric_fields', 'prepare_run_folder', 'quiet_checkpoint_rotation', 'read_config_file', 'runtime_record',
-    'save_trained_model', 'write_run_config',
+    'save_trained_model',
 ]
 
 
@@ -85,19 +86,6 @@ def read_config_file(path: str | os.PathLike, valid_keys: Collection[str], *,
     if not isinstance(out.get('model_args') or {}, dict):
         raise RecipeError(f'config file {path}: model_args must be a mapping of create_model keyword arguments')
     return out
-
-
-def jsonable(value: Any) -> Any:
-    """``value`` with plain ``dict``/``list``/``int``/``float``/``str`` only (what YAML and JSON can represent)."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, (int, float)):
-        return type(value)(value) if type(value) in (int, float) else float(value)
-    return str(value)  # Also plain-izes str subclasses such as torch's TorchVersion, which YAML cannot represent.
 
 
 def check_world_size(num_processes: int | None, script: str = 'recipes/train.py') -> None:
@@ -317,16 +305,6 @@ def metric_fields(metrics: dict[str, Any], split: str = '', ema: bool = False) -
     """
     lead = 'ema_' if ema else ''
     return {lead + (split + k.removeprefix('eval_') if split else k): v for k, v in metrics.items() if k[0] != '_'}
-
-
-def write_run_config(out: Path, config: dict[str, Any], runtime: dict[str, Any]) -> None:
-    """Write ``out/config.yaml``: the settings and their ``runtime`` record.
-
-    A resumed run rewrites it only after :func:`check_resume` refused any change of a setting that shapes the
-    training, so the file always describes the run that produced the checkpoints.
-    """
-    path = Path(out) / 'config.yaml'
-    path.write_text(yaml.safe_dump({**jsonable(config), 'runtime': jsonable(runtime)}, sort_keys=False))
 
 
 def save_trained_model(net: nn.Module, folder: str | os.PathLike, *, metrics: dict[str, Any], num_classes: int,

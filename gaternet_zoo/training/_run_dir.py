@@ -1,8 +1,11 @@
-"""Run folders of the training recipe: checkpoints, resume, metric files.
+"""Run folders of the training recipe: the one module that writes and reads them.
 
 A run folder holds ``checkpoints/checkpoint_<n>/`` (Accelerate ``save_state`` folders; a checkpoint is complete
 once :data:`CHECKPOINT_STATE` is written into it, last), ``final/``, ``logs/``, ``config.yaml``, ``metrics.jsonl``,
-``summary.csv`` and ``test_metrics.json``.
+``summary.csv`` and ``test_metrics.json``. A published weight folder keeps the record of the run that trained it
+(``train_config.yaml``, ``metrics.jsonl``, ``summary.csv``) beside ``eval_test.json``, the evaluation of the
+published weights. :class:`RunRecord` writes the recipe's files and reads both kinds of folder, for the recipe, the
+demo, the results tables, the screening and the plots.
 """
 from __future__ import annotations
 
@@ -13,12 +16,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import yaml
 from torch import nn
 
 __all__ = [
-    'CHECKPOINT_STATE', 'RUN_ARTIFACTS', 'RecipeError', 'append_metrics', 'check_checkpoint_matches',
+    'CHECKPOINT_STATE', 'RUN_ARTIFACTS', 'RecipeError', 'RunRecord', 'check_checkpoint_matches',
     'check_output_dir', 'checkpoint_number', 'clear_run_artifacts', 'find_checkpoint', 'list_checkpoints',
-    'resolve_run_dir', 'truncate_metrics', 'write_json_atomic',
+    'jsonable', 'resolve_run_dir', 'write_json_atomic',
 ]
 
 #: Written last into a checkpoint folder: its presence marks the checkpoint complete.
@@ -144,14 +148,10 @@ def _migrate_legacy_checkpoint(path: Path) -> None:
 
 
 def _recorded_model(checkpoint: Path) -> str | None:
-    config = checkpoint.parent.parent / 'config.yaml'
-    if not config.is_file():
-        return None
-    import yaml
-
+    record = RunRecord(checkpoint.parent.parent)
     try:
-        return (yaml.safe_load(config.read_text()) or {}).get('model')
-    except yaml.YAMLError:
+        return record.config().get('model') if record.has_config() else None
+    except (yaml.YAMLError, ValueError):
         return None
 
 
@@ -179,6 +179,19 @@ def clear_run_artifacts(out: Path) -> None:
             target.unlink()
 
 
+def jsonable(value: Any) -> Any:
+    """``value`` with plain ``dict``/``list``/``int``/``float``/``str`` only (what YAML and JSON can represent)."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, (int, float)):
+        return type(value)(value) if type(value) in (int, float) else float(value)
+    return str(value)  # Also plain-izes str subclasses such as torch's TorchVersion, which YAML cannot represent.
+
+
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     """Write JSON through a temporary file and a rename, so a kill never leaves a half-written file."""
     tmp = path.with_name(path.name + '.tmp')
@@ -186,36 +199,194 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def truncate_metrics(out: Path, start_epoch: int) -> None:
-    """On resume, drop metric rows of epochs that will be trained again (a kill can land after they were logged)."""
-    jsonl = out / 'metrics.jsonl'
-    if jsonl.is_file():
-        kept = [line for line in jsonl.read_text().splitlines() if line and json.loads(line)['epoch'] < start_epoch]
-        jsonl.write_text(''.join(line + '\n' for line in kept))
-    summary = out / 'summary.csv'
-    if summary.is_file():
-        with summary.open(newline='') as f:
-            rows = list(csv.DictReader(f))
-        fields = list(rows[0].keys()) if rows else []
-        if not fields:
-            summary.unlink()
-            return
-        with summary.open('w', newline='') as f:
-            writer = csv.DictWriter(f, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(r for r in rows if int(r['epoch']) < start_epoch)
+class RunRecord:
+    """A run folder, or the record of a run committed beside its published weights: its files, written and read.
 
+    Every file a run leaves is named here once; the recipe writes through it, and the demo, the results tables,
+    the screening and the plots read through it. Reading never changes the folder.
 
-def append_metrics(out: Path, record: dict[str, Any]) -> None:
-    """Append one epoch to ``metrics.jsonl`` (everything) and ``summary.csv`` (scalars, timm's file)."""
-    with (out / 'metrics.jsonl').open('a') as f:
-        f.write(json.dumps(record, sort_keys=True) + '\n')
-    scalars = {k: v for k, v in record.items() if isinstance(v, (int, float, str, bool)) or v is None}
-    path = out / 'summary.csv'
-    new = not path.is_file()
-    with path.open('a', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=list(scalars.keys()))
-        if new:
-            writer.writeheader()
-        writer.writerow(scalars)
+    Args:
+        path: The run folder (``recipes/train.py --output-dir``), a published weight folder
+            (``weights/<architecture>.<tag>``) or a committed run record (``docs/results/runs/<run>``).
+    """
 
+    CONFIG = 'config.yaml'
+    #: The run's ``config.yaml`` as a published weight folder keeps it (``config.json`` is the model's).
+    PUBLISHED_CONFIG = 'train_config.yaml'
+    METRICS = 'metrics.jsonl'
+    SUMMARY = 'summary.csv'
+    TEST_METRICS = 'test_metrics.json'
+    #: The float32 evaluation of published weights on the full test split (``tools/publish_weights.py``).
+    EVAL_TEST = 'eval_test.json'
+    FINAL = 'final'
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f'RunRecord({str(self.path)!r})'
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RunRecord) and other.path == self.path
+
+    def __hash__(self) -> int:
+        return hash(self.path)
+
+    @property
+    def name(self) -> str:
+        """The folder's name (a run's name, or ``<architecture>.<tag>`` of published weights)."""
+        return self.path.name
+
+    @property
+    def final_dir(self) -> Path:
+        """``final/``: the trained model, saved with ``save_pretrained`` (load it as ``local-dir:<run>/final``)."""
+        return self.path / self.FINAL
+
+    # --- reading ---------------------------------------------------------------------------------------------
+    def config_path(self) -> Path | None:
+        """The resolved settings file: ``config.yaml`` of a run, ``train_config.yaml`` of published weights."""
+        return next((self.path / n for n in (self.CONFIG, self.PUBLISHED_CONFIG) if (self.path / n).is_file()), None)
+
+    def has_config(self) -> bool:
+        """Whether the folder holds its resolved settings."""
+        return self.config_path() is not None
+
+    def config(self) -> dict[str, Any]:
+        """The run's resolved settings (and its ``runtime`` record).
+
+        Raises:
+            FileNotFoundError: The folder holds neither ``config.yaml`` nor ``train_config.yaml``.
+            ValueError: The file is not a YAML mapping.
+        """
+        path = self.config_path()
+        if path is None:
+            raise FileNotFoundError(f'{self.path} holds no {self.CONFIG} (nor {self.PUBLISHED_CONFIG}): not the '
+                                    'folder of a run of recipes/train.py')
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f'{path} does not hold a mapping of settings')
+        return loaded
+
+    def runtime(self) -> dict[str, Any]:
+        """What the run actually used (``runtime`` of its config; empty for a folder without one)."""
+        return dict((self.config().get('runtime') or {}) if self.has_config() else {})
+
+    def warm_starts(self) -> list[dict[str, Any]]:
+        """The warm starts recorded when the run first started (``runtime.warm_starts``; runs before them have none)."""
+        return list(self.runtime().get('warm_starts') or [])
+
+    def epochs(self) -> list[dict[str, Any]]:
+        """Every logged epoch of ``metrics.jsonl``, in order (empty before the first epoch ends)."""
+        path = self.path / self.METRICS
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def last_epoch(self, *, finish_with: str = '--resume latest') -> dict[str, Any]:
+        """The last epoch of a finished run.
+
+        Args:
+            finish_with: How to finish the run, for the message of a run that stopped early.
+
+        Raises:
+            FileNotFoundError: No config or no ``metrics.jsonl``.
+            ValueError: The run stopped before its last epoch.
+        """
+        config = self.config()
+        epochs = self.epochs()
+        if not epochs:
+            raise FileNotFoundError(f'{self.path} needs {self.METRICS} and {self.CONFIG} (or {self.PUBLISHED_CONFIG})')
+        last = max(epochs, key=lambda record: record['epoch'])
+        if last['epoch'] + 1 != config['epochs']:
+            raise ValueError(f'{self.path}: the run stopped after epoch {last["epoch"] + 1} of {config["epochs"]}; '
+                             f'finish it with {finish_with} before tabulating it')
+        return last
+
+    def eval_report(self) -> dict[str, Any] | None:
+        """``eval_test.json`` of published weights (top-1, MACs used, gate counts), if the folder has one."""
+        path = self.path / self.EVAL_TEST
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def test_metrics(self) -> dict[str, Any] | None:
+        """``test_metrics.json``: the test split measured once at the end of a run with a validation split."""
+        path = self.path / self.TEST_METRICS
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def test_top1(self) -> float:
+        """The test top-1 of the run's final weights.
+
+        For published weights it is ``eval_test.json``'s, measured in float32 (the figure their card shows; a run
+        trained in bf16 logged its epochs under autocast, which can differ in the second decimal). A run with a
+        validation split logged validation figures per epoch and measured the test split once at the end
+        (``test_metrics.json``); any other run evaluated the test split after every epoch, the last one counts.
+
+        Raises:
+            ValueError: The run stopped early, or trained with a validation split and holds no test figure.
+        """
+        last = self.last_epoch()
+        report, test = self.eval_report(), self.test_metrics()
+        if report is not None:
+            return float(report['top1'])
+        if test is not None:
+            return float(test['test_top1'])
+        if 'top1' in last:
+            return float(last['top1'])
+        raise ValueError(f'{self.path}: trained with a validation split and holds no test figure; evaluate its '
+                         'final weights once with `gaternet-zoo eval local-dir:<run>/final --json '
+                         f'<record>/{self.EVAL_TEST}`')
+
+    def checkpoints(self) -> list[Path]:
+        """``checkpoint_<n>`` folders, oldest first (complete or not)."""
+        return list_checkpoints(self.path)
+
+    def newest_checkpoint(self) -> Path | None:
+        """The newest complete checkpoint (its :data:`CHECKPOINT_STATE` written), or ``None``."""
+        complete = [p for p in self.checkpoints() if (p / CHECKPOINT_STATE).is_file()]
+        return complete[-1] if complete else None
+
+    # --- writing (the recipe, main process) -------------------------------------------------------------------
+    def write_config(self, config: dict[str, Any], runtime: dict[str, Any]) -> None:
+        """Write ``config.yaml``: the settings and their ``runtime`` record.
+
+        A resumed run rewrites it only after :func:`check_resume` refused any change of a setting that shapes the
+        training, so the file always describes the run that produced the checkpoints.
+        """
+        (self.path / self.CONFIG).write_text(
+            yaml.safe_dump({**jsonable(config), 'runtime': jsonable(runtime)}, sort_keys=False))
+
+    def append_epoch(self, record: dict[str, Any]) -> None:
+        """Append one epoch to ``metrics.jsonl`` (everything) and ``summary.csv`` (scalars, timm's file)."""
+        with (self.path / self.METRICS).open('a') as f:
+            f.write(json.dumps(record, sort_keys=True) + '\n')
+        scalars = {k: v for k, v in record.items() if isinstance(v, (int, float, str, bool)) or v is None}
+        path = self.path / self.SUMMARY
+        new = not path.is_file()
+        with path.open('a', newline='') as f:
+            writer = csv.DictWriter(f, fieldnames=list(scalars.keys()))
+            if new:
+                writer.writeheader()
+            writer.writerow(scalars)
+
+    def truncate_epochs(self, start_epoch: int) -> None:
+        """On resume, drop the rows of epochs that will be trained again (a kill can land after they were logged)."""
+        jsonl = self.path / self.METRICS
+        if jsonl.is_file():
+            kept = [line for line in jsonl.read_text().splitlines()
+                    if line and json.loads(line)['epoch'] < start_epoch]
+            jsonl.write_text(''.join(line + '\n' for line in kept))
+        summary = self.path / self.SUMMARY
+        if summary.is_file():
+            with summary.open(newline='') as f:
+                rows = list(csv.DictReader(f))
+            fields = list(rows[0].keys()) if rows else []
+            if not fields:
+                summary.unlink()
+                return
+            with summary.open('w', newline='') as f:
+                writer = csv.DictWriter(f, fieldnames=fields)
+                writer.writeheader()
+                writer.writerows(r for r in rows if int(r['epoch']) < start_epoch)
+
+    def write_test_metrics(self, metrics: dict[str, Any]) -> None:
+        """Write ``test_metrics.json`` (atomically): the test split, measured once at the end."""
+        write_json_atomic(self.path / self.TEST_METRICS, metrics)

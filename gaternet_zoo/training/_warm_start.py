@@ -12,20 +12,18 @@ or a run folder whose ``final/`` holds one. Published tags are sha256-checked by
 """
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 
 from .._factory import create_model
 from .._hub import CONFIG_NAME, WEIGHTS_NAME, _classifier_keys, sha256_file, state_dict_mismatches
-from ._run_dir import RecipeError
+from ._run_dir import RecipeError, RunRecord
 
-__all__ = ['INIT_PARTS', 'WarmStart', 'recorded_warm_starts', 'resolve_init_source', 'warm_start']
+__all__ = ['INIT_PARTS', 'WarmStart', 'resolve_init_source', 'warm_start']
 
 #: What a warm start fills: the whole model (or a GaterNet's backbone), or a GaterNet's gater feature extractor.
 INIT_PARTS = ('model', 'gater')
@@ -60,19 +58,6 @@ class WarmStart:
         return {**asdict(self), 'kept_fresh': list(self.kept_fresh), 'description': self.describe()}
 
 
-def recorded_warm_starts(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """The warm starts recorded when a run first started (``runtime.warm_starts`` of its ``config.yaml``).
-
-    A resumed run takes its weights from the checkpoint, so it does not load the sources again; this keeps their
-    record (and so the model card's) the same across resumes. Runs written before warm starts existed have none.
-    """
-    path = Path(run_dir) / 'config.yaml'
-    if not path.is_file():
-        return []
-    runtime = (yaml.safe_load(path.read_text()) or {}).get('runtime') or {}
-    return list(runtime.get('warm_starts') or [])
-
-
 def resolve_init_source(source: str) -> str:
     """Map an ``init_from`` value to a name :func:`~gaternet_zoo.create_model` loads with ``pretrained=True``.
 
@@ -85,7 +70,7 @@ def resolve_init_source(source: str) -> str:
     folder = Path(source).expanduser()
     if not folder.is_dir():
         return source
-    for candidate in (folder, folder / 'final'):
+    for candidate in (folder, RunRecord(folder).final_dir):
         if (candidate / CONFIG_NAME).is_file():
             return f'local-dir:{candidate}'
     raise RecipeError(
