@@ -32,13 +32,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gaternet_zoo.data import DEFAULT_SOURCE
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _images(model: torch.nn.Module, n: int) -> torch.Tensor:
     from gaternet_zoo.data import load_image_dataset
 
-    source = load_image_dataset('builtin:cifar10-subset')
+    source = load_image_dataset(DEFAULT_SOURCE)
     images = np.stack([np.asarray(im.convert('RGB')) for im in source.eval[source.image_column][:n]])
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255)
     mean, std = model.pretrained_cfg['mean'], model.pretrained_cfg['std']

@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from gaternet_zoo.data import DEFAULT_SOURCE
+
 FORMATS = ("fp32 NCHW", "fp32 channels_last", "bf16 channels_last")
 # The CIFAR-10 recipe of the GaterNet (its CPU default is mixed_precision: auto), run on the built-in subset.
 CIFAR_CONFIG = Path(__file__).resolve().parents[1] / "recipes" / "configs" / "cifar10_gaternet_resnet20.yaml"
@@ -115,7 +117,7 @@ def recipe_formats(name: str, batch_size: int, epochs: int, rounds: int) -> dict
             with tempfile.TemporaryDirectory() as tmp:
                 out = Path(tmp) / "run"
                 subprocess.run([
-                    sys.executable, str(RECIPE), "--config", str(CIFAR_CONFIG), "--data", "builtin:cifar10-subset",
+                    sys.executable, str(RECIPE), "--config", str(CIFAR_CONFIG), "--data", DEFAULT_SOURCE,
                     "--model", name, "--cpu", "--epochs", str(epochs), "--batch-size", str(batch_size),
                     "--max-eval-samples", str(batch_size), "--output-dir", str(out), "--keep-checkpoints", "1",
                     "--no-model-ema", *extra], check=True, capture_output=True, text=True)

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from gaternet_zoo.data import DEFAULT_SOURCE
 from gaternet_zoo.evaluation import has_gates
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _pipeline(model: torch.nn.Module, max_train_samples: int | None = None):
     from gaternet_zoo.data import build_pipeline, load_image_dataset
 
-    source = load_image_dataset("builtin:cifar10-subset", split_eval=None)
+    source = load_image_dataset(DEFAULT_SOURCE, split_eval=None)
     if max_train_samples:
         from dataclasses import replace
 

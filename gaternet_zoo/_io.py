@@ -37,7 +37,7 @@ def _check_creatable(path: Path, what: str) -> None:
 
 
 def check_output_dir(path: str | os.PathLike, *, overwrite: bool = False, what: str = 'the output',
-                     flag: str = '--overwrite') -> Path:
+                     flag: str = '--overwrite', hint: str | None = None) -> Path:
     """Check, before any work, that ``path`` can receive ``what``: new or empty (or ``overwrite``) and writable.
 
     Args:
@@ -45,6 +45,8 @@ def check_output_dir(path: str | os.PathLike, *, overwrite: bool = False, what: 
         overwrite: Accept a non-empty folder (its files may be replaced).
         what: What is written, for the messages (``"the converted model"``).
         flag: The option that allows overwriting, named in the message (``overwrite=True`` for Python callers).
+        hint: What to do about a non-empty folder, when more than ``flag`` applies (default: choose another
+            folder or pass ``flag``).
 
     Returns:
         ``path`` as a ``Path``.
@@ -61,8 +63,8 @@ def check_output_dir(path: str | os.PathLike, *, overwrite: bool = False, what: 
         if entries and not overwrite:
             shown = ', '.join(entries[:5]) + (f', ... ({len(entries)} entries)' if len(entries) > 5 else '')
             raise OutputExistsError(
-                f'{path} is not empty (it holds {shown}): writing {what} there would overwrite files. Choose a new '
-                f'or empty folder, or pass {flag} to replace them.')
+                f'{path} is not empty (it holds {shown}): writing {what} there would overwrite files. '
+                + (hint or f'Choose a new or empty folder, or pass {flag} to replace them.'))
     _check_creatable(path, what)
     return path
 

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._constants import DEFAULT_DATA_SOURCE
 from ._hub import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, ChecksumError, HubLoadError, read_config
 
 __all__ = ['validate_folder', 'push_folder', 'ValidationReport']
@@ -120,7 +121,7 @@ def _remeasure(folder: Path, model, metrics: dict) -> str:
                 else 'none recorded')
     from .evaluation import evaluate_model
 
-    report, _, _, _ = evaluate_model(model.eval(), 'builtin:cifar10-subset')
+    report, _, _, _ = evaluate_model(model.eval(), DEFAULT_DATA_SOURCE)
     samples = report['num_samples']
     if abs(report['top1'] - recorded) * samples / 100 > _REMEASURE_TOLERANCE_IMAGES + 1e-6:
         raise HubLoadError(

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._constants import DEFAULT_DATA_SOURCE
 from .evaluation import default_accelerator, evaluate_model, has_gates, model_from_name, write_json
 from .utils.gate_stats import GateStatistics
 
@@ -173,7 +174,7 @@ def write_figures(stats: GateStatistics, out_dir: str | os.PathLike, class_names
 
 def analyze(
         model: str | nn.Module,
-        source: Any = 'builtin:cifar10-subset',
+        source: Any = DEFAULT_DATA_SOURCE,
         out_dir: str | os.PathLike = 'analysis',
         *,
         split: str = 'test',

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import json
 import os
 import subprocess
 import sys
@@ -29,12 +28,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from ._constants import DEFAULT_DATA_SOURCE
+
 __all__ = [
     'DEFAULT_OUT', 'EXPECTED_TOP1', 'choose_run_folder', 'default_recipe', 'has_training_function', 'main',
     'plot_training_curve', 'run_one_batch', 'run_training', 'train_command',
 ]
 
-DEFAULT_DATA = 'builtin:cifar10-subset'
+DEFAULT_DATA = DEFAULT_DATA_SOURCE
 #: The train mode's run folder when ``--out`` is not given.
 DEFAULT_OUT = Path('runs/demo')
 

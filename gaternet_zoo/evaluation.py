@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._constants import DEFAULT_DATA_SOURCE
 from .utils.gate_stats import GateStatistics, has_gates
 
 __all__ = ['EvalData', 'EvalResult', 'build_eval_data', 'default_accelerator', 'evaluate', 'evaluate_model',
@@ -283,7 +284,7 @@ class EvalData:
 
 def build_eval_data(
         model: nn.Module,
-        source: Any = 'builtin:cifar10-subset',
+        source: Any = DEFAULT_DATA_SOURCE,
         *,
         split: str = 'test',
         max_samples: int | None = None,
@@ -390,7 +391,7 @@ def model_from_name(name: str) -> nn.Module:
 
 def evaluate_model(
         model: str | nn.Module,
-        source: Any = 'builtin:cifar10-subset',
+        source: Any = DEFAULT_DATA_SOURCE,
         *,
         split: str = 'test',
         batch_size: int = 128,

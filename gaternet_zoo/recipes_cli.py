@@ -11,12 +11,13 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from ._constants import DEFAULT_DATA_SOURCE
+
 __all__ = [
     'COMMANDS', 'add_analyze_arguments', 'add_eval_arguments', 'add_prune_arguments', 'analyze_main', 'eval_main',
     'run_analyze', 'run_eval', 'run_prune',
 ]
 
-_DEFAULT_DATA = 'builtin:cifar10-subset'
 _ERRORS = (KeyError, ValueError, OSError, RuntimeError, TypeError)
 
 
@@ -29,9 +30,9 @@ _CALIBRATION_SPLIT_HELP = ('split to read the gates from (default: %(default)s; 
 def _add_common(p: argparse.ArgumentParser, split: str = 'test', split_help: str = 'split to evaluate') -> None:
     p.add_argument('model', help='model name, name.tag, cifar_resnet20 (plain backbone), hf-hub:org/repo or '
                                  'local-dir:/path')
-    p.add_argument('--data', default=_DEFAULT_DATA,
-                   help=f'data source: builtin:cifar10-subset, a folder of parquet files or of images in class '
-                        f'folders, or a Hub dataset id such as uoft-cs/cifar10 (default: {_DEFAULT_DATA})')
+    p.add_argument('--data', default=DEFAULT_DATA_SOURCE,
+                   help=f'data source: {DEFAULT_DATA_SOURCE}, a folder of parquet files or of images in class '
+                        f'folders, or a Hub dataset id such as uoft-cs/cifar10 (default: {DEFAULT_DATA_SOURCE})')
     p.add_argument('--split', default=split, help=split_help + ('' if '%(default)' in split_help else
                                                                  ' (default: %(default)s)'))
     p.add_argument('--batch-size', type=int, default=128, help='batch size per process (default: 128)')

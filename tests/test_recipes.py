@@ -187,7 +187,7 @@ def test_error_non_empty_output_dir(tmp_path: Path) -> None:
     out = tmp_path / "run"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    with pytest.raises(train.RecipeError, match=r"is not empty \(notes.txt\).*--resume latest.*--overwrite"):
+    with pytest.raises(train.RecipeError, match=r"is not empty \(it holds notes.txt\).*--resume latest.*--overwrite"):
         train.main(["--output-dir", str(out)])
 
 

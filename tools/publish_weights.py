@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     import gaternet_zoo
+    from gaternet_zoo._constants import DEFAULT_DATA_SOURCE
     from gaternet_zoo._hub import config_fingerprint
     from gaternet_zoo._io import check_output_dir
     from gaternet_zoo.evaluation import evaluate_model, measure_latency
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f'{args.run_dir}/final holds {model.pretrained_cfg.get("architecture")}, not {arch}.')
 
     full, _, model, _ = evaluate_model(model, args.data, collect_class_stats=False)
-    subset, _, model, _ = evaluate_model(model, 'builtin:cifar10-subset')
+    subset, _, model, _ = evaluate_model(model, DEFAULT_DATA_SOURCE)
     input_size = tuple(model.pretrained_cfg['input_size'])
     latency = measure_latency(model, args.latency_batch_size, input_size)
 

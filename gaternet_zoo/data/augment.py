@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._constants import CIFAR10_MEAN, CIFAR10_STD
+
 __all__ = [
     "CIFAR10_MEAN",
     "CIFAR10_STD",
@@ -23,8 +25,6 @@ __all__ = [
 ]
 
 #: Per-channel mean/std of the full CIFAR-10 train split on [0, 1] (verified on /work/shared/data/cifar10).
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 
 def augmentation_generator(

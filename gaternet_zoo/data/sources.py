@@ -16,6 +16,8 @@ import datasets
 import numpy as np
 from huggingface_hub import constants as hf_constants
 
+from .._constants import DEFAULT_DATA_SOURCE
+
 __all__ = [
     "BUILTIN_DATASETS",
     "DEFAULT_SOURCE",
@@ -31,7 +33,7 @@ _BUILTIN_ROOT = Path(__file__).resolve().parent / "builtin"
 #: Built-in data sets shipped as package data, addressed as ``"builtin:<name>"``.
 BUILTIN_DATASETS: dict[str, Path] = {"cifar10-subset": _BUILTIN_ROOT / "cifar10_subset"}
 #: The source used when the caller does not name one.
-DEFAULT_SOURCE = "builtin:cifar10-subset"
+DEFAULT_SOURCE = DEFAULT_DATA_SOURCE
 
 # Column names tried, in order, when no column carries the right feature type.
 _IMAGE_NAMES = ("img", "image", "images", "picture", "photo")
@@ -226,7 +228,7 @@ def _load_hub(dataset_id: str, cache_dir: str | None) -> dict[str, datasets.Data
             f"could not load {dataset_id!r}: the Hugging Face Hub at {hf_constants.ENDPOINT} is unreachable "
             f"({reason}). If it was downloaded before, set HF_HUB_OFFLINE=1 to load it from the datasets cache "
             f"({display_path(datasets.config.HF_DATASETS_CACHE)}); or pass a local folder (parquet files named by "
-            f"split, or '<dir>/train/<class>/*.png'); or use 'builtin:cifar10-subset', which needs no download"
+            f"split, or '<dir>/train/<class>/*.png'); or use '{DEFAULT_DATA_SOURCE}', which needs no download"
         )
     try:
         loaded = datasets.load_dataset(dataset_id, cache_dir=cache_dir)

@@ -29,14 +29,13 @@ from torch import nn
 
 from .. import _validation
 from .._builder import build_with_cfg
+from .._constants import CIFAR10_MEAN, CIFAR10_STD
 from .._hub import ZooHubMixin
 from .._pretrained import generate_default_cfgs
 from ..layers.skip import folded_conv_bn
 
 __all__ = ['CifarResNet', 'BasicBlock', 'PreActBasicBlock', 'PreActBottleneck']
 
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 
 def _conv3x3(in_chs: int, out_chs: int, stride: int = 1) -> nn.Conv2d:

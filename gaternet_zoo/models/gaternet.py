@@ -23,13 +23,13 @@ from torch import nn
 
 from .. import _validation
 from .._builder import build_with_cfg
+from .._constants import CIFAR10_MEAN, CIFAR10_STD
 from .._hub import ZooHubMixin, timm_pretrained_args
 from .._plugins import GateSite, GatingPlugin, find_plugin, get_plugin, list_plugins
 from .._pretrained import generate_default_cfgs
 from ..layers.gater import Gater
 from ..layers.gates import DEFAULT_THRESHOLD, GateContext, GateSlot, ImprovedSemHash
 from ..layers.skip import SkippingBlockForward, SkippingConvForward, can_slice
-from .cifar_resnet import CIFAR10_MEAN, CIFAR10_STD
 
 __all__ = ['GaterNet']
 

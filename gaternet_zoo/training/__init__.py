@@ -35,6 +35,7 @@ from ._gates import (
     param_group_lr,
     set_gate_init_bias,
 )
+from ._plots import plot_training_curves
 from ._recipe import (
     DefaultsOnceHelpFormatter,
     EpochProgress,
@@ -65,7 +66,7 @@ from ._run_dir import (
     RecipeError,
     RunRecord,
     check_checkpoint_matches,
-    check_output_dir,
+    check_new_run_dir,
     checkpoint_number,
     clear_run_artifacts,
     find_checkpoint,
@@ -74,7 +75,6 @@ from ._run_dir import (
     resolve_run_dir,
     write_json_atomic,
 )
-from ._plots import plot_training_curves
 from ._warm_start import INIT_PARTS, WarmStart, resolve_init_source, warm_start
 
 __all__ = [
@@ -83,12 +83,12 @@ __all__ = [
     'CHECKPOINT_STATE', 'DIVERGENCE_CAUSES', 'DefaultsOnceHelpFormatter', 'EpochProgress', 'GateWarmup',
     'TimeEstimate',
     'RUN_ARTIFACTS', 'RecipeError', 'RunRecord', 'TrainingData', 'TrainingDivergedError', 'all_finite',
-    'check_checkpoint_matches', 'check_finite_settings', 'check_output_dir', 'check_world_size', 'checkpoint_number',
+    'check_checkpoint_matches', 'check_finite_settings', 'check_new_run_dir', 'check_world_size', 'checkpoint_number',
     'clear_run_artifacts', 'cpu_supports_bf16', 'divergence_message', 'evaluation_metrics', 'find_checkpoint',
     'gate_settings', 'gater_param_groups', 'grad_norm', 'jsonable', 'list_checkpoints', 'load_training_data',
-    'metric_fields', 'param_group_lr', 'plot_training_curves', 'prepare_run_folder', 'quiet_checkpoint_rotation', 'read_config_file',
-    'resolve_mixed_precision', 'resolve_run_dir', 'runtime_record', 'save_trained_model', 'set_gate_init_bias',
-    'write_json_atomic',
+    'metric_fields', 'param_group_lr', 'plot_training_curves', 'prepare_run_folder', 'quiet_checkpoint_rotation',
+    'read_config_file', 'resolve_mixed_precision', 'resolve_run_dir', 'runtime_record', 'save_trained_model',
+    'set_gate_init_bias', 'write_json_atomic',
     'LOCK_NAME', 'RESUME_EXACT_KEYS', 'acquire_run_lock', 'check_resume', 'check_run_lock', 'checkpoint_problem',
     'newest_intact_checkpoint', 'release_run_locks', 'save_checkpoint_state',
 ]

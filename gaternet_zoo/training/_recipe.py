@@ -23,7 +23,7 @@ from ._resume import acquire_run_lock, check_run_lock
 from ._run_dir import (
     CHECKPOINT_STATE,
     RecipeError,
-    check_output_dir,
+    check_new_run_dir,
     clear_run_artifacts,
     find_checkpoint,
     jsonable,
@@ -166,7 +166,7 @@ def prepare_run_folder(output_dir: str | None, resume: str | None, overwrite: bo
             broadcast_object_list(stamp, from_process=0)
         out = Path('runs') / f"{name.replace('/', '_').replace(':', '_')}-{stamp[0]}"
     check_run_lock(out)  # Another live training in this folder: refused (by every process, before the lock is taken).
-    check_output_dir(out, resuming=resuming, overwrite=overwrite)
+    check_new_run_dir(out, resuming=resuming, overwrite=overwrite)
     checkpoint = find_checkpoint(resume, out) if resuming else None
     state.wait_for_everyone()  # Every process has checked the folder before the main one writes into it.
     if state.is_main_process:

@@ -19,9 +19,11 @@ from typing import Any
 import yaml
 from torch import nn
 
+from .._io import OutputExistsError, check_output_dir
+
 __all__ = [
     'CHECKPOINT_STATE', 'RUN_ARTIFACTS', 'RecipeError', 'RunRecord', 'check_checkpoint_matches',
-    'check_output_dir', 'checkpoint_number', 'clear_run_artifacts', 'find_checkpoint', 'list_checkpoints',
+    'check_new_run_dir', 'checkpoint_number', 'clear_run_artifacts', 'find_checkpoint', 'list_checkpoints',
     'jsonable', 'resolve_run_dir', 'write_json_atomic',
 ]
 
@@ -155,18 +157,21 @@ def _recorded_model(checkpoint: Path) -> str | None:
         return None
 
 
-def check_output_dir(out: Path, *, resuming: bool, overwrite: bool) -> None:
-    """Refuse to mix a new run into a folder that already holds files."""
-    if resuming or overwrite or not out.exists():
+def check_new_run_dir(out: Path, *, resuming: bool, overwrite: bool) -> None:
+    """Refuse to mix a new run into a folder that already holds files (:func:`gaternet_zoo._io.check_output_dir`).
+
+    Raises:
+        RecipeError: The folder is not empty (the message offers ``--resume latest``, ``--overwrite`` or another
+            folder), is a file, or cannot be written.
+    """
+    if resuming:
         return
-    if not out.is_dir():
-        raise RecipeError(f'--output-dir {out} exists and is not a folder')
-    entries = sorted(p.name for p in out.iterdir())
-    if entries:
-        shown = ', '.join(entries[:6]) + (', ...' if len(entries) > 6 else '')
-        raise RecipeError(
-            f'--output-dir {out} is not empty ({shown}). Pass --resume latest to continue that run, --overwrite to '
-            'delete its artifacts and start again, or choose another --output-dir.')
+    try:
+        check_output_dir(out, overwrite=overwrite, what='a new run', hint=(
+            'Pass --resume latest to continue that run, --overwrite to delete its artifacts and start again, or '
+            'choose another --output-dir.'))
+    except (OutputExistsError, NotADirectoryError, PermissionError) as err:
+        raise RecipeError(f'--output-dir: {err}') from err
 
 
 def clear_run_artifacts(out: Path) -> None:
