@@ -299,7 +299,7 @@ def test_label_out_of_range_names_row_and_value(tmp_path: Path, cache: Path, bad
     table = table.set_column(table.schema.get_field_index("label"), "label", labels)
     (tmp_path / "bad").mkdir()
     pq.write_table(table, tmp_path / "bad" / "train.parquet")
-    with pytest.raises(DataSourceError, match=rf"row 2 has label={bad_value}, expected \[0, 3\)"):
+    with pytest.raises(DataSourceError, match=rf"row 2 has label {bad_value} .*labels must be in \[0, 3\)"):
         load_image_dataset(tmp_path / "bad", split_eval=None, cache_dir=cache)
 
 

@@ -227,8 +227,8 @@ def test_error_label_outside_num_classes(tmp_path: Path) -> None:
                  "--epochs", "1", "--output-dir", str(tmp_path / "run")], check=False)
     assert proc.returncode == 2, proc.stderr[-3000:]
     # The data layer refuses it while loading, naming the split and the rows.
-    assert "label out of range in split 'train'" in proc.stderr, proc.stderr[-3000:]
-    assert "expected [0, 3)" in proc.stderr
+    assert "label outside num_classes=3 in split 'train'" in proc.stderr, proc.stderr[-3000:]
+    assert "labels must be in [0, 3)" in proc.stderr
     assert "rows 3, 4, 8, 9" in proc.stderr
     # Without num_classes and without ClassLabel metadata, no class count is guessed from the largest label.
     proc = _run(["--model", "cifar_resnet20", "--data", str(data), "--batch-size", "4", "--epochs", "1",

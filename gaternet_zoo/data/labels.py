@@ -7,36 +7,15 @@ inferred from the largest label seen (one stray label 99 would otherwise make a 
 from __future__ import annotations
 
 import datasets
-import numpy as np
 
-from .sources import DataSourceError, ImageDataSource, _label_array
+from .sources import DataSourceError, ImageDataSource, _label_array, check_label_range
 
 __all__ = ['check_label_range', 'class_count_from_metadata', 'resolve_num_classes']
-
-#: Rows named in an out-of-range error.
-_SHOWN_ROWS = 5
-
 
 def class_count_from_metadata(source: ImageDataSource) -> int | None:
     """Number of classes of the label column's ``ClassLabel`` feature, or ``None`` for plain integer labels."""
     feature = source.train.features[source.label_column]
     return feature.num_classes if isinstance(feature, datasets.ClassLabel) else None
-
-
-def check_label_range(ds: datasets.Dataset, label_column: str, num_classes: int, where: str) -> None:
-    """Raise if a label of ``ds`` is outside ``[0, num_classes)``, naming the first offending rows and labels.
-
-    Raises:
-        DataSourceError: With up to five ``row -> label`` pairs, the count of bad rows and the fix.
-    """
-    labels = _label_array(ds, label_column)
-    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
-    if len(bad):
-        shown = ', '.join(f'row {int(i)} has {int(labels[i])}' for i in bad[:_SHOWN_ROWS])
-        more = f' and {len(bad) - _SHOWN_ROWS} more' if len(bad) > _SHOWN_ROWS else ''
-        raise DataSourceError(
-            f'{len(bad)} label(s) outside [0, {num_classes}) in {where}: {shown}{more}. Fix those rows, or set '
-            f'num_classes to the real number of classes if it is larger than {num_classes}.')
 
 
 def resolve_num_classes(source: ImageDataSource, declared: int | None) -> int:

@@ -24,6 +24,7 @@ __all__ = [
     "DataSourceError",
     "ImageDataSource",
     "check_class_count",
+    "check_label_range",
     "load_image_dataset",
 ]
 
@@ -155,7 +156,7 @@ def load_image_dataset(
     label_col = _resolve_label_column(parts, label_column, image_col, description)
     num_classes, class_names, count_from = _resolve_classes(parts, label_col, num_classes, description)
     for name, ds in parts:
-        _check_label_range(ds, label_col, num_classes, f"split {name!r} of {description}")
+        check_label_range(ds, label_col, num_classes, f"split {name!r} of {description}")
 
     return ImageDataSource(
         train=parts[0][1],
@@ -521,15 +522,30 @@ def _names_text(names: Sequence[str], limit: int = 5) -> str:
     return shown + (", ..." if len(names) > limit else "")
 
 
-def _check_label_range(ds: datasets.Dataset, column: str, num_classes: int, where: str) -> None:
-    labels = _label_array(ds, column)
+def check_label_range(ds: datasets.Dataset, label_column: str, num_classes: int, where: str, *,
+                      what: str = "num_classes", fix: str | None = None) -> None:
+    """Raise if a label of ``ds`` is outside ``[0, num_classes)``, naming the rows and labels (the zoo's one check).
+
+    Args:
+        ds: The split to check.
+        label_column: Its label column.
+        num_classes: Classes the labels must index.
+        where: The split, for the message (``"the train split of <data>"``).
+        what: How to name ``num_classes`` in the message (``"the model's num_classes"``).
+        fix: What to do, for the message (default: fix the rows or declare the right class count).
+
+    Raises:
+        DataSourceError: Naming the first offending row and its label, every bad row, the range and the fix.
+    """
+    labels = _label_array(ds, label_column)
     bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
     if len(bad):
         first = int(bad[0])
         raise DataSourceError(
-            f"label out of range in {where}: row {first} has {column}={int(labels[first])}, expected "
-            f"[0, {num_classes}) ({len(bad)} bad row(s) in total: rows {_rows_text(bad)}); fix or drop those rows, "
-            f"or declare the right number of classes with num_classes=N"
+            f"label outside {what}={num_classes} in {where}: row {first} has label {int(labels[first])} "
+            f"({len(bad)} such row(s): rows {_rows_text(bad)}); labels must be in [0, {num_classes}). "
+            + (fix or "Fix or drop those rows, or declare the right number of classes with num_classes=N "
+                      "(--num-classes N on the command line)")
         )
 
 
@@ -558,16 +574,9 @@ def check_class_count(
             comes from, and the fix).
     """
     for split, ds in source.splits().items():
-        labels = _label_array(ds, source.label_column)
-        bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
-        if len(bad):
-            first = int(bad[0])
-            shown = (split_names or {}).get(split, split)
-            raise DataSourceError(
-                f"label outside {what}={num_classes} in the {shown} split of {source.description}: row {first} has "
-                f"label {int(labels[first])} ({len(bad)} such row(s): rows {_rows_text(bad)}); labels must be in "
-                f"[0, {num_classes}). Use a model with as many classes as the data, or fix the labels"
-            )
+        check_label_range(ds, source.label_column, num_classes,
+                          f"the {(split_names or {}).get(split, split)} split of {source.description}", what=what,
+                          fix="Use a model with as many classes as the data, or fix the labels")
     if source.num_classes == num_classes:
         return
     origin = {
