@@ -335,7 +335,8 @@ def test_stray_label_is_not_a_new_class() -> None:
     with pytest.raises(DataSourceError, match=r"no label 3\. The labels above the gap \(99\) are in split 'train' "
                                               r'row\(s\) 8\..*num_classes=N'):
         load_image_dataset(_dataset(labels))
-    with pytest.raises(DataSourceError, match=r'row 8 has label 99 \(1 such row\(s\): rows 8\); labels must be in \[0, 3\)'):
+    with pytest.raises(DataSourceError,
+                       match=r'row 8 has label 99 \(1 such row\(s\): rows 8\); labels must be in \[0, 3\)'):
         load_image_dataset(_dataset(labels), num_classes=3)
     source = load_image_dataset(_dataset(labels[:-1]))  # gap-free plain labels: 3 classes, and said so
     assert (source.num_classes, source.class_count_from) == (3, 'labels')
