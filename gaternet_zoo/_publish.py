@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._hub import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, ChecksumError, HubLoadError, read_config
+from .hub import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, ChecksumError, HubLoadError, read_config
 
 __all__ = ['validate_folder', 'push_folder', 'ValidationReport']
 

@@ -53,9 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     import gaternet_zoo
-    from gaternet_zoo._hub import config_fingerprint
     from gaternet_zoo._io import check_output_dir
     from gaternet_zoo.evaluation import evaluate_model, measure_latency
+    from gaternet_zoo.hub import config_fingerprint
 
     arch, _, tag = args.name_tag.partition('.')
     if not arch or not tag:  # a tag of '' would be written into config.json and never match a registry entry
