@@ -3,21 +3,34 @@
 The published weights sit in the repository's top-level ``weights/<architecture>.<tag>/`` folders (where
 ``tools/publish_weights.py`` writes them and ``torch.hub`` finds them in a checkout). A wheel has no such folder, so
 ``build_py`` copies the ``model.safetensors`` and ``config.json`` of every folder up to ``SHIP_LIMIT_BYTES`` into
-``gaternet_zoo/weights/`` of the build; ``gaternet_zoo._hub.find_shipped_weights`` looks there first. Editable
+``gaternet_zoo/weights/`` of the build; ``gaternet_zoo.hub.find_shipped_weights`` looks there first. Editable
 installs are left alone: they load from the checkout's ``weights/``.
 """
 from __future__ import annotations
 
-import re
+import importlib.util
 from pathlib import Path
 
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
-# Read, not imported: importing gaternet_zoo would need torch at build time.
-SHIP_LIMIT_BYTES = int(re.search(r'^SHIP_LIMIT_BYTES = ([0-9_]+)', (ROOT / 'gaternet_zoo' / '_hub.py').read_text(),
-                                 flags=re.M).group(1))
+
+
+def _hub_constants():
+    """``gaternet_zoo/hub/_constants.py``, loaded from its path.
+
+    Importing it as ``gaternet_zoo.hub._constants`` would run ``gaternet_zoo/__init__.py``, which needs torch; the
+    module itself imports nothing.
+    """
+    spec = importlib.util.spec_from_file_location('_gaternet_zoo_hub_constants',
+                                                  ROOT / 'gaternet_zoo' / 'hub' / '_constants.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+SHIP_LIMIT_BYTES = _hub_constants().SHIP_LIMIT_BYTES
 
 
 class BuildPyWithWeights(build_py):

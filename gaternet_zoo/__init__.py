@@ -25,9 +25,6 @@ if not _asks_only_for_help(_sys.argv):
     from ._factory import create_model as create_model
     from ._factory import gate as gate
     from ._factory import parse_model_name as parse_model_name
-    from ._hub import ChecksumError as ChecksumError
-    from ._hub import HubLoadError as HubLoadError
-    from ._hub import StateDictMismatchError as StateDictMismatchError
     from ._plugins import BlockGatingPlugin as BlockGatingPlugin
     from ._plugins import GatePoint as GatePoint
     from ._plugins import GateSite as GateSite
@@ -45,6 +42,9 @@ if not _asks_only_for_help(_sys.argv):
     from ._registry import list_backbones as list_backbones
     from ._registry import list_models as list_models
     from ._registry import list_pretrained as list_pretrained
+    from .hub import ChecksumError as ChecksumError
+    from .hub import HubLoadError as HubLoadError
+    from .hub import StateDictMismatchError as StateDictMismatchError
     from .losses import MacBudgetLoss as MacBudgetLoss
     from .losses import gate_l1_loss as gate_l1_loss
     from .losses import gate_target_rate_loss as gate_target_rate_loss

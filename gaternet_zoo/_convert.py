@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ._hub import StateDictMismatchError, clean_state_dict_keys
+from .hub import StateDictMismatchError, clean_state_dict_keys
 
 if TYPE_CHECKING:
     from .models.gaternet import GaterNet

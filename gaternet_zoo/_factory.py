@@ -13,8 +13,9 @@ from typing import Any
 import timm
 from torch import nn
 
-from ._hub import MODEL_SOURCES, WEIGHTS_NAME, load_from_source, load_weights
+from ._builder import load_from_source
 from ._registry import resolve_model_name
+from .hub import MODEL_SOURCES, WEIGHTS_NAME, load_weights
 
 __all__ = ['create_model', 'gate', 'parse_model_name', 'load_from_source']
 

@@ -14,7 +14,6 @@ its shapes before loading its weights strictly.
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 import torch
 from torch import nn
@@ -81,10 +80,7 @@ def prune_gaternet(model: nn.Module, stats: GateStatistics, calibration: str = '
             # conv needs at least one filter, and the block's shortcut carries the signal.
             kept[site.name] = keep or [0]
     pruned = copy.deepcopy(model).eval()
-    pruned.prune_filters(kept)
-    config: dict[str, Any] = dict(getattr(model, '_hub_mixin_config', None) or {})
-    config['pruned_filters'] = kept
-    pruned._hub_mixin_config = config
+    pruned.prune_filters(kept)  # records `pruned_filters` among the arguments save_pretrained writes
     removed = sum(s.num_channels - len(kept.get(s.name, range(s.num_channels))) for s in model.gate_sites)
     pruned.pretrained_cfg = dict(getattr(model, 'pretrained_cfg', None) or {}, pruning={
         'calibration': calibration, 'calibration_samples': stats.count, 'filters_removed': removed,

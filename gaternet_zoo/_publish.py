@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ._constants import DEFAULT_DATA_SOURCE
-from ._hub import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, ChecksumError, HubLoadError, read_config
+from .hub import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, ChecksumError, HubLoadError, read_config
 
 __all__ = ['validate_folder', 'push_folder', 'ValidationReport']
 

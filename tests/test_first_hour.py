@@ -18,10 +18,10 @@ from hubserver import REPO_ROOT
 from huggingface_hub import constants
 
 import gaternet_zoo as gz
-from gaternet_zoo import _hub
 from gaternet_zoo._cli_fast import asks_only_for_help
 from gaternet_zoo._io import display_path
 from gaternet_zoo.cli import main as cli_main
+from gaternet_zoo.hub import _files
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
@@ -34,7 +34,7 @@ def closed_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         endpoint = f'http://127.0.0.1:{sock.getsockname()[1]}'
         monkeypatch.setattr(constants, 'ENDPOINT', endpoint)
         monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', False)
-        monkeypatch.setattr(_hub, '_unreachable_since', {})
+        monkeypatch.setattr(_files, '_unreachable_since', {})
         yield endpoint
 
 
@@ -165,11 +165,11 @@ def test_cached_timm_weights_load_from_the_cache_when_the_hub_is_unreachable(clo
     (snapshot / 'model.safetensors').write_bytes(b'stand-in')
     (tmp_path / 'cache' / f'models--{repo.replace("/", "--")}' / 'refs').mkdir()
     (tmp_path / 'cache' / f'models--{repo.replace("/", "--")}' / 'refs' / 'main').write_text(commit)
-    args = _hub.timm_pretrained_args('resnet18', dict(pretrained=True, cache_dir=str(tmp_path / 'cache'),
+    args = _files.timm_pretrained_args('resnet18', dict(pretrained=True, cache_dir=str(tmp_path / 'cache'),
                                                       pretrained_cfg_overlay=dict(num_classes=10)))
     assert args['pretrained_cfg_overlay'] == dict(num_classes=10, file=str(snapshot / 'model.safetensors'))
     untouched = dict(pretrained=False)
-    assert _hub.timm_pretrained_args('resnet18', untouched) is untouched
+    assert _files.timm_pretrained_args('resnet18', untouched) is untouched
 
 
 # --- data ---------------------------------------------------------------------------------------------------------

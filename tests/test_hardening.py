@@ -16,7 +16,7 @@ import torch
 from safetensors import safe_open
 
 import gaternet_zoo as gz
-from gaternet_zoo._hub import CONFIG_VALUES_KEY, canonical_safetensors_header, sha256_file
+from gaternet_zoo.hub import CONFIG_VALUES_KEY, canonical_safetensors_header, sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = REPO / 'weights'
@@ -43,7 +43,7 @@ def _untag(config: dict) -> None:
 
 @pytest.mark.parametrize('folder', sorted(p.name for p in WEIGHTS.iterdir() if p.is_dir()))
 def test_every_published_folder_loads_with_its_values_checked(folder: str) -> None:
-    from gaternet_zoo._hub import read_config, verify_config
+    from gaternet_zoo.hub import read_config, verify_config
 
     config = read_config(WEIGHTS / folder / 'config.json')
     # True: a fingerprint was found and matched (not the "older folder, weights only" fallback).
@@ -270,7 +270,7 @@ def test_a_backup_copy_in_a_subfolder_is_not_merged_into_the_split(tmp_path: Pat
 def test_integer_weights_are_not_cast_into_float_parameters(tmp_path: Path) -> None:
     from safetensors.torch import load_file, save_file
 
-    from gaternet_zoo._hub import load_weights
+    from gaternet_zoo.hub import load_weights
 
     tensors = load_file(str(DENSE / 'model.safetensors'))
     tensors['backbone.fc.weight'] = (tensors['backbone.fc.weight'] * 100).to(torch.int32)
@@ -307,8 +307,8 @@ def _set_metric(folder: Path, key: str, value: float, *, card: bool) -> None:
 
 
 def test_validate_folder_does_not_vouch_for_a_false_figure(tmp_path: Path) -> None:
-    from gaternet_zoo._hub import HubLoadError
     from gaternet_zoo._publish import validate_folder
+    from gaternet_zoo.hub import HubLoadError
 
     report = validate_folder(_copy(DENSE, tmp_path / 'ok'))
     assert 'top-1 on the built-in subset re-measured: 90.00 % (recorded 90.0)' in str(report)

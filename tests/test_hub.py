@@ -32,8 +32,8 @@ from hubserver import REPO_ROOT, LocalHub
 from safetensors.torch import load_file, save_file
 
 import gaternet_zoo as gz
-from gaternet_zoo._hub import load_weights, sha256_file
 from gaternet_zoo._pretrained import register_weights
+from gaternet_zoo.hub import load_weights, sha256_file
 from gaternet_zoo.models.cifar_resnet import CIFAR10_MEAN, CIFAR10_STD
 
 ARCH = "gaternet_resnet20"
@@ -305,7 +305,7 @@ def test_prefixed_state_dicts_load(saved_v1: Saved, tmp_path: Path, prefix: str)
 
 @pytest.mark.slow  # issue 25: out of `make test-fast` (seconds each on 2 busy cores)
 def test_num_classes_override_drops_only_the_classifier(saved_v1: Saved, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="gaternet_zoo._hub"):
+    with caplog.at_level(logging.INFO, logger="gaternet_zoo.hub"):
         model = gz.create_model(f"local-dir:{saved_v1.folder}", num_classes=5)
 
     assert model.num_classes == 5

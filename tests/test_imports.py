@@ -4,6 +4,9 @@ The graph is read from the source with ``ast`` (nothing is imported): an edge fo
 gaternet_zoo module, wherever it stands, so that an import moved into a function to dodge a cycle still counts.
 Importing a submodule also runs its package's ``__init__``; that implicit edge is left out, as everywhere in Python
 packages (otherwise every package with re-exports would be one cycle).
+
+The hub layer (``gaternet_zoo/hub/``: files, state dicts, configs, saving) builds no model: no import chain may lead
+from it into the models layer, directly or through any module that imports the models.
 """
 from __future__ import annotations
 
@@ -78,20 +81,87 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+#: The models layer: the model files and the modules that build, register, describe or gate models.
+MODELS_LAYER = (
+    'gaternet_zoo.models', 'gaternet_zoo.plugins', 'gaternet_zoo._plugins', 'gaternet_zoo._builder',
+    'gaternet_zoo._hub_mixin', 'gaternet_zoo._factory', 'gaternet_zoo._registry', 'gaternet_zoo._model_card',
+)
+HUB = 'gaternet_zoo.hub'
+
+
+def _in(module: str, prefixes: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + '.') for p in prefixes)
+
+
+def _reach(graph: dict[str, set[str]], start: str) -> dict[str, str | None]:
+    """Every module ``start`` imports, directly or not, mapped to the module that imports it on a shortest chain."""
+    parent: dict[str, str | None] = {start: None}
+    queue = [start]
+    for node in queue:
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in parent:
+                parent[nxt] = node
+                queue.append(nxt)
+    return parent
+
+
+def hub_chains_into_models(graph: dict[str, set[str]]) -> dict[str, list[str]]:
+    """Hub module -> an import chain from it into the models layer, through any module that imports the models."""
+    chains = {}
+    for module in sorted(m for m in graph if _in(m, (HUB,))):
+        parent = _reach(graph, module)
+        hit = next((m for m in parent if _in(m, MODELS_LAYER)), None)
+        if hit is not None:
+            chain = [hit]
+            while parent[chain[-1]] is not None:
+                chain.append(parent[chain[-1]])
+            chains[module] = chain[::-1]
+    return chains
+
+
 def test_gaternet_zoo_has_no_import_cycles() -> None:
     graph = import_graph()
-    assert len(graph) > 20 and 'gaternet_zoo._hub' in graph['gaternet_zoo._factory']  # the graph is real
+    assert len(graph) > 20 and HUB in graph['gaternet_zoo._factory']  # the graph is real
     cycle = find_cycle(graph)
     assert cycle is None, 'import cycle: ' + ' -> '.join(cycle)
 
 
 def test_private_modules_are_layered_as_in_timm() -> None:
     graph = import_graph()
-    upper = {m for m in graph if m.startswith(('gaternet_zoo.models', 'gaternet_zoo._factory'))} | {
-        'gaternet_zoo._registry', 'gaternet_zoo._builder'}
-    assert not graph['gaternet_zoo._hub'] & upper, '_hub must know nothing of models, the registry or the factory'
     assert not {m for m in graph['gaternet_zoo._registry'] if m.startswith('gaternet_zoo.models')}, \
         'the registry must not import the model files'
+
+
+def test_the_hub_layer_imports_nothing_of_the_models_layer() -> None:
+    graph = import_graph()
+    hub_modules = [m for m in graph if _in(m, (HUB,))]
+    assert len(hub_modules) >= 6 and 'gaternet_zoo._pretrained' in _reach(graph, HUB)  # the hub layer is there
+    chains = hub_chains_into_models(graph)
+    assert not chains, 'the hub layer reaches the models layer: ' + '; '.join(
+        ' -> '.join(chain) for chain in chains.values())
+
+
+def test_the_hub_constants_import_nothing() -> None:
+    # setup.py loads the module from its path at build time, where torch and the package's own imports are missing.
+    tree = ast.parse((REPO_ROOT / 'gaternet_zoo' / 'hub' / '_constants.py').read_text())
+    assert not [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
+    setup_py = (REPO_ROOT / 'setup.py').read_text()
+    assert "'_constants.py'" in setup_py and 're.search' not in setup_py  # loaded, not read with a regex
+
+
+def test_the_hub_check_finds_a_chain_into_the_models_hidden_in_a_function(tmp_path: Path) -> None:
+    package = tmp_path / PACKAGE
+    for folder in (package, package / 'hub', package / 'models'):
+        folder.mkdir()
+        (folder / '__init__.py').write_text('')
+    (package / 'hub' / '_files.py').write_text('import os\n')
+    (package / 'hub' / '_config.py').write_text('def f():\n    from .._helpers import g\n    return g\n')
+    (package / '_helpers.py').write_text('from .models import M\n\ng = M\n')
+    graph = import_graph(tmp_path)
+    assert hub_chains_into_models(graph) == {
+        'gaternet_zoo.hub._config': ['gaternet_zoo.hub._config', 'gaternet_zoo._helpers', 'gaternet_zoo.models']}
+    (package / '_helpers.py').write_text('g = 1\n')
+    assert hub_chains_into_models(import_graph(tmp_path)) == {}
 
 
 def test_the_cycle_finder_finds_a_cycle_hidden_in_a_function(tmp_path: Path) -> None:

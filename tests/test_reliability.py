@@ -22,11 +22,11 @@ from safetensors.torch import load_file, save_file
 import gaternet_zoo as gz
 from gaternet_zoo import _validation
 from gaternet_zoo._convert import OfficialCheckpointError
-from gaternet_zoo._hub import CONFIG_FINGERPRINT_KEY, config_fingerprint, load_weights, sha256_file
 from gaternet_zoo._io import OutputExistsError, check_output_dir, prepare_output_dir
 from gaternet_zoo.cli import main as cli_main
 from gaternet_zoo.data import DataSourceError, ImageDecodeError, build_pipeline, check_class_count, load_image_dataset
 from gaternet_zoo.evaluation import build_eval_data
+from gaternet_zoo.hub import CONFIG_FINGERPRINT_KEY, config_fingerprint, load_weights, sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
 PUBLISHED = REPO / 'weights' / 'gaternet_resnet20.cifar10'
@@ -305,8 +305,8 @@ def test_upper_case_sha256_is_accepted(saved: Path, tmp_path: Path) -> None:
 
 
 def test_weights_of_a_diverged_run_are_neither_saved_nor_loaded_nor_scored(saved: Path, tmp_path: Path) -> None:
-    from gaternet_zoo._hub import NonFiniteWeightsError
     from gaternet_zoo.evaluation import evaluate
+    from gaternet_zoo.hub import NonFiniteWeightsError
 
     model = gz.create_model('gaternet_resnet20')
     with torch.no_grad():

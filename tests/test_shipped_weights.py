@@ -25,8 +25,8 @@ from hubserver import REPO_ROOT, LocalHub
 from timm.models import get_pretrained_cfg
 
 import gaternet_zoo as gz
-from gaternet_zoo._hub import HUB_PROBE_TIMEOUT, SHIP_LIMIT_BYTES, find_shipped_weights, sha256_file
 from gaternet_zoo._pretrained import get_extra_cfg
+from gaternet_zoo.hub import HUB_PROBE_TIMEOUT, SHIP_LIMIT_BYTES, find_shipped_weights, sha256_file
 
 WEIGHTS = REPO_ROOT / 'weights'
 WEIGHTS_FILE = 'model.safetensors'

@@ -18,7 +18,7 @@ import yaml
 
 import gaternet_zoo
 import gaternet_zoo.training as zt
-from gaternet_zoo._hub import sha256_file
+from gaternet_zoo.hub import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = REPO / "recipes" / "train.py"

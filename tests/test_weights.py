@@ -16,8 +16,8 @@ import pytest
 from timm.models import get_pretrained_cfg
 
 import gaternet_zoo as gz
-from gaternet_zoo._hub import config_fingerprint, sha256_file
 from gaternet_zoo._pretrained import get_extra_cfg
+from gaternet_zoo.hub import config_fingerprint, sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = REPO / 'weights'

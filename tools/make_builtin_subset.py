@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from gaternet_zoo._hub import sha256_file
+from gaternet_zoo.hub import sha256_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = REPO_ROOT / "gaternet_zoo" / "data" / "builtin" / "cifar10_subset"

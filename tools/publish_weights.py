@@ -52,9 +52,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import gaternet_zoo
     from gaternet_zoo._constants import DEFAULT_DATA_SOURCE
-    from gaternet_zoo._hub import config_fingerprint
     from gaternet_zoo._io import check_output_dir
     from gaternet_zoo.evaluation import evaluate_model, measure_latency
+    from gaternet_zoo.hub import config_fingerprint
     from gaternet_zoo.training import RunRecord
 
     arch, _, tag = args.name_tag.partition('.')

@@ -220,8 +220,8 @@ def _load_hub(dataset_id: str, cache_dir: str | None) -> dict[str, datasets.Data
     Unless offline mode is on, one quick probe of the Hub comes first: ``datasets`` would otherwise retry for
     about 25 s before it fails with an unreachable Hub. Offline mode reads the ``datasets`` cache as before.
     """
-    from .._hub import hub_unreachable
     from .._io import display_path
+    from ..hub import hub_unreachable
 
     reason = None if datasets.config.HF_HUB_OFFLINE else hub_unreachable()
     if reason is not None:

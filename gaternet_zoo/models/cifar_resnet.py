@@ -30,7 +30,7 @@ from torch import nn
 from .. import _validation
 from .._builder import build_with_cfg
 from .._constants import CIFAR10_MEAN, CIFAR10_STD
-from .._hub import ZooHubMixin
+from .._hub_mixin import ZooHubMixin
 from .._pretrained import generate_default_cfgs
 from ..layers.skip import folded_conv_bn
 

@@ -24,9 +24,10 @@ from torch import nn
 from .. import _validation
 from .._builder import build_with_cfg
 from .._constants import CIFAR10_MEAN, CIFAR10_STD
-from .._hub import ZooHubMixin, timm_pretrained_args
+from .._hub_mixin import ZooHubMixin
 from .._plugins import GateSite, GatingPlugin, find_plugin, get_plugin, list_plugins
 from .._pretrained import generate_default_cfgs
+from ..hub import timm_pretrained_args
 from ..layers.gater import Gater
 from ..layers.gates import DEFAULT_THRESHOLD, GateContext, GateSlot, ImprovedSemHash
 from ..layers.skip import SkippingBlockForward, SkippingConvForward, can_slice
@@ -382,6 +383,12 @@ class GaterNet(nn.Module, ZooHubMixin):
         slots = {m.name: m for m in self.backbone.modules() if isinstance(m, GateSlot)}
         done = _apply_pruning(self.backbone, get_plugin(self.plugin_name), self.gate_sites, slots, kept)
         self.pruned_filters = {**self.pruned_filters, **done}
+        # ModelHubMixin keeps the __init__ arguments that rebuild a model (saved as config.json's model_args):
+        # `pruned_filters` is the one that rebuilds this structure, so it is recorded there too. Built with it,
+        # the model records the same value again.
+        config = dict(self._hub_mixin_config or {})
+        config['pruned_filters'] = {**(config.get('pruned_filters') or {}), **kept}
+        self._hub_mixin_config = config
 
     def gate_site_table(self) -> list[dict[str, Any]]:
         """One row per gate site: block name, gated conv, channels and offset into the gate vector."""

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .._factory import create_model
-from .._hub import CONFIG_NAME, WEIGHTS_NAME, _classifier_keys, sha256_file, state_dict_mismatches
+from ..hub import CONFIG_NAME, WEIGHTS_NAME, classifier_keys, sha256_file, state_dict_mismatches
 from ._run_dir import RecipeError, RunRecord
 
 __all__ = ['INIT_PARTS', 'WarmStart', 'resolve_init_source', 'warm_start']
@@ -152,7 +152,7 @@ def warm_start(net: nn.Module, source: str, *, part: str = 'model') -> WarmStart
     source_model, resolved, sha = _load_source(source)
     _check_preprocessing(net, source_model, source)
     state = source_model.state_dict()
-    classifier = _classifier_keys(source_model)
+    classifier = classifier_keys(source_model)
     if part == 'gater':
         if _is_gaternet(source_model):
             raise RecipeError(f'init_gater_from needs a plain model (e.g. cifar_resnet20.cifar10); {source} is a '
