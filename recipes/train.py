@@ -9,7 +9,8 @@ for run folders, divergence checks and the GaterNet options. ``recipes/README.md
     accelerate launch recipes/train.py --config recipes/configs/cifar10_gaternet_resnet20.yaml --lr 0.05
     python recipes/train.py --output-dir runs/x --resume latest          # continue a killed run exactly
 
-Settings: built-in defaults < ``default.yaml`` or ``--config`` (below it, a resumed run's ``config.yaml``) < flags.
+Settings: built-in defaults < ``default.yaml`` or ``--config`` (below it, a resumed run's ``config.yaml``) < flags,
+all of them fields of ``gaternet_zoo.training.TrainConfig``, from which ``--help`` is generated.
 Data order comes from ``seed + epoch``, augmentation from ``(seed, epoch, batch)``, the LR and gate warm-ups from
 the optimizer step, and ``save_state`` keeps everything else: a run killed at any moment and resumed with
 ``--resume latest`` ends bit-identical to an uninterrupted one (same hardware, process and thread count).
@@ -18,6 +19,7 @@ the optimizer step, and ``save_state`` keeps everything else: a run killed at an
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -36,258 +38,118 @@ import gaternet_zoo
 import gaternet_zoo.training as zt
 from gaternet_zoo.data import DataSourceError, augmentation_generator
 from gaternet_zoo.evaluation import has_gates
-from gaternet_zoo.training import CHECKPOINT_STATE, RecipeError
+from gaternet_zoo.training import CHECKPOINT_STATE, RecipeError, TrainConfig, TrainInvocation
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "default.yaml"
 # Flags that describe one invocation, not the experiment: they never come from, nor go to, a config file.
-CLI_ONLY_KEYS = frozenset({"config", "resume", "overwrite"})
-_AT_MOST_ONE = ("momentum", "label_smoothing", "model_ema_decay", "gate_discrete_prob_start", "gate_budget_target")
+CLI_ONLY_KEYS = frozenset(f.name for f in dataclasses.fields(TrainInvocation))
 __all__ = ["CHECKPOINT_STATE", "RecipeError", "build_parser", "main", "parse_args", "training_function"]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Return the argument parser; every option's ``dest`` is also a valid config-file key (except CLI-only ones)."""
-    p = argparse.ArgumentParser(
-        description="Train a gaternet_zoo model with Accelerate.", formatter_class=zt.DefaultsOnceHelpFormatter,
-        epilog="The defaults shown are the ones that run: the built-in defaults, overridden by "
-               "recipes/configs/default.yaml, or by the file of --config FILE when it is given (`--config FILE "
-               "--help` shows that file's). Flags override both. recipes/README.md describes every setting.")
-    p.add_argument("--config", default=None, help="YAML config file (default: recipes/configs/default.yaml)")
-    g = p.add_argument_group("model and data")
-    g.add_argument("--model", default="gaternet_resnet20", help="zoo model name (create_model)")
-    g.add_argument("--data", default="builtin:cifar10-subset",
-                   help="data source: a local folder (parquet files named by split, e.g. train-00000-of-00001.parquet "
-                        "and test-00000-of-00001.parquet, or class folders <dir>/train/<class>/*.png), a Hugging "
-                        "Face Hub dataset id (uoft-cs/cifar10; downloaded once into the datasets cache), or "
-                        "builtin:cifar10-subset (shipped, no download)")
-    g.add_argument("--init-from", default=None, metavar="SOURCE",
-                   help="start from a trained model's weights: a zoo tag (cifar_resnet20.cifar10), hf-hub:/local-dir: "
-                        "name, saved folder or run folder; a plain source fills a GaterNet's backbone (default: fresh "
-                        "initialisation)")
-    g.add_argument("--init-gater-from", default=None, metavar="SOURCE",
-                   help="start a GaterNet's gater feature extractor from a trained plain model, e.g. "
-                        "cifar_resnet20.cifar10 (default: fresh initialisation)")
-    g.add_argument("--num-classes", type=int, default=None,
-                   help="classifier size (default: the data's ClassLabel metadata; required without it)")
-    g.add_argument("--image-column", default=None, help="image column (default: auto)")
-    g.add_argument("--label-column", default=None, help="label column (default: auto)")
-    g.add_argument("--train-split", default="train", help="training split")
-    g.add_argument("--eval-split", default="test", help="evaluation (test) split")
-    g.add_argument("--val-split", type=int, default=None, metavar="N",
-                   help="hold out the LAST N training images as validation, evaluated every epoch instead of the "
-                        "eval split (default: none, the eval split is evaluated every epoch)")
-    g.add_argument("--test-at-end", action=argparse.BooleanOptionalAction, default=False,
-                   help="with --val-split: evaluate the final model on the eval split once, at the end")
-    g.add_argument("--max-train-samples", type=int, default=None, help="use the first N training rows")
-    g.add_argument("--max-eval-samples", type=int, default=None, help="use the first N evaluation rows")
-    g.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (default: the pipeline's)")
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=15, help="training epochs")
-    g.add_argument("--batch-size", type=int, default=128, help="global batch per micro-step, split over processes")
-    g.add_argument("--eval-batch-size", type=int, default=None, help="evaluation batch (default: --batch-size)")
-    g.add_argument("--lr", type=float, default=0.1, help="peak learning rate")
-    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    g.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=True, help="Nesterov momentum")
-    g.add_argument("--weight-decay", type=float, default=5e-4, help="applied to weights, not to norms or biases")
-    g.add_argument("--sched", choices=("cosine", "step"), default="cosine", help="LR schedule after the warm-up")
-    g.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up length (may be fractional)")
-    g.add_argument("--warmup-factor", type=float, default=0.1, help="LR factor at the first warm-up step")
-    g.add_argument("--min-lr", type=float, default=0.0, help="cosine floor")
-    g.add_argument("--decay-epochs", type=float, default=30.0, help="step schedule: epochs between decays")
-    g.add_argument("--decay-rate", type=float, default=0.1, help="step schedule: LR factor per decay")
-    g.add_argument("--label-smoothing", type=float, default=0.0, help="cross-entropy label smoothing")
-    g.add_argument("--clip-grad", type=float, default=None, help="max gradient norm (default: no clipping)")
-    g.add_argument("--grad-accum-steps", type=int, default=1, help="micro-steps per optimizer step")
-    g.add_argument("--model-ema", action=argparse.BooleanOptionalAction, default=False,
-                   help="keep an EMA of the weights; it is evaluated and saved as final/")
-    g.add_argument("--model-ema-decay", type=float, default=0.9998, help="EMA decay per optimizer step")
-    g.add_argument("--seed", type=int, default=0, help="seed of weights, data order, augmentation and gate noise")
-    g = p.add_argument_group("GaterNet options (each default is the paper's behaviour)")
-    g.add_argument("--gate-l1", type=float, default=0.0, help="lambda of the L1 gate loss")
-    g.add_argument("--gate-budget", choices=zt.GATE_BUDGETS, default="none",
-                   help="sparsity objective: 'rate' keeps each gated block's open fraction near --gate-budget-target "
-                        "(ConvNet-AIG), 'macs' the backbone MACs used near that share of the dense backbone's (DGNet)")
-    g.add_argument("--gate-budget-target", type=float, default=0.5, help="target fraction of --gate-budget")
-    g.add_argument("--gate-budget-weight", type=float, default=5.0, help="weight of the --gate-budget term")
-    g.add_argument("--gate-init-bias", type=float, default=None,
-                   help="initial bias of the gater's last FC, e.g. 3 to start with open gates (default: 0)")
-    g.add_argument("--gate-discrete-prob-start", type=float, default=None,
-                   help="discrete-gate probability at step 0, ramped to the model's over the warm-up")
-    g.add_argument("--gate-discrete-prob-warmup-epochs", type=float, default=0.0,
-                   help="epochs of that ramp (per optimizer step; 0: none)")
-    g.add_argument("--gate-noise-std-start", type=float, default=None,
-                   help="gate-logit noise std at step 0, ramped to the model's over the warm-up")
-    g.add_argument("--gate-noise-warmup-epochs", type=float, default=0.0, help="epochs of that ramp (0: none)")
-    g.add_argument("--gater-lr-scale", type=float, default=1.0, help="learning-rate factor of the gater")
-    g.add_argument("--gater-weight-decay", type=float, default=None,
-                   help="weight decay of the gater's weights (default: --weight-decay)")
-    g = p.add_argument_group("device")
-    g.add_argument("--cpu", action="store_true", default=False, help="train on the CPU even if a GPU is present")
-    g.add_argument("--mixed-precision", choices=("auto", "no", "bf16", "fp16"), default=None,
-                   help="auto: bf16 autocast where the device computes bf16 natively, else float32 (default: what "
-                        "`accelerate launch` or its config says, else no)")
-    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
-                   help="channels-last memory format")
-    g.add_argument("--torchcompile", action="store_true", default=False, help="torch.compile via Accelerate")
-    g = p.add_argument_group("run folder and checkpoints")
-    g.add_argument("--output-dir", default=None, help="run folder (default: runs/<model>-<YYYYmmdd-HHMMSS> in the cwd)")
-    g.add_argument("--resume", default=None, metavar="latest|PATH",
-                   help="'latest' (newest complete checkpoint of --output-dir) or a checkpoint/run folder")
-    g.add_argument("--overwrite", action="store_true", default=False,
-                   help="delete this script's artifacts in a non-empty --output-dir first")
-    g.add_argument("--checkpoint-every-steps", type=int, default=None,
-                   help="also save a checkpoint every N optimizer steps (one is always saved per epoch)")
-    g.add_argument("--keep-checkpoints", type=int, default=3, help="keep the newest K checkpoints")
-    g.add_argument("--push-to-hub", default=None, metavar="REPO", help="push final/ to this Hub repository")
-    return p
+def build_parser(defaults: TrainConfig | None = None) -> argparse.ArgumentParser:
+    """The command line, generated from ``TrainConfig``'s fields (``gaternet_zoo.training.build_train_parser``)."""
+    return zt.build_train_parser(defaults)
 
 
-def _config_keys(parser: argparse.ArgumentParser) -> list[str]:
-    keys = [a.dest for a in parser._actions if a.dest != "help" and a.dest not in CLI_ONLY_KEYS]
-    return sorted(keys + ["model_args"])  # model_args (a dict of create_model kwargs) is config-file only
+def parse_args(argv: Sequence[str] | None = None) -> tuple[TrainConfig, TrainInvocation]:
+    """Resolve ``(config, args)``: the checked settings and the invocation's CLI-only flags (timm's two-stage parse)."""
+    return zt.parse_train_args(argv, default_config=DEFAULT_CONFIG)
 
 
-def parse_args(argv: Sequence[str] | None = None) -> tuple[dict[str, Any], argparse.Namespace]:
-    """Resolve ``(config, args)``: every config key, and the invocation's CLI-only flags (timm's two-stage parse)."""
-    parser = build_parser()
-    valid = _config_keys(parser)
-    # --help waits for the second parse, so that it shows the defaults the config files set: what really runs.
-    pre, _ = parser.parse_known_args([a for a in (sys.argv[1:] if argv is None else argv) if a not in ("-h", "--help")])
-    layers: list[dict[str, Any]] = []
-    if pre.resume is not None:
-        run_dir = zt.resolve_run_dir(pre.resume, pre.output_dir)
-        if (run_dir / "config.yaml").is_file():
-            layers.append(zt.read_config_file(run_dir / "config.yaml", valid, cli_only=CLI_ONLY_KEYS))
-    if pre.config is not None:
-        layers.append(zt.read_config_file(pre.config, valid, cli_only=CLI_ONLY_KEYS))
-    elif not layers and DEFAULT_CONFIG.is_file():
-        layers.append(zt.read_config_file(DEFAULT_CONFIG, valid, cli_only=CLI_ONLY_KEYS))
-    file_cfg = {k: v for layer in layers for k, v in layer.items()}
-    model_args = file_cfg.pop("model_args", None) or {}
-    parser.set_defaults(**file_cfg)
-    args = parser.parse_args(argv)  # Flags on the command line beat the files.
-    config = {k: v for k, v in vars(args).items() if k not in CLI_ONLY_KEYS}
-    config["model_args"] = dict(model_args)
-    validate_config(config)
-    return config, argparse.Namespace(**{k: getattr(args, k) for k in CLI_ONLY_KEYS})
-
-
-def validate_config(config: dict[str, Any]) -> None:
-    """Reject values that would fail later with a less helpful message, or train to a silently wrong result."""
-    for key in ("epochs", "batch_size", "grad_accum_steps", "keep_checkpoints"):
-        if not isinstance(config[key], int) or config[key] < 1:
-            raise RecipeError(f"{key} must be a positive integer, got {config[key]!r}")
-    for key in ("max_train_samples", "max_eval_samples", "checkpoint_every_steps", "eval_batch_size", "num_classes",
-                "val_split"):
-        if config[key] is not None and (not isinstance(config[key], int) or config[key] < 1):
-            raise RecipeError(f"{key} must be a positive integer or unset, got {config[key]!r}")
-    floats = [a.dest for a in build_parser()._actions if a.type is float]
-    zt.check_finite_settings(config, floats)  # NaN/inf (argparse and YAML accept both) before anything starts.
-    zt.check_finite_settings({f"model_args.{k}": v for k, v in config["model_args"].items() if isinstance(v, float)})
-    for key in (k for k in floats if config[k] is not None and k != "gate_init_bias"):
-        positive, value = key in ("lr", "clip_grad", "decay_epochs"), config[key]
-        if value < 0 or (positive and value == 0) or (key in _AT_MOST_ONE and value > 1):
-            raise RecipeError(f"{key} must be {'> 0' if positive else '>= 0'}{' and <= 1' * (key in _AT_MOST_ONE)}, "
-                              f"got {value}")
-    if config["sched"] not in ("cosine", "step"):
-        raise RecipeError(f"sched must be 'cosine' or 'step', got {config['sched']!r}")
-    if config["mixed_precision"] not in (None, "auto", "no", "bf16", "fp16"):
-        raise RecipeError(f"mixed_precision must be auto, no, bf16 or fp16, got {config['mixed_precision']!r}")
-
-
-def build_optimizer(config: dict[str, Any], net: torch.nn.Module, steps_per_epoch: int):
+def build_optimizer(config: TrainConfig, net: torch.nn.Module, steps_per_epoch: int):
     """SGD over timm's param groups (the gater's own when asked) and timm's scheduler, stepped per update."""
     no_decay = net.no_weight_decay() if hasattr(net, "no_weight_decay") else ()
-    groups = zt.gater_param_groups(net, config["weight_decay"], gater_lr_scale=config["gater_lr_scale"],
-                                   gater_weight_decay=config["gater_weight_decay"], no_weight_decay_list=no_decay)
-    nesterov = bool(config["nesterov"]) and config["momentum"] > 0
-    optimizer = create_optimizer_v2(groups, opt="sgd" if nesterov else "momentum", lr=config["lr"],
-                                    weight_decay=config["weight_decay"], momentum=config["momentum"])
-    total = steps_per_epoch * config["epochs"]
-    warmup = min(round(config["warmup_epochs"] * steps_per_epoch), total - 1) / steps_per_epoch
-    cosine = config["sched"] == "cosine"  # Cosine after the warm-up (prefix); step decay counts from step 0.
+    groups = zt.gater_param_groups(net, config.weight_decay, gater_lr_scale=config.gater_lr_scale,
+                                   gater_weight_decay=config.gater_weight_decay, no_weight_decay_list=no_decay)
+    nesterov = bool(config.nesterov) and config.momentum > 0
+    optimizer = create_optimizer_v2(groups, opt="sgd" if nesterov else "momentum", lr=config.lr,
+                                    weight_decay=config.weight_decay, momentum=config.momentum)
+    total = steps_per_epoch * config.epochs
+    warmup = min(round(config.warmup_epochs * steps_per_epoch), total - 1) / steps_per_epoch
+    cosine = config.sched == "cosine"  # Cosine after the warm-up (prefix); step decay counts from step 0.
     scheduler, _ = create_scheduler_v2(
-        optimizer, sched=config["sched"], num_epochs=config["epochs"] - warmup if cosine else config["epochs"],
-        decay_epochs=config["decay_epochs"], decay_rate=config["decay_rate"], min_lr=config["min_lr"],
-        warmup_lr=config["lr"] * config["warmup_factor"], warmup_epochs=warmup, warmup_prefix=cosine,
+        optimizer, sched=config.sched, num_epochs=config.epochs - warmup if cosine else config.epochs,
+        decay_epochs=config.decay_epochs, decay_rate=config.decay_rate, min_lr=config.min_lr,
+        warmup_lr=config.lr * config.warmup_factor, warmup_epochs=warmup, warmup_prefix=cosine,
         step_on_epochs=False, updates_per_epoch=steps_per_epoch)
     return optimizer, scheduler
 
 
-def training_function(config: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+def training_function(config: TrainConfig, args: TrainInvocation) -> dict[str, Any]:
     """Train, evaluate every epoch, checkpoint, and save ``final/``; returns the last epoch's metrics."""
     zt.check_world_size(None)
-    use_cpu = bool(config["cpu"]) or not torch.cuda.is_available()
-    out, checkpoint = zt.prepare_run_folder(config["output_dir"], args.resume, args.overwrite, config["model"],
+    use_cpu = bool(config.cpu) or not torch.cuda.is_available()
+    out, checkpoint = zt.prepare_run_folder(config.output_dir, args.resume, args.overwrite, config.model,
                                             PartialState(cpu=use_cpu))
-    config["output_dir"] = str(out)
+    config = dataclasses.replace(config, output_dir=str(out))  # The folder chosen, for config.yaml and final/.
     run_record = zt.RunRecord(out)  # Every file of the run folder is written (and read) through it.
-    precision, precision_note = zt.resolve_mixed_precision(config["mixed_precision"], cpu=use_cpu)
+    precision, precision_note = zt.resolve_mixed_precision(config.mixed_precision, cpu=use_cpu)
     accelerator = Accelerator(
-        cpu=use_cpu, mixed_precision=precision, gradient_accumulation_steps=config["grad_accum_steps"],
+        cpu=use_cpu, mixed_precision=precision, gradient_accumulation_steps=config.grad_accum_steps,
         # split_batches: --batch-size is the global batch. The seedable sampler draws the order from seed + epoch.
         dataloader_config=DataLoaderConfiguration(split_batches=True, use_seedable_sampler=True,
-                                                  data_seed=config["seed"]),
-        dynamo_backend="inductor" if config["torchcompile"] else None, log_with=["tensorboard"],
+                                                  data_seed=config.seed),
+        dynamo_backend="inductor" if config.torchcompile else None, log_with=["tensorboard"],
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs"),
-                                            automatic_checkpoint_naming=True, total_limit=config["keep_checkpoints"]))
+                                            automatic_checkpoint_naming=True, total_limit=config.keep_checkpoints))
     zt.check_world_size(accelerator.num_processes)
     zt.quiet_checkpoint_rotation()
     if precision_note:
         accelerator.print(precision_note)
-    world, eval_batch = accelerator.num_processes, config["eval_batch_size"] or config["batch_size"]
-    for key, value in (("batch_size", config["batch_size"]), ("eval_batch_size", eval_batch)):
+    world, eval_batch = accelerator.num_processes, config.eval_batch_size or config.batch_size
+    for key, value in (("batch_size", config.batch_size), ("eval_batch_size", eval_batch)):
         if value % world:
             raise RecipeError(f"{key} {value} must be divisible by the {world} processes")
 
-    set_seed(config["seed"])  # Before the model: the seed decides the initialisation (as Accelerate's examples).
-    net = gaternet_zoo.create_model(config["model"], num_classes=config["num_classes"], **config["model_args"])
+    set_seed(config.seed)  # Before the model: the seed decides the initialisation (as Accelerate's examples).
+    net = gaternet_zoo.create_model(config.model, num_classes=config.num_classes, **config.model_args)
     with accelerator.main_process_first():  # The first process fills the datasets cache, the others read it.
         data = zt.load_training_data(
-            config["data"], model=net, train_split=config["train_split"], eval_split=config["eval_split"],
-            image_column=config["image_column"], label_column=config["label_column"],
-            num_classes=config["num_classes"], val_split=config["val_split"], test_at_end=config["test_at_end"],
-            max_train_samples=config["max_train_samples"], max_eval_samples=config["max_eval_samples"],
-            channels_last=config["channels_last"])
+            config.data, model=net, train_split=config.train_split, eval_split=config.eval_split,
+            image_column=config.image_column, label_column=config.label_column,
+            num_classes=config.num_classes, val_split=config.val_split, test_at_end=config.test_at_end,
+            max_train_samples=config.max_train_samples, max_eval_samples=config.max_eval_samples,
+            channels_last=config.channels_last)
     pipeline, num_classes, gated = data.pipeline, data.num_classes, has_gates(net)
     if net.num_classes != num_classes:
         net.reset_classifier(num_classes)
     # Warm starts fill the fresh model before the gate bias, the device move and the optimizer; a resumed run takes
     # its weights from the checkpoint, and keeps the record of the warm starts of its first start.
     if checkpoint is None:
-        warm_starts = [zt.warm_start(net, config[key], part=part).record()
-                       for key, part in (("init_from", "model"), ("init_gater_from", "gater")) if config[key]]
+        warm_starts = [zt.warm_start(net, source, part=part).record()
+                       for source, part in ((config.init_from, "model"), (config.init_gater_from, "gater")) if source]
         for warm in warm_starts:
             accelerator.print(f"warm start: {warm['description']}")
     else:
         warm_starts = run_record.warm_starts()
-    if config["gate_init_bias"] is not None:
-        zt.set_gate_init_bias(net, config["gate_init_bias"])
+    if config.gate_init_bias is not None:
+        zt.set_gate_init_bias(net, config.gate_init_bias)
     net = net.to(accelerator.device)  # On its device and memory format before the optimizer is built.
-    if config["channels_last"]:
+    if config.channels_last:
         net = net.to(memory_format=torch.channels_last)
-    ema = ModelEmaV3(net, decay=config["model_ema_decay"]) if config["model_ema"] else None
-    gate_objective = zt.GateObjective.from_config(net, config)
+    ema = ModelEmaV3(net, decay=config.model_ema_decay) if config.model_ema else None
+    gate_objective = zt.GateObjective(net, config.gate_l1, config.gate_budget, config.gate_budget_target,
+                                      config.gate_budget_weight)
 
     train_dl, eval_dls, loader_generator = build_dataloaders(config, data, eval_batch)
     micro_steps = len(train_dl)
-    steps_per_epoch = -(-micro_steps // config["grad_accum_steps"])
+    steps_per_epoch = -(-micro_steps // config.grad_accum_steps)
     optimizer, scheduler = build_optimizer(config, net, steps_per_epoch)
     warmup = zt.GateWarmup.for_model(
-        net, discrete_prob_start=config["gate_discrete_prob_start"], noise_std_start=config["gate_noise_std_start"],
-        discrete_prob_steps=round(config["gate_discrete_prob_warmup_epochs"] * steps_per_epoch),
-        noise_steps=round(config["gate_noise_warmup_epochs"] * steps_per_epoch))
+        net, discrete_prob_start=config.gate_discrete_prob_start, noise_std_start=config.gate_noise_std_start,
+        discrete_prob_steps=round(config.gate_discrete_prob_warmup_epochs * steps_per_epoch),
+        noise_steps=round(config.gate_noise_warmup_epochs * steps_per_epoch))
     model, optimizer, train_dl, *eval_dls = accelerator.prepare(net, optimizer, train_dl, *eval_dls)
     if ema is not None:
         accelerator.register_for_checkpointing(ema)
     # The global RNG drives the gater's training noise: one stream per process from here on, or the two halves of a
     # batch would share their noise (every process was seeded alike so that the initial weights agree).
-    set_seed(config["seed"], device_specific=True)
-    criterion = torch.nn.CrossEntropyLoss(label_smoothing=config["label_smoothing"])
+    set_seed(config.seed, device_specific=True)
+    criterion = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
     start_epoch, skip_batches, global_step, carried = 0, 0, 0, {}
     if checkpoint is not None:
-        zt.check_checkpoint_matches(checkpoint, model, config["model"])
+        zt.check_checkpoint_matches(checkpoint, model, config.model)
         zt.check_resume(checkpoint, config, steps_per_epoch=steps_per_epoch, micro_steps=micro_steps,
                         num_processes=world)
         accelerator.load_state(str(checkpoint))
@@ -305,14 +167,14 @@ def training_function(config: dict[str, Any], args: argparse.Namespace) -> dict[
         if checkpoint is not None:
             run_record.truncate_epochs(start_epoch)
     accelerator.init_trackers("train", config={k: v if isinstance(v, (int, float, str, bool)) else str(v)
-                                               for k, v in {**config, "num_processes": world}.items()})
+                                               for k, v in {**config.to_dict(), "num_processes": world}.items()})
 
     def train_input(pixels: torch.Tensor, epoch: int, index: int) -> torch.Tensor:
         if pipeline.kind != "tensor":
             return pipeline.prepare_batch(pixels, train=True)
         # Crops and flips of the whole global batch, this process's slice kept: the same for any process count.
-        offsets, flips = pipeline.augment.sample(config["batch_size"],
-                                                 augmentation_generator(config["seed"], epoch, index))
+        offsets, flips = pipeline.augment.sample(config.batch_size,
+                                                 augmentation_generator(config.seed, epoch, index))
         local = slice(accelerator.process_index * len(pixels), (accelerator.process_index + 1) * len(pixels))
         return pipeline.normalize(pipeline.augment.apply(pixels, offsets[local], flips[local]))
 
@@ -337,18 +199,18 @@ def training_function(config: dict[str, Any], args: argparse.Namespace) -> dict[
     def diverged(what: str, x: torch.Tensor | None, epoch: int, index: int) -> zt.TrainingDivergedError:
         good = [p for p in zt.list_checkpoints(out) if (p / CHECKPOINT_STATE).is_file()]
         return zt.TrainingDivergedError(zt.divergence_message(
-            what, step=global_step + 1, epoch=epoch + 1, num_epochs=config["epochs"], batch=index,
+            what, step=global_step + 1, epoch=epoch + 1, num_epochs=config.epochs, batch=index,
             lr=optimizer.param_groups[0]["lr"], inputs_finite=None if x is None else bool(torch.isfinite(x).all()),
             last_checkpoint=str(good[-1]) if good else None))
 
-    split, every, record = ("val_" if config["val_split"] else ""), config["checkpoint_every_steps"], {}
+    split, every, record = ("val_" if config.val_split else ""), config.checkpoint_every_steps, {}
     check_grads = accelerator.mixed_precision != "fp16"  # fp16's loss scaler skips inf gradients by design.
     final_net = ema.module if ema is not None else net
-    clock = zt.TimeEstimate(accelerator, config["epochs"] - start_epoch, micro_steps, skip_batches)
-    for epoch in range(start_epoch, config["epochs"]):
+    clock = zt.TimeEstimate(accelerator, config.epochs - start_epoch, micro_steps, skip_batches)
+    for epoch in range(start_epoch, config.epochs):
         model.train()
         train_dl.set_epoch(epoch)
-        loader_generator.manual_seed(config["seed"] + epoch)  # Worker seeds of this epoch, same after a resume.
+        loader_generator.manual_seed(config.seed + epoch)  # Worker seeds of this epoch, same after a resume.
         first = skip_batches if epoch == start_epoch else 0
         loader = accelerator.skip_first_batches(train_dl, first) if first else train_dl
         if first:
@@ -356,7 +218,7 @@ def training_function(config: dict[str, Any], args: argparse.Namespace) -> dict[
         sums = dict(carried) if first else {"loss": 0.0, "ce": 0.0, "gate": 0.0, "batches": 0.0}
         running = torch.zeros(4, dtype=torch.float64, device=accelerator.device)  # loss, ce, gate, non-finite
         t0, progress = time.perf_counter(), zt.EpochProgress(accelerator, micro_steps, first,
-                                                              f"epoch {epoch + 1}/{config['epochs']}")
+                                                              f"epoch {epoch + 1}/{config.epochs}")
         for index, batch in enumerate(loader, start=first):
             if warmup is not None:
                 warmup.apply(net, global_step)
@@ -370,8 +232,8 @@ def training_function(config: dict[str, Any], args: argparse.Namespace) -> dict[
                 running += torch.stack([loss.detach(), ce.detach(), gate_term.detach(),
                                         (~torch.isfinite(loss.detach())).to(loss.dtype)]).double()
                 if accelerator.sync_gradients:
-                    norm = accelerator.clip_grad_norm_(model.parameters(), config["clip_grad"]) \
-                        if config["clip_grad"] else zt.grad_norm(model.parameters())
+                    norm = accelerator.clip_grad_norm_(model.parameters(), config.clip_grad) \
+                        if config.clip_grad else zt.grad_norm(model.parameters())
                     bad = torch.stack([running[3].float(), (~torch.isfinite(norm.float())).float() * check_grads])
                     if bool((accelerator.reduce(bad, "sum") if world > 1 else bad).any()):
                         what = "the loss" if bad[0] else f"the gradient norm ({float(norm)})"
@@ -397,7 +259,7 @@ def training_function(config: dict[str, Any], args: argparse.Namespace) -> dict[
         final_metrics = evaluate(ema.module, eval_dls[0]) if ema is not None else metrics
         record = {"epoch": epoch, "global_step": global_step, "lr": zt.param_group_lr(optimizer),
                   "train_loss": float(means[0]), "train_ce": float(means[1]), "train_gate_loss": float(means[2]),
-                  "train_images_per_sec": (micro_steps - first) * config["batch_size"] / train_time,
+                  "train_images_per_sec": (micro_steps - first) * config.batch_size / train_time,
                   "epoch_train_seconds": train_time, "num_processes": world, **zt.gate_settings(net, optimizer),
                   **zt.metric_fields(metrics, split), **gate_objective.epoch_fields(metrics, split),
                   **(zt.metric_fields(final_metrics, split, ema=True) if ema is not None else {})}
@@ -405,7 +267,7 @@ def training_function(config: dict[str, Any], args: argparse.Namespace) -> dict[
             run_record.append_epoch(record)
         accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "epoch"},
                         step=global_step)
-        accelerator.print(f"epoch {epoch + 1}/{config['epochs']}: loss {record['train_loss']:.4f}  {data.eval_name} "
+        accelerator.print(f"epoch {epoch + 1}/{config.epochs}: loss {record['train_loss']:.4f}  {data.eval_name} "
                           f"top1 {metrics['top1']:.2f}  top5 {metrics['top5']:.2f}  "
                           f"{record['train_images_per_sec']:.0f} img/s" + (
                               f"  open gates {metrics['gate_open_fraction']:.3f}" if gated else "") +
@@ -429,37 +291,37 @@ def training_function(config: dict[str, Any], args: argparse.Namespace) -> dict[
     return {**record, **(zt.metric_fields(test, "test_") if test is not None else {})}
 
 
-def save_final(config: dict[str, Any], data: zt.TrainingData, net: torch.nn.Module, measured: dict[str, Any],
+def save_final(config: TrainConfig, data: zt.TrainingData, net: torch.nn.Module, measured: dict[str, Any],
                on_test: bool, images_per_sec: float | None, runtime: dict[str, Any]) -> None:
     """Write ``final/`` (and ``test_metrics.json``): the weights with the figures measured on them."""
-    run_record, pipeline = zt.RunRecord(config["output_dir"]), data.pipeline
+    run_record, pipeline = zt.RunRecord(config.output_dir), data.pipeline
     if on_test:
         run_record.write_test_metrics(zt.metric_fields(measured, "test_"))
     zt.save_trained_model(
         net, run_record.final_dir, num_classes=data.num_classes, label_names=data.label_names,
         metrics={**{k: measured[k] for k in ("top1", "top5", "eval_loss", "eval_samples")},
-                 "eval_split": config["eval_split"] if on_test else data.eval_name, "epochs": config["epochs"],
+                 "eval_split": config.eval_split if on_test else data.eval_name, "epochs": config.epochs,
                  "train_images_per_sec": images_per_sec, "num_processes": runtime["num_processes"]},
-        gate_stats=measured["_gate_stats"], push_to_hub=config["push_to_hub"],
-        dataset=config["data"] if isinstance(config["data"], str) else data.source.description,
+        gate_stats=measured["_gate_stats"], push_to_hub=config.push_to_hub,
+        dataset=config.data if isinstance(config.data, str) else data.source.description,
         mean_std=(pipeline.normalize.mean, pipeline.normalize.std) if pipeline.kind == "tensor" else None,
         recipe={"command": runtime["command"], "config": str((run_record.path / run_record.CONFIG).resolve()),
                 **({"warm_start": "; ".join(w["description"] for w in runtime["warm_starts"])}
                    if runtime["warm_starts"] else {})})
 
 
-def build_dataloaders(config: dict[str, Any], data: zt.TrainingData, eval_batch: int):
+def build_dataloaders(config: TrainConfig, data: zt.TrainingData, eval_batch: int):
     """Training loader (shuffled by Accelerate's seedable sampler once prepared), evaluation loaders, generator."""
     # Explicit generators keep the DataLoaders from drawing (worker) seeds out of the global RNG.
-    workers = data.pipeline.num_workers if config["num_workers"] is None else config["num_workers"]
-    generator = torch.Generator().manual_seed(config["seed"])
-    train_dl = torch.utils.data.DataLoader(data.train, batch_size=config["batch_size"], shuffle=True, drop_last=True,
+    workers = data.pipeline.num_workers if config.num_workers is None else config.num_workers
+    generator = torch.Generator().manual_seed(config.seed)
+    train_dl = torch.utils.data.DataLoader(data.train, batch_size=config.batch_size, shuffle=True, drop_last=True,
                                            num_workers=workers, persistent_workers=workers > 0, generator=generator)
     eval_dls = [torch.utils.data.DataLoader(ds, batch_size=eval_batch, num_workers=workers,
-                                            generator=torch.Generator().manual_seed(config["seed"]))
+                                            generator=torch.Generator().manual_seed(config.seed))
                 for ds in (data.eval, data.test) if ds is not None]
     if len(train_dl) == 0:
-        raise RecipeError(f"{len(data.train)} training images make no full batch of {config['batch_size']}; "
+        raise RecipeError(f"{len(data.train)} training images make no full batch of {config.batch_size}; "
                           "lower batch_size or raise max_train_samples")
     return train_dl, eval_dls, generator
 

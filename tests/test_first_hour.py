@@ -255,7 +255,7 @@ def test_train_help_shows_the_defaults_that_run_and_what_data_takes(capsys: pyte
         return options.split(f'{option} ', 1)[1].split(' --', 1)[0]
 
     config, _ = train.parse_args([])
-    assert (config['epochs'], config['batch_size'], config['lr']) == (20, 64, 0.05)  # recipes/configs/default.yaml
+    assert (config.epochs, config.batch_size, config.lr) == (20, 64, 0.05)  # recipes/configs/default.yaml
     assert help_of('--epochs EPOCHS').endswith('(default: 20)')
     assert help_of('--batch-size BATCH_SIZE').endswith('(default: 64)')
     assert help_of('--lr LR').endswith('(default: 0.05)')

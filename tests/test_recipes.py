@@ -118,17 +118,17 @@ def test_shipped_configs_parse(path: Path) -> None:
     import gaternet_zoo
 
     config, _ = train.parse_args(["--config", str(path)])
-    assert gaternet_zoo.is_model(config["model"]), config["model"]
+    assert gaternet_zoo.is_model(config.model), config.model
 
 
 def test_config_layering(tmp_path: Path) -> None:
     cfg = tmp_path / "c.yaml"
     cfg.write_text("lr: 0.2\nepochs: 7\nbatch-size: 64\n")
     config, args = train.parse_args(["--config", str(cfg), "--lr", "0.3"])
-    assert (config["lr"], config["epochs"], config["batch_size"]) == (0.3, 7, 64)
+    assert (config.lr, config.epochs, config.batch_size) == (0.3, 7, 64)
     default, _ = train.parse_args([])
-    assert default["model"] == yaml.safe_load(train.DEFAULT_CONFIG.read_text())["model"]
-    assert args.resume is None and "resume" not in config
+    assert default.model == yaml.safe_load(train.DEFAULT_CONFIG.read_text())["model"]
+    assert args.resume is None and "resume" not in config.to_dict()
 
 
 def test_unknown_config_key(tmp_path: Path) -> None:
@@ -152,7 +152,7 @@ def test_lr_schedule_is_timms_per_update() -> None:
         scheduler.step_update(step)
         lrs.append(optimizer.param_groups[0]["lr"])
     assert lrs == pytest.approx([0.01, 0.055, 0.1, 0.05, 0.0], abs=1e-12)
-    config["sched"], config["warmup_epochs"], config["decay_epochs"] = "step", 0.0, 3.0
+    config = dataclasses.replace(config, sched="step", warmup_epochs=0.0, decay_epochs=3.0)
     optimizer, scheduler = train.build_optimizer(config, gaternet_zoo.create_model("cifar_resnet20"), 10)
     lrs = []
     for step in (0, 29, 30, 60):

@@ -109,6 +109,7 @@ def test_screening_refuses_a_record_that_is_not_its_arms_run(tmp_path: Path) -> 
     record = tmp_path / 'records' / 'paper'
     record.mkdir(parents=True)
     config, _ = screen.train_recipe.parse_args(screen.arm_argv(screen.load_spec(path), 'paper', resume=False))
+    config = config.to_dict()  # as the run's config.yaml holds it
     config['gate_init_bias'] = 3.0
     (record / 'config.yaml').write_text(yaml.safe_dump(config))
     (record / 'metrics.jsonl').write_text(json.dumps({'epoch': 0, 'val_top1': 50.0, 'train_loss': 1.0}) + '\n')

@@ -93,8 +93,8 @@ def test_cifar_configs_default_to_auto_precision() -> None:
     assert configs
     for path in configs:
         config, _ = train.parse_args(["--config", str(path)])
-        assert config["mixed_precision"] == "auto", path.name
-        assert config["channels_last"], path.name
+        assert config.mixed_precision == "auto", path.name
+        assert config.channels_last, path.name
 
 
 # ------------------------------------------------------------------------------------------------- gate options

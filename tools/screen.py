@@ -96,7 +96,7 @@ def _record(spec: dict[str, Any], name: str) -> dict[str, Any]:
     if not record.epochs() or not record.has_config():
         raise FileNotFoundError(f'{folder}: no record of arm {name!r}; run `python -m tools.screen run ...` first')
     config = record.config()
-    wanted, _ = train_recipe.parse_args(arm_argv(spec, name, resume=False))
+    wanted = train_recipe.parse_args(arm_argv(spec, name, resume=False))[0].to_dict()
     # Every setting that shapes the training must be the arm's; data is a path, the same data may sit elsewhere.
     # (A key the record lacks was written before the setting existed, as a resume treats it.)
     keys = [k for k in RESUME_EXACT_KEYS if k != 'data' and k in config]

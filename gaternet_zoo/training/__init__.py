@@ -13,7 +13,9 @@
   probability and of the gate noise, the gater's own learning-rate scale and weight decay (timm param groups);
 * warm starts (``_warm_start``): a run's weights, a GaterNet's backbone or its gater's feature extractor taken
   from a trained model (``init_from``, ``init_gater_from``), strictly and sha256-checked;
-* Accelerate plumbing (``_recipe``): config files, process-count checks, evaluation fields, ``final/``.
+* the settings (``_config``): :class:`TrainConfig`, every setting with its type, default and meaning, from which
+  the command line, the config-file keys, the checks and the resume's exact keys are generated;
+* Accelerate plumbing (``_recipe``): process-count checks, the run's ``config.yaml``, evaluation fields, ``final/``.
 """
 from ._checks import (
     DIVERGENCE_CAUSES,
@@ -24,6 +26,17 @@ from ._checks import (
     divergence_message,
     grad_norm,
     resolve_mixed_precision,
+)
+from ._config import (
+    CONFIG_GROUPS,
+    RESUME_EXACT_KEYS,
+    DefaultsOnceHelpFormatter,
+    TrainConfig,
+    TrainInvocation,
+    build_train_parser,
+    parse_train_args,
+    read_config_file,
+    setting,
 )
 from ._data import TrainingData, load_training_data
 from ._gates import (
@@ -37,7 +50,6 @@ from ._gates import (
 )
 from ._plots import plot_training_curves
 from ._recipe import (
-    DefaultsOnceHelpFormatter,
     EpochProgress,
     TimeEstimate,
     check_world_size,
@@ -45,13 +57,11 @@ from ._recipe import (
     metric_fields,
     prepare_run_folder,
     quiet_checkpoint_rotation,
-    read_config_file,
     runtime_record,
     save_trained_model,
 )
 from ._resume import (
     LOCK_NAME,
-    RESUME_EXACT_KEYS,
     acquire_run_lock,
     check_resume,
     check_run_lock,
@@ -78,6 +88,7 @@ from ._run_dir import (
 from ._warm_start import INIT_PARTS, WarmStart, resolve_init_source, warm_start
 
 __all__ = [
+    'CONFIG_GROUPS', 'TrainConfig', 'TrainInvocation', 'build_train_parser', 'parse_train_args', 'setting',
     'GATE_BUDGETS', 'GateObjective', 'INIT_PARTS', 'WarmStart', 'resolve_init_source',
     'warm_start',
     'CHECKPOINT_STATE', 'DIVERGENCE_CAUSES', 'DefaultsOnceHelpFormatter', 'EpochProgress', 'GateWarmup',

@@ -182,12 +182,6 @@ class GateObjective:
         # The MAC account is measured once (one forward pass under a FLOP counter); the 'macs' budget reuses it.
         self.macs = MacBudgetLoss(model, target, weight) if has_gates(model) else None
 
-    @classmethod
-    def from_config(cls, model: nn.Module, config: dict[str, Any]) -> GateObjective:
-        """From the recipe's ``gate_l1``, ``gate_budget``, ``gate_budget_target`` and ``gate_budget_weight``."""
-        return cls(model, config['gate_l1'], config['gate_budget'], config['gate_budget_target'],
-                   config['gate_budget_weight'])
-
     def epoch_fields(self, metrics: dict[str, Any], split: str = '') -> dict[str, float]:
         """``{split}macs_used_fraction`` of an evaluation's gates, for the metrics row (empty without gates)."""
         per_block = metrics.get('gate_open_fraction_per_block')

@@ -1,7 +1,6 @@
-"""Recipe plumbing around Accelerate: config files, process checks, the run folder, evaluation fields, final/."""
+"""Recipe plumbing around Accelerate: process checks, the run folder and its record, evaluation fields, final/."""
 from __future__ import annotations
 
-import argparse
 import datetime
 import logging
 import os
@@ -9,13 +8,12 @@ import shlex
 import shutil
 import sys
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import accelerate
 import torch
-import yaml
 from torch import nn
 
 from ..version import __version__
@@ -32,60 +30,9 @@ from ._run_dir import (
 )
 
 __all__ = [
-    'DefaultsOnceHelpFormatter', 'EpochProgress', 'TimeEstimate', 'check_world_size', 'evaluation_metrics',
-    'metric_fields', 'prepare_run_folder', 'quiet_checkpoint_rotation', 'read_config_file', 'runtime_record',
-    'save_trained_model',
+    'EpochProgress', 'TimeEstimate', 'check_world_size', 'evaluation_metrics', 'metric_fields', 'prepare_run_folder',
+    'quiet_checkpoint_rotation', 'runtime_record', 'save_trained_model',
 ]
-
-
-class DefaultsOnceHelpFormatter(argparse.HelpFormatter):
-    """Each default once: appended to an option's help unless the help already says what leaving it unset means."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ''
-        if 'default' in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
-            return text
-        return text + ' (default: %(default)s)'
-
-
-def read_config_file(path: str | os.PathLike, valid_keys: Collection[str], *,
-                     cli_only: Collection[str] = (), ignored: Collection[str] = ('runtime',)) -> dict[str, Any]:
-    """Read a YAML config of settings (keys written with ``_`` or ``-``) and check its keys.
-
-    Args:
-        path: YAML file holding a mapping.
-        valid_keys: Accepted keys (``dest`` spelling).
-        cli_only: Keys that are command-line flags only (refused with that reason).
-        ignored: Keys skipped silently (records a run writes into its own ``config.yaml``).
-
-    Returns:
-        The settings keyed by ``dest``.
-
-    Raises:
-        RecipeError: Missing or malformed file, or a key that is not a setting (named, with the valid ones).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f'config file {path} does not exist')
-    try:
-        loaded = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise RecipeError(f'config file {path} is not valid YAML: {err}') from err
-    if not isinstance(loaded, dict):
-        raise RecipeError(f'config file {path} must hold a mapping of settings, got {type(loaded).__name__}')
-    out = {}
-    for key, value in loaded.items():
-        dest = str(key).replace('-', '_')
-        if dest in ignored:
-            continue
-        if dest in cli_only:
-            raise RecipeError(f'config file {path}: {key!r} is a command-line-only flag, not a config key')
-        if dest not in valid_keys:
-            raise RecipeError(f'config file {path}: unknown key {key!r}. Valid keys: {", ".join(sorted(valid_keys))}')
-        out[dest] = value
-    if not isinstance(out.get('model_args') or {}, dict):
-        raise RecipeError(f'config file {path}: model_args must be a mapping of create_model keyword arguments')
-    return out
 
 
 def check_world_size(num_processes: int | None, script: str = 'recipes/train.py') -> None:

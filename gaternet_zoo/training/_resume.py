@@ -20,24 +20,13 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
+from ._config import RESUME_EXACT_KEYS, TrainConfig
 from ._run_dir import CHECKPOINT_STATE, RecipeError, list_checkpoints
 
 __all__ = [
     'LOCK_NAME', 'RESUME_EXACT_KEYS', 'acquire_run_lock', 'check_resume', 'check_run_lock', 'checkpoint_problem',
     'newest_intact_checkpoint', 'release_run_locks', 'save_checkpoint_state',
 ]
-
-#: Settings whose change makes a resumed run differ from an uninterrupted one: refused on ``--resume``. The others
-#: (evaluation split and size, workers, checkpoint frequency, how many to keep, ``--push-to-hub``) may change.
-RESUME_EXACT_KEYS = (
-    'model', 'model_args', 'num_classes', 'data', 'train_split', 'image_column', 'label_column', 'val_split',
-    'max_train_samples', 'epochs', 'batch_size', 'grad_accum_steps', 'seed', 'lr', 'momentum', 'nesterov',
-    'weight_decay', 'sched', 'warmup_epochs', 'warmup_factor', 'min_lr', 'decay_epochs', 'decay_rate',
-    'label_smoothing', 'clip_grad', 'model_ema', 'model_ema_decay', 'gate_l1', 'gate_budget', 'gate_budget_target',
-    'gate_budget_weight', 'gate_init_bias', 'gate_discrete_prob_start', 'gate_discrete_prob_warmup_epochs',
-    'gate_noise_std_start', 'gate_noise_warmup_epochs', 'gater_lr_scale', 'gater_weight_decay', 'mixed_precision',
-    'channels_last', 'torchcompile', 'init_from', 'init_gater_from',
-)
 
 #: The run folder's lock file: JSON with the owner's pid, host and process start time.
 LOCK_NAME = 'train.lock'
@@ -59,7 +48,7 @@ def _show(value: Any) -> str:
     return 'unset' if value is None else str(value)
 
 
-def check_resume(checkpoint: Path, config: Mapping[str, Any], *, steps_per_epoch: int, micro_steps: int,
+def check_resume(checkpoint: Path, config: TrainConfig | Mapping[str, Any], *, steps_per_epoch: int, micro_steps: int,
                  num_processes: int = 1, exact_keys: Collection[str] = RESUME_EXACT_KEYS) -> dict[str, Any]:
     """Refuse a resume that would not continue the run exactly, before anything is loaded.
 
@@ -69,7 +58,7 @@ def check_resume(checkpoint: Path, config: Mapping[str, Any], *, steps_per_epoch
 
     Args:
         checkpoint: The complete checkpoint folder to resume from.
-        config: This invocation's resolved settings.
+        config: This invocation's resolved settings (a mapping: as a ``config.yaml`` holds them).
         steps_per_epoch: Optimizer steps per epoch with these settings and this data.
         micro_steps: Batches per epoch.
         num_processes: Processes of this run (each reads its own ``random_states_<i>.pkl``).
@@ -84,6 +73,8 @@ def check_resume(checkpoint: Path, config: Mapping[str, Any], *, steps_per_epoch
     import yaml
 
     checkpoint = Path(checkpoint)
+    if isinstance(config, TrainConfig):
+        config = config.to_dict()  # Compared key by key with the run's config.yaml, which holds to_dict()'s form.
     run_dir = checkpoint.parent.parent
     record_path = run_dir / 'config.yaml'
     previous: dict[str, Any] = {}

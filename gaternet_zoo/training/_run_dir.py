@@ -350,14 +350,16 @@ class RunRecord:
         return complete[-1] if complete else None
 
     # --- writing (the recipe, main process) -------------------------------------------------------------------
-    def write_config(self, config: dict[str, Any], runtime: dict[str, Any]) -> None:
-        """Write ``config.yaml``: the settings and their ``runtime`` record.
+    def write_config(self, config: Any, runtime: dict[str, Any]) -> None:
+        """Write ``config.yaml``: the settings (a :class:`TrainConfig` or a mapping) and their ``runtime`` record.
 
-        A resumed run rewrites it only after :func:`check_resume` refused any change of a setting that shapes the
-        training, so the file always describes the run that produced the checkpoints.
+        ``TrainConfig.from_dict`` reads the file back (its ``runtime`` skipped); a resume reads it as its lowest
+        config layer. A resumed run rewrites it only after :func:`check_resume` refused any change of a setting that
+        shapes the training, so the file always describes the run that produced the checkpoints.
         """
+        settings = config.to_dict() if hasattr(config, 'to_dict') else dict(config)
         (self.path / self.CONFIG).write_text(
-            yaml.safe_dump({**jsonable(config), 'runtime': jsonable(runtime)}, sort_keys=False))
+            yaml.safe_dump({**jsonable(settings), 'runtime': jsonable(runtime)}, sort_keys=False))
 
     def append_epoch(self, record: dict[str, Any]) -> None:
         """Append one epoch to ``metrics.jsonl`` (everything) and ``summary.csv`` (scalars, timm's file)."""
