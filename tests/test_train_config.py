@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 import typing
 from pathlib import Path
 
@@ -15,10 +14,9 @@ import yaml
 from gaternet_zoo import training as zt
 from gaternet_zoo.training import RecipeError, TrainConfig, TrainInvocation, parse_train_args
 from gaternet_zoo.training._config import _add_argument, _base_type, flag_name
+from recipes import train as train_recipe
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'tools'))
-
-from recipe_module import TRAIN, train_recipe  # noqa: E402
+TRAIN = Path(train_recipe.__file__)
 
 CONFIG_FIELDS = dataclasses.fields(TrainConfig)
 FLAG_FIELDS = [f for f in CONFIG_FIELDS if f.metadata['flag']]
@@ -168,7 +166,7 @@ def test_a_field_asks_only_for_known_checks() -> None:
 
 
 def test_flags_are_the_ones_of_before() -> None:
-    parser = train_recipe().build_parser()
+    parser = train_recipe.build_parser()
     flags = [s for a in parser._actions for s in a.option_strings if s.startswith('--') and s != '--help']
     assert flags == FLAGS_BEFORE
 
@@ -296,7 +294,7 @@ def test_precedence_on_resume(tmp_path: Path) -> None:
 
 
 def test_the_recipes_parse_args_is_parse_train_args_with_default_yaml() -> None:
-    config, args = train_recipe().parse_args([])
+    config, args = train_recipe.parse_args([])
     assert config == TrainConfig.from_dict(zt.read_config_file(TRAIN.parent / 'configs' / 'default.yaml'))
     assert (args.config, args.resume, args.overwrite) == (None, None, False)
 
