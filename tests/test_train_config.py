@@ -233,8 +233,9 @@ def test_dict_round_trip() -> None:
 
 def test_yaml_round_trip_through_the_run_folder(tmp_path: Path) -> None:
     config = dataclasses.replace(_changed(), model_args={'gate_noise_std': 0.5})
-    zt.write_run_config(tmp_path, config, {'num_processes': 1, 'command': 'train.py'})
-    written = yaml.safe_load((tmp_path / 'config.yaml').read_text())
+    record = zt.RunRecord(tmp_path)
+    record.write_config(config, {'num_processes': 1, 'command': 'train.py'})
+    written = record.config()
     assert written['runtime']['num_processes'] == 1  # the record of the run, kept next to the settings
     assert TrainConfig.from_dict(written) == config  # runtime skipped
     assert TrainConfig.from_dict(zt.read_config_file(tmp_path / 'config.yaml')) == config
