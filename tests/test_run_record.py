@@ -73,3 +73,23 @@ def test_one_curve_figure_for_test_and_validation_runs(tmp_path: Path) -> None:
         plot_training_curves([test_run, val_run], tmp_path / 'mixed.png', split='val')
     with pytest.raises(ValueError, match='no epochs'):
         plot_training_curves([tmp_path / 'empty'], tmp_path / 'empty.png')
+
+
+def test_a_snapshot_keeps_the_newest_complete_checkpoint_whole(tmp_path: Path) -> None:
+    from tools.snapshot_run import snapshot
+
+    record = _finished_run(tmp_path / 'runs' / 'long')
+    for n, complete in ((3, True), (4, True), (5, False)):  # checkpoint_5 was being written when the run stopped
+        folder = record.path / 'checkpoints' / f'checkpoint_{n}'
+        folder.mkdir(parents=True)
+        (folder / 'model.safetensors').write_bytes(b'weights %d' % n)
+        if complete:
+            (folder / 'training_state.json').write_text(json.dumps({'epoch': n, 'global_step': 10 * n}))
+    dest = snapshot(record.path, tmp_path / 'in_progress')
+    copied = RunRecord(dest)
+    assert copied.newest_checkpoint() == dest / 'checkpoints' / 'checkpoint_4'  # a folder, not its files flattened
+    assert (copied.newest_checkpoint() / 'model.safetensors').read_bytes() == b'weights 4'
+    assert [p.name for p in copied.checkpoints()] == ['checkpoint_4'] and copied.epochs() == record.epochs()
+    assert copied.config() == record.config()
+    with pytest.raises(FileNotFoundError, match='no complete checkpoint'):
+        snapshot(_finished_run(tmp_path / 'runs' / 'fresh').path, tmp_path / 'in_progress')
