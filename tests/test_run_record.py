@@ -90,6 +90,10 @@ def test_a_snapshot_keeps_the_newest_complete_checkpoint_whole(tmp_path: Path) -
     assert copied.newest_checkpoint() == dest / 'checkpoints' / 'checkpoint_4'  # a folder, not its files flattened
     assert (copied.newest_checkpoint() / 'model.safetensors').read_bytes() == b'weights 4'
     assert [p.name for p in copied.checkpoints()] == ['checkpoint_4'] and copied.epochs() == record.epochs()
-    assert copied.config() == record.config()
+    assert copied.config() == record.config() and not copied.final_dir.exists()
+    (record.final_dir).mkdir()
+    (record.final_dir / 'model.safetensors').write_bytes(b'final')
+    assert (RunRecord(snapshot(record.path, tmp_path / 'in_progress')).final_dir / 'model.safetensors').read_bytes() \
+        == b'final'  # a finished run keeps its final weights for publishing
     with pytest.raises(FileNotFoundError, match='no complete checkpoint'):
         snapshot(_finished_run(tmp_path / 'runs' / 'fresh').path, tmp_path / 'in_progress')

@@ -5,8 +5,9 @@
 A long run outlives the machine it started on: its folder (``runs/`` is not committed) is copied without the older
 checkpoints and without the TensorBoard logs, keeping what ``recipes/train.py --resume latest`` needs: the
 settings (``config.yaml``), the metric files, and ``checkpoints/checkpoint_<n>/`` whole (weights, optimizer, RNG
-states, position). The copy replaces the previous snapshot of the same run, and is read back through
-:class:`~gaternet_zoo.training.RunRecord` before this returns: the checkpoint it finds must be the one copied.
+states, position); a finished run's ``final/`` and test figure come along for publishing. The copy replaces the
+previous snapshot of the same run, and is read back through :class:`~gaternet_zoo.training.RunRecord` before this
+returns: the checkpoint it finds must be the one copied.
 Resume from it with ``cp -r checkpoints_in_progress/<run> runs/`` and ``--resume latest``.
 """
 from __future__ import annotations
@@ -41,6 +42,11 @@ def snapshot(run_dir: Path, dest_root: Path = DEFAULT_DEST) -> Path:
         if (run.path / name).is_file():
             shutil.copy2(run.path / name, tmp / name)
     shutil.copytree(checkpoint, tmp / 'checkpoints' / checkpoint.name)
+    for name in (RunRecord.TEST_METRICS,):
+        if (run.path / name).is_file():
+            shutil.copy2(run.path / name, tmp / name)
+    if run.final_dir.is_dir():  # a finished run: its final weights, which publishing reads
+        shutil.copytree(run.final_dir, tmp / RunRecord.FINAL)
     copied = RunRecord(tmp).newest_checkpoint()
     if copied is None or copied.name != checkpoint.name:
         raise RuntimeError(f'{tmp}: the copy does not read back as {checkpoint.name}; the snapshot was not replaced')
