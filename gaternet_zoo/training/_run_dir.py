@@ -10,6 +10,7 @@ demo, the results tables, the screening and the plots.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import shutil
@@ -80,13 +81,13 @@ def find_checkpoint(resume: str, run_dir: Path) -> Path:
                 f'--resume {resume}: not a complete checkpoint folder (no {CHECKPOINT_STATE} in it) and not a run '
                 'folder with a checkpoints/ subfolder')
         run_dir = path
-    complete = [p for p in list_checkpoints(run_dir) if (p / CHECKPOINT_STATE).is_file()]
-    if not complete:
+    newest = RunRecord(run_dir).newest_checkpoint()
+    if newest is None:
         raise RecipeError(
             f"--resume {resume}: no complete checkpoint found; looked for {Path(run_dir) / 'checkpoints'}/"
             f'checkpoint_<n>/{CHECKPOINT_STATE}. Start a new run without --resume (add --overwrite to reuse the '
             'folder).')
-    return complete[-1]
+    return newest
 
 
 def check_checkpoint_matches(checkpoint: Path, model: nn.Module, model_name: str) -> None:
@@ -204,6 +205,7 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+@dataclasses.dataclass(frozen=True)
 class RunRecord:
     """A run folder, or the record of a run committed beside its published weights: its files, written and read.
 
@@ -225,17 +227,10 @@ class RunRecord:
     EVAL_TEST = 'eval_test.json'
     FINAL = 'final'
 
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
+    path: Path
 
-    def __repr__(self) -> str:
-        return f'RunRecord({str(self.path)!r})'
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, RunRecord) and other.path == self.path
-
-    def __hash__(self) -> int:
-        return hash(self.path)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, 'path', Path(self.path))  # a str or os.PathLike given, a Path kept
 
     @property
     def name(self) -> str:
