@@ -43,7 +43,8 @@ def _add_list(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         'list', help='list the zoo models (name, its gated_ alias, the weight tags it has)',
         description='List the zoo models: each name, its gated_ alias and, after "weights:", the tags with published '
-                    'weights (create_model("NAME.TAG", pretrained=True); like timm.list_models(pretrained=True)). '
+                    'weights, the default first (create_model("NAME", pretrained=True) loads the default, '
+                    'create_model("NAME.TAG", pretrained=True) any; like timm.list_models(pretrained=True)). '
                     f'"{GENERIC_MODEL}" itself is not listed: it is the generic builder behind '
                     'gaternet_zoo.gate(backbone, ...), for any backbone of `gaternet-zoo plugins`.')
     p.add_argument('filter', nargs='?', default='',
@@ -60,11 +61,19 @@ def _add_list(sub: argparse._SubParsersAction) -> None:
             for name in gz.list_plugins():
                 print(f'{name}: {gz.get_plugin(name).description}')
             return 0
+        from timm.models import get_pretrained_cfg
+
         tagged = gz.list_models(pretrained=True, include_backbones=args.backbones)
         weights: dict[str, list[str]] = {}
         for name in tagged:
             arch, _, tag = name.partition('.')
             weights.setdefault(arch, []).append(tag)
+        for arch, tags in weights.items():
+            # The tag `pretrained=True` loads comes first and says so (the others stay loadable as NAME.TAG).
+            default = get_pretrained_cfg(arch).tag
+            if default in tags:
+                tags.remove(default)
+                tags.insert(0, f'{default} (default)')
         rows = []
         for name in tagged if args.pretrained else gz.list_models(include_backbones=args.backbones):
             if name == GENERIC_MODEL:

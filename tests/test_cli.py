@@ -59,7 +59,8 @@ def test_list_glob_finds_aliases_and_says_when_nothing_matches(capsys):
     assert _names(capsys.readouterr().out) == ['gaternet_resnet20.cifar10', 'gaternet_resnet20.cifar10_macs50']
     assert main(['list', '*resnet20.*', '--pretrained', '--backbones']) == 0
     assert _names(capsys.readouterr().out) == gz.list_pretrained('*resnet20.*') == [
-        'cifar_resnet20.cifar10', 'gaternet_resnet20.cifar10', 'gaternet_resnet20.cifar10_macs50']
+        'cifar_resnet20.cifar10', 'cifar_resnet20.cifar10_e200', 'gaternet_resnet20.cifar10',
+        'gaternet_resnet20.cifar10_macs50']
     assert main(['list', 'gated_nothing*']) == 1
     captured = capsys.readouterr()
     assert captured.out == '' and "No zoo model matches 'gated_nothing*'" in captured.err

@@ -82,9 +82,18 @@ def test_list_marks_the_models_with_weights_and_has_no_generic_row(capsys: pytes
         tagged.setdefault(arch, []).append(tag)
     assert tagged, 'the zoo publishes weights'
     for name, line in rows.items():
-        assert line.endswith('weights: ' + ', '.join(tagged[name])) if name in tagged else 'weights:' not in line
+        if name not in tagged:
+            assert 'weights:' not in line
+            continue
+        # The tag pretrained=True loads comes first, marked; the others follow.
+        default = gz.create_model(name, pretrained=False).pretrained_cfg['tag']
+        shown = line.split('weights: ', 1)[1].split(', ')
+        assert shown[0] == f'{default} (default)'
+        assert sorted([default, *shown[1:]]) == sorted(tagged[name])
     assert cli_main(['list', '--backbones', 'cifar_resnet2*']) == 0
-    assert capsys.readouterr().out.splitlines()[0].split() == ['cifar_resnet20', 'weights:', 'cifar10']
+    # Two weight sets: the 200-epoch default and the 30-epoch weights, loadable by tag.
+    assert capsys.readouterr().out.splitlines()[0].split() == [
+        'cifar_resnet20', 'weights:', 'cifar10_e200', '(default),', 'cifar10']
 
 
 def test_list_into_a_closed_pipe_ends_quietly(capsys: pytest.CaptureFixture) -> None:
