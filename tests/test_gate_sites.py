@@ -13,6 +13,7 @@ from collections.abc import Callable
 import pytest
 import timm
 import torch
+from tiers import slow_except
 from torch import nn
 
 import gaternet_zoo as gz
@@ -27,6 +28,8 @@ pytestmark = pytest.mark.usefixtures('one_torch_thread')
 #: A small backbone per plugin for the tests below; a plugin not listed is tested on its first supported model.
 REPRESENTATIVE = {'native': 'cifar_resnet20', 'timm_resnet': 'resnet18'}
 PLUGINS = gz.list_plugins()
+# Fast tier: the native ResNet and timm's; every plugin runs in `make test`.
+PLUGIN_PARAMS = slow_except(PLUGINS, fast={'native', 'timm_resnet'})
 
 
 def _representative(plugin_name: str) -> str:
@@ -119,7 +122,7 @@ def test_macs_refuse_a_site_conv_that_does_not_run() -> None:
         gaternet_macs(model, gates=gates)
 
 
-@pytest.mark.parametrize('plugin_name', PLUGINS)
+@pytest.mark.parametrize('plugin_name', PLUGIN_PARAMS)
 def test_every_plugin_slot_runs_once_and_names_its_conv(plugin_name: str) -> None:
     """What the build check enforces, seen from outside, for each registered plugin on a backbone of its own."""
     with torch.device('meta'):
@@ -152,7 +155,7 @@ def _routes(backbone: str) -> dict[str, Callable[[], nn.Module]]:
     }
 
 
-@pytest.mark.parametrize('plugin_name', PLUGINS)
+@pytest.mark.parametrize('plugin_name', PLUGIN_PARAMS)
 def test_every_route_builds_the_same_initialisation(plugin_name: str) -> None:
     backbone = _representative(plugin_name)
     states = {}
@@ -167,7 +170,7 @@ def test_every_route_builds_the_same_initialisation(plugin_name: str) -> None:
         assert all(torch.equal(state[k], reference[k]) for k in reference), f'{route} initialises differently'
 
 
-@pytest.mark.parametrize('plugin_name', PLUGINS)
+@pytest.mark.parametrize('plugin_name', PLUGIN_PARAMS)
 def test_gates_act_at_initialisation_on_every_route(plugin_name: str) -> None:
     """All-closed and all-open gates give different outputs on a freshly built model, whatever the route."""
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))

@@ -201,6 +201,7 @@ def test_set_execution_refolds_after_an_in_place_write_through_data() -> None:
 
 # ------------------------------------------------------------------------------------------------------ 5. inputs
 
+@pytest.mark.slow  # issue 25: out of `make test-fast` (torch.compile takes seconds per model)
 @pytest.mark.parametrize('name', ['gaternet_resnet20', 'cifar_resnet20'])
 def test_compiled_model_still_refuses_nan_pixels(name: str) -> None:
     torch.manual_seed(0)
@@ -306,6 +307,7 @@ def _set_metric(folder: Path, key: str, value: float, *, card: bool) -> None:
         (folder / 'README.md').write_text(text.replace(f'| {old:.2f} |', f'| {value:.2f} |'))
 
 
+@pytest.mark.slow  # issue 25: out of `make test-fast` (evaluates a published model on the built-in subset)
 def test_validate_folder_does_not_vouch_for_a_false_figure(tmp_path: Path) -> None:
     from gaternet_zoo._publish import validate_folder
     from gaternet_zoo.hub import HubLoadError

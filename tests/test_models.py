@@ -16,6 +16,7 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from tiers import slow_except
 from timm.models.resnet import BasicBlock, Bottleneck
 from torch import nn
 
@@ -102,7 +103,9 @@ def _slots(module: nn.Module) -> list[GateSlot]:
     return [m for m in module.modules() if isinstance(m, GateSlot)]
 
 
-@pytest.fixture(scope='module', params=MODEL_NAMES)
+# Fast tier: a CIFAR basic block, a timm basic block and a timm bottleneck; the deeper and wider ones are slow.
+@pytest.fixture(scope='module', params=slow_except(
+    MODEL_NAMES, fast={'gaternet_resnet20', 'gaternet_resnet18', 'gaternet_resnet50'}))
 def case(request):
     """One model (eval mode), its input and its reference eval gates and logits."""
     torch.manual_seed(0)
@@ -411,13 +414,13 @@ def _timm_last_convs(backbone: nn.Module) -> list[int]:
             for m in backbone.modules() if isinstance(m, (BasicBlock, Bottleneck))]
 
 
-@pytest.mark.parametrize('backbone, kwargs', [
+@pytest.mark.parametrize('backbone, kwargs', slow_except([
     ('resnet18', dict(gater='resnet18', num_classes=7)),
     ('resnext50_32x4d', {}),
     ('seresnet50', {}),
     ('wide_resnet50_2', {}),
     ('resnet50d', {}),
-])
+], fast={'resnet18', 'seresnet50'}, key=lambda case: case[0], unpack=True))
 def test_gate_timm_backbones(backbone, kwargs):
     torch.manual_seed(0)
     model = _randomise_norms(gz.gate(backbone, **kwargs)).eval()
@@ -457,8 +460,10 @@ def test_gate_timm_backbones(backbone, kwargs):
 _TIMM_RESNET = gz.get_plugin('timm_resnet')
 
 
-# All of them (about 80) are checked: on the meta device a build allocates nothing, ~0.1 s per model.
-@pytest.mark.parametrize('name', _TIMM_RESNET.supported_models())
+# All of them (about 80) are checked by `make test`: on the meta device a build allocates nothing, ~0.1 s per
+# model. The fast tier keeps one model per block variant and stem.
+@pytest.mark.parametrize('name', slow_except(_TIMM_RESNET.supported_models(), fast={
+    'resnet18', 'resnet50d', 'resnext50_32x4d', 'seresnet50', 'wide_resnet50_2', 'ecaresnet50d', 'resnetrs50'}))
 def test_timm_resnet_plugin_supports(name):
     with torch.device('meta'):
         backbone = timm.create_model(name)

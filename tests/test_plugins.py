@@ -31,6 +31,7 @@ import timm
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_model, save_model
+from tiers import first_per_group, slow_except
 from torch import nn
 
 import gaternet_zoo as gz
@@ -109,7 +110,11 @@ def _slots(module: nn.Module) -> list[GateSlot]:
     return [m for m in module.modules() if isinstance(m, GateSlot)]
 
 
-@pytest.fixture(scope='module', params=CASES, ids=_case_id)
+# Fast tier: the first representative model of each plugin; the others (and the extra cases) run in `make test`.
+FAST_CASES = {_case_id(c) for c in first_per_group(CASES, group=lambda c: c[0]) if c not in EXTRA_CASES}
+
+
+@pytest.fixture(scope='module', params=slow_except(CASES, fast=FAST_CASES, key=_case_id), ids=_case_id)
 def case(request, tmp_path_factory):
     plugin_name, model_name, backbone_args = request.param
     plugin = gz.get_plugin(plugin_name)

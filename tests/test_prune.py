@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiers import slow_except
 
 import gaternet_zoo as gz
 from gaternet_zoo import GateStatistics, PruningError, prune_gaternet
@@ -40,8 +41,10 @@ def _randomise_norms(model: torch.nn.Module) -> None:
                 m.bias.normal_(0, 0.1, generator=g)
 
 
-@pytest.mark.parametrize('name,size', [('gaternet_resnet20', 32), ('gaternet_wrn28_10', 32),
-                                       ('gaternet_resnet164', 32), ('gaternet_resnet18', 64)])
+@pytest.mark.parametrize('name,size', slow_except([('gaternet_resnet20', 32), ('gaternet_wrn28_10', 32),
+                                                   ('gaternet_resnet164', 32), ('gaternet_resnet18', 64)],
+                                                  fast={'gaternet_resnet20', 'gaternet_wrn28_10'},
+                                                  key=lambda case: case[0], unpack=True))
 def test_pruned_logits_equal_the_gated_model(name: str, size: int, tmp_path: Path) -> None:
     torch.manual_seed(0)
     kwargs = dict(backbone_args=dict(layers=[1, 1, 1], widths=[16, 32, 64])) if name == 'gaternet_wrn28_10' else {}

@@ -15,6 +15,7 @@ import math
 
 import pytest
 import torch
+from tiers import slow_except
 from timm.models import FeatureInfo, get_notrace_functions, get_notrace_modules
 from torch import nn
 
@@ -26,8 +27,8 @@ pytestmark = pytest.mark.usefixtures('one_torch_thread')
 MODEL_NAMES = gz.list_models()
 # The ImageNet-size models (and the generic one, ImageNet-size by default) build full-size backbones for the cfg and
 # feature tests: seconds to a minute each, so they run in `make test` but not in `make test-fast` (issue 25).
-MODEL_PARAMS = [pytest.param(n, marks=pytest.mark.slow)
-                if n == 'gaternet' or gz.get_pretrained_cfg(n).input_size[-1] > 32 else n for n in MODEL_NAMES]
+# The deeper and wider CIFAR models repeat ResNet-20's code path: they also run in `make test` only.
+MODEL_PARAMS = slow_except(MODEL_NAMES, fast={'gaternet_resnet20'})
 BATCH = 2
 SIDE = 32  # input side of the tiny models (the ImageNet families accept it too)
 
