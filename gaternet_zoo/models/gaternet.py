@@ -468,8 +468,7 @@ class GaterNet(nn.Module, ZooHubMixin):
         else:
             why = 'it was saved from a model with another backbone or other gate options'
         return (f'the gater of this checkpoint emits {weight.shape[0]} gates but this GaterNet has '
-                f'{self.gate_size}{self._branch_text()}: {why}. A saved folder\'s config.json records the options '
-                '(load it with from_pretrained or create_model("local-dir:...") without overriding them).')
+                f'{self.gate_size}{self._branch_text()}: {why}')
 
     def _load_from_state_dict(self, state_dict: dict[str, torch.Tensor], prefix: str, local_metadata: dict,
                               strict: bool, missing_keys: list[str], unexpected_keys: list[str],
@@ -477,7 +476,8 @@ class GaterNet(nn.Module, ZooHubMixin):
         # Loading stays strict (the gater's fc2 refuses the other shape); this adds why, and what to build instead.
         hint = self.state_dict_mismatch_hint(state_dict, prefix)
         if hint:
-            error_msgs.append(hint[0].upper() + hint[1:])
+            error_msgs.append(f'{hint[0].upper()}{hint[1:]}. A folder written by save_pretrained records the options '
+                              'in its config.json: load it with from_pretrained or create_model("local-dir:...").')
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
 
