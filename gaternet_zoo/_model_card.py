@@ -125,7 +125,9 @@ def render_model_card(model: nn.Module, repo_id: str | None = None, **kwargs: An
             ('Backbone', f'`{model.backbone_name}` ({count_params(model.backbone) / 1e6:.3f} M params)'),
             ('Gater', f'`{model.gater_name}` + FC bottleneck {model.gater.fc1.out_features} '
                       f'({count_params(model.gater) / 1e6:.3f} M params)'),
-            ('Gates', f'{model.gate_size} over {len(model.gate_sites)} residual blocks'),
+            ('Gates', f'{model.gate_size} over {len(model.gate_sites)} residual blocks' + (
+                f' ({model.num_filter_gates} filter gates and {model.num_branch_gates} branch gates, one per '
+                'residual branch)' if getattr(model, 'num_branch_gates', 0) else '')),
         ]
         metrics += [
             ('backbone MACs per image (dense)', f'{macs["backbone"] / 1e6:.2f} M'),

@@ -30,7 +30,7 @@ from .layers.pruning import PruningError
 __all__ = [
     'GateSite', 'GatingPlugin', 'BlockGatingPlugin', 'GatePoint', 'register_gating_plugin', 'get_plugin',
     'list_plugins', 'find_plugin', 'plugin_for_name', 'UnknownPluginError', 'UnsupportedBackboneError',
-    'ENTRY_POINT_GROUP',
+    'ENTRY_POINT_GROUP', 'fresh_shortcut',
 ]
 
 _logger = logging.getLogger(__name__)
@@ -47,12 +47,16 @@ class GateSite:
         num_channels: Number of gated filters.
         offset: Index of the site's first gate in the flat gate vector (forward order).
         conv: Qualified name of the conv whose output filters are gated (for MAC accounting).
+        branch_offset: Index of the site's branch gate in the flat gate vector, or ``None`` when the site has none
+            (the default; a GaterNet built with ``branch_gates=True`` gives one to every site whose block adds its
+            branch to a shortcut the plugin knows). A closed branch gate closes every filter gate of the site.
     """
 
     name: str
     num_channels: int
     offset: int = 0
     conv: str = ''
+    branch_offset: int | None = None
 
 
 class UnknownPluginError(KeyError):
@@ -137,6 +141,15 @@ class GatingPlugin:
         """
         return None
 
+    def has_shortcut(self, block: nn.Module) -> bool:
+        """Whether the gated ``block`` adds its branch to a shortcut that :meth:`shortcut_only` computes.
+
+        Such a block can skip its branch (skip execution) and take a branch gate (``GaterNet(branch_gates=True)``).
+        The default: every block of a plugin that implements :meth:`shortcut_only`; a family in which some blocks
+        have no residual (an inverted residual without skip) overrides it.
+        """
+        return self.overrides('shortcut_only')
+
     def overrides(self, hook: str) -> bool:
         """Whether this plugin implements the optional hook ``hook`` (e.g. ``'shortcut_only'``) itself."""
         return getattr(type(self), hook) is not getattr(GatingPlugin, hook)
@@ -155,6 +168,15 @@ class GatingPlugin:
         """timm model names this plugin is known to handle (for listings and error messages)."""
         import timm
         return timm.list_models(list(self.model_patterns)) if self.model_patterns else []
+
+
+def fresh_shortcut(shortcut: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``shortcut`` as a tensor of its own: a copy when it is the block's input ``x`` itself (an identity shortcut).
+
+    A :meth:`GatingPlugin.shortcut_only` returns it, so that an in-place op after the block (a ReLU) cannot change
+    the tensor its caller still holds as the block's input.
+    """
+    return shortcut.clone() if shortcut is x else shortcut
 
 
 def offsets_in_order(sites: Iterable[GateSite]) -> list[GateSite]:
@@ -260,6 +282,12 @@ class BlockGatingPlugin(GatingPlugin):
     gate_points: tuple[GatePoint, ...] = ()
     #: Attribute of a block without a residual that holds its slot (parameter-free: no ``state_dict`` key).
     slot_attr: str = 'gate'
+
+    def has_shortcut(self, block: nn.Module) -> bool:
+        """Whether ``block`` adds its branch to a shortcut (its gate point's ``residual``) and this plugin
+        implements :meth:`shortcut_only` for it."""
+        point = self.gate_point(block)
+        return point is not None and _has_residual(point.residual, block) and self.overrides('shortcut_only')
 
     def channelwise_after_conv(self, model: nn.Module, site: GateSite) -> bool:
         """True: a declared gated conv is the last conv of its branch, followed only by per-channel operations (norm,

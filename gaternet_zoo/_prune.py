@@ -25,10 +25,15 @@ __all__ = ['PruningError', 'always_off_filters', 'check_round_to', 'prune_gatern
 
 
 def always_off_filters(model: nn.Module, stats: GateStatistics) -> dict[str, list[int]]:
-    """Per gate site, the filters whose gate never opened over the data ``stats`` accumulated."""
+    """Per gate site, the filters whose gate never opened over the data ``stats`` accumulated.
+
+    With branch gates, a filter whose gate opened only for samples whose branch gate was closed never acted either
+    (:attr:`GateStatistics.effective_firing_rate`), and is removed too.
+    """
     fired = stats.firing_rate
     if fired.numel() != model.gate_size:
         raise ValueError(f'the gate statistics cover {fired.numel()} gates, the model has {model.gate_size}')
+    fired = stats.effective_firing_rate
     return {s.name: [i for i in range(s.num_channels) if fired[s.offset + i] == 0] for s in model.gate_sites}
 
 
@@ -84,6 +89,6 @@ def prune_gaternet(model: nn.Module, stats: GateStatistics, calibration: str = '
     removed = sum(s.num_channels - len(kept.get(s.name, range(s.num_channels))) for s in model.gate_sites)
     pruned.pretrained_cfg = dict(getattr(model, 'pretrained_cfg', None) or {}, pruning={
         'calibration': calibration, 'calibration_samples': stats.count, 'filters_removed': removed,
-        'filters_gated': model.gate_size, 'sites_pruned': len(kept),
+        'filters_gated': getattr(model, 'num_filter_gates', model.gate_size), 'sites_pruned': len(kept),
         'round_to': int(round_to), 'rule': 'filters whose gate was closed for every calibration image'})
     return pruned

@@ -52,15 +52,19 @@ def _check_gated(model: nn.Module, name: str) -> None:
 
 
 def site_table(stats: GateStatistics) -> list[dict[str, Any]]:
-    """Per gate site: name, channels, open fraction and its always-on/always-off/input-dependent gate counts."""
+    """Per gate site: name, channels, open fraction and its always-on/always-off/input-dependent gate counts, and
+    with branch gates the open fraction of the site's branch gate (``branch_open_fraction``)."""
     fired = stats._require()
     rows = []
     for site in stats.gate_sites:
         f = fired[site.offset:site.offset + site.num_channels]
         on, off = int((f == stats.count).sum()), int((f == 0).sum())
-        rows.append(dict(name=site.name, channels=site.num_channels,
-                         open_fraction=(f.float() / stats.count).mean().item(), always_on=on, always_off=off,
-                         input_dependent=site.num_channels - on - off))
+        row = dict(name=site.name, channels=site.num_channels,
+                   open_fraction=(f.float() / stats.count).mean().item(), always_on=on, always_off=off,
+                   input_dependent=site.num_channels - on - off)
+        if getattr(site, 'branch_offset', None) is not None:  # a model with branch gates: reported apart
+            row['branch_open_fraction'] = fired[site.branch_offset].item() / stats.count
+        rows.append(row)
     return rows
 
 
@@ -111,13 +115,16 @@ def plot_firing_histogram(stats: GateStatistics, path: str | os.PathLike, bins: 
 
 def plot_class_gate_heatmap(matrix: torch.Tensor, class_names: list[str] | tuple[str, ...],
                             gate_sites: tuple[Any, ...], path: str | os.PathLike, title: str = '') -> Path:
-    """Heat map of the class x gate mean gate activity; vertical lines separate the gate sites."""
+    """Heat map of the class x gate mean gate activity; vertical lines separate the gate sites (a dashed white one
+    the branch gates, after the filter gates, of a model that has them)."""
     plt = _pyplot()
     data = matrix.float().numpy()
     fig, ax = plt.subplots(figsize=(10.0, max(3.0, 0.3 * data.shape[0] + 1.5)), dpi=120)
     image = ax.imshow(data, aspect='auto', interpolation='nearest', cmap='viridis', vmin=0.0, vmax=1.0)
     for site in gate_sites[1:]:
         ax.axvline(site.offset - 0.5, color='red', linewidth=0.8)
+    if any(getattr(s, 'branch_offset', None) is not None for s in gate_sites):  # branch gates: the last columns
+        ax.axvline(sum(s.num_channels for s in gate_sites) - 0.5, color='white', linewidth=1.5, linestyle='--')
     step = max(1, math.ceil(len(gate_sites) / 30))
     shown = gate_sites[::step]
     ax.set_xticks([s.offset + s.num_channels / 2 - 0.5 for s in shown])
@@ -166,7 +173,9 @@ def write_figures(stats: GateStatistics, out_dir: str | os.PathLike, class_names
     payload = dict(report=report or {}, summary=stats.summary(), sites=site_table(stats),
                    firing_rate=stats.firing_rate.tolist(), class_names=list(class_names),
                    class_gate_matrix=_nan_to_none(matrix.tolist()),
-                   gate_sites=[dict(name=s.name, conv=s.conv, channels=s.num_channels, offset=s.offset)
+                   gate_sites=[dict(name=s.name, conv=s.conv, channels=s.num_channels, offset=s.offset,
+                                    **({'branch_gate': s.branch_offset}
+                                       if getattr(s, 'branch_offset', None) is not None else {}))
                                for s in stats.gate_sites])
     paths['json'] = write_json(payload, out / FIGURE_NAMES['json'])
     return paths

@@ -448,7 +448,8 @@ def evaluate_model(
         params=count_params(model))
     stats = result.gate_stats
     if stats is not None:
-        macs = gaternet_macs(model, data.input_size, stats.firing_rate.unsqueeze(0),
+        # The filters that acted (their branch gate open too, where the model has branch gates) are what count.
+        macs = gaternet_macs(model, data.input_size, stats.effective_firing_rate.unsqueeze(0),
                              branch_closed=stats.per_site_closed_fraction())
         summary = stats.summary()
         report.update(
@@ -458,6 +459,9 @@ def evaluate_model(
             mean_open_fraction=summary['mean_open_fraction'], always_on=summary['always_on'],
             always_off=summary['always_off'], input_dependent=summary['input_dependent'],
             per_site_open_fraction=summary['per_site_open_fraction'])
+        if 'branch_gates' in summary:  # reported apart: one gate per residual branch, after the filter gates
+            report.update(branch_gates=summary['branch_gates'],
+                          per_site_branch_open_fraction=summary['per_site_branch_open_fraction'])
         report.update(_kept_gate_summary(model, stats))
     else:
         device = next(model.parameters()).device
@@ -501,6 +505,10 @@ def _kept_gate_summary(model: nn.Module, stats: GateStatistics) -> dict[str, Any
                 per_site_open_fraction=per_site)
 
 
+def _mean(values: dict[str, float]) -> float:
+    return sum(values.values()) / max(len(values), 1)
+
+
 def _human(n: float) -> str:
     for unit, scale in (('G', 1e9), ('M', 1e6), ('K', 1e3)):
         if abs(n) >= scale:
@@ -528,6 +536,9 @@ def format_report(report: dict[str, Any]) -> str:
                                   f"{report['gate_sites']} sites" + (
                                       f" ({report['gates_pruned']:,} more pruned with their filters)"
                                       if report.get('gates_pruned') else '')),
+            *([('branch gates open', f"{100.0 * _mean(report['per_site_branch_open_fraction']):.1f} % of "
+                                     f"{report['branch_gates']} (one per residual branch, counted above too)")]
+              if report.get('branch_gates') else []),
             ('gates always on', f"{report['always_on']:,}"),
             ('gates always off', f"{report['always_off']:,}"),
             ('gates input-dep.', f"{report['input_dependent']:,}"),

@@ -8,8 +8,9 @@
 * :class:`MacBudgetLoss`: a budget on the backbone's compute, DGNet style (Li et al., ICCV 2021):
   ``(backbone MACs used given the gates / dense backbone MACs - target)^2`` over the batch mean. A closed gate
   saves the one output filter of the gated conv it closes, and a block whose gates are all closed saves the rest
-  of its branch too (skip execution does not run it): the same analytic count as
-  :func:`gaternet_zoo.utils.gaternet_macs` reports, so the budget trained for is the figure a model card shows.
+  of its branch too (skip execution does not run it); a closed branch gate saves its whole branch, every conv of
+  it: the same analytic count as :func:`gaternet_zoo.utils.gaternet_macs` reports, so the budget trained for is
+  the figure a model card shows.
 
 Each loss is a scalar that carries the straight-through gradient of the binarised gates back to the gater.
 """
@@ -21,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .utils.gate_stats import effective_gates
 from .utils.macs import gaternet_macs
 
 __all__ = ['gate_l1_loss', 'gate_target_rate_loss', 'MacBudgetLoss']
@@ -62,6 +64,8 @@ def gate_target_rate_loss(
         gates: B x c gates.
         target: Wanted fraction of open gates in every site, in [0, 1].
         gate_sites: The model's ``gate_sites`` (``offset``, ``num_channels``); ``None`` treats all gates as one site.
+            Where a site has a branch gate (``branch_offset``), its rate is that of its filters' gates times the
+            branch gate (:func:`~gaternet_zoo.utils.gate_stats.effective_gates`): the filters that act.
         weight: Factor of the loss.
 
     Returns:
@@ -72,6 +76,7 @@ def gate_target_rate_loss(
     gates = gates.float()
     if not gate_sites:
         return weight * (gates.mean() - target).pow(2)
+    gates = effective_gates(gates, gate_sites)
     rates = torch.stack([gates[:, s.offset:s.offset + s.num_channels].mean() for s in gate_sites])
     return weight * (rates - target).pow(2).mean()
 
@@ -85,6 +90,11 @@ class MacBudgetLoss(nn.Module):
     ``prod_j (1 - gate_j)`` over the site's gates: exact for binary gates, and differentiable through the
     straight-through gates. The module has no parameters and no ``state_dict`` entries.
 
+    With branch gates (``GaterNet(branch_gates=True)``), a site's saving with branch gate ``b`` is
+    ``(1 - b) * whole_branch + b * (its saving by the filter gates, as above)``, where ``whole_branch`` is every
+    conv of the branch (the gated conv and the rest): exact for binary gates, what skip execution does not run,
+    and differentiable in ``b`` with the full branch's weight.
+
     Args:
         model: The :class:`~gaternet_zoo.GaterNet` whose gates are budgeted.
         target: Wanted share of the dense backbone MACs, in [0, 1] (e.g. 0.5).
@@ -97,7 +107,9 @@ class MacBudgetLoss(nn.Module):
         super().__init__()
         _check_target(target)
         macs = gaternet_macs(model, input_size)
-        cost = torch.zeros(model.gate_size, dtype=torch.float64)
+        self.gate_size = int(model.gate_size)
+        self.num_filter_gates = int(getattr(model, 'num_filter_gates', model.gate_size))
+        cost = torch.zeros(self.num_filter_gates, dtype=torch.float64)
         for site in model.gate_sites:
             cost[site.offset:site.offset + site.num_channels] = macs['gated_conv_macs'][site.name] / site.num_channels
         self.target = float(target)
@@ -107,32 +119,49 @@ class MacBudgetLoss(nn.Module):
         self.gateable_macs = float(cost.sum()) + float(sum(branch))
         # Not registered buffers: the budget is recomputed from the model, never loaded from a checkpoint.
         self._cost = (cost / self.dense_macs).float()
-        # Per site: (offset, width, share of the dense MACs its skipped branch saves); 0 where it cannot be skipped.
-        self._branches = [(s.offset, s.num_channels, b / self.dense_macs) for s, b in zip(model.gate_sites, branch)]
+        # Per site: (offset, width, share of the dense MACs its skipped branch saves besides the gated conv (0 where
+        # it cannot be skipped), index of its branch gate or None, share of its whole branch).
+        self._branches = [
+            (s.offset, s.num_channels, b / self.dense_macs, getattr(s, 'branch_offset', None),
+             (macs['gated_conv_macs'][s.name] + b) / self.dense_macs) for s, b in zip(model.gate_sites, branch)]
 
     def used_fraction(self, gates: torch.Tensor) -> torch.Tensor:
         """Per-sample share of the dense backbone MACs used given ``gates`` (B x gate_size) -> (B,)."""
         _check_gates(gates)
-        closed = 1.0 - gates.float()
-        saved = closed @ self._cost.to(gates.device)
-        for offset, width, branch in self._branches:
-            if branch:
-                saved = saved + branch * closed[:, offset:offset + width].prod(1)
+        if gates.shape[1] != self.gate_size:
+            raise ValueError(f'gates must be B x {self.gate_size} (the model\'s gate vector), got shape '
+                             f'{tuple(gates.shape)}.')
+        gates = gates.float()
+        closed = 1.0 - gates[:, :self.num_filter_gates]
+        cost = self._cost.to(gates.device)
+        saved = closed @ cost
+        for offset, width, rest, branch_gate, whole in self._branches:
+            site_closed = closed[:, offset:offset + width]
+            by_filters = site_closed.prod(1) * rest if rest else 0.0
+            if branch_gate is None:
+                saved = saved + by_filters
+                continue
+            # (1 - b) * whole + b * (filter saving); the linear filter saving is already in `saved`.
+            b = gates[:, branch_gate]
+            linear = site_closed @ cost[offset:offset + width]
+            saved = saved + (1.0 - b) * (whole - linear) + b * by_filters
         return 1.0 - saved
 
     def used_fraction_from_rates(self, open_rate: torch.Tensor, branch_closed: Sequence[float]) -> float:
         """Mean share of the dense backbone MACs used, from statistics over a data set.
 
         Args:
-            open_rate: Per gate, the fraction of samples for which it was open (gate_size,).
-            branch_closed: Per gate site, in the model's site order, the fraction of samples whose gates there
-                were all closed.
+            open_rate: Per filter gate, the fraction of samples for which it acted: it was open, and so was its
+                site's branch gate (``GateStatistics.effective_firing_rate``; ``firing_rate`` without branch
+                gates). A gate_size-long vector is cut to its filter gates.
+            branch_closed: Per gate site, in the model's site order, the fraction of samples whose branch did
+                not run: its gates all closed, or its branch gate closed (``per_site_closed_fraction``).
         """
-        saved = ((1.0 - open_rate.float().cpu()) @ self._cost).item()
+        saved = ((1.0 - open_rate.float().cpu()[:self.num_filter_gates]) @ self._cost).item()
         if len(branch_closed) != len(self._branches):
             raise ValueError(f'branch_closed needs one fraction per gate site ({len(self._branches)}), '
                              f'got {len(branch_closed)}.')
-        return 1.0 - saved - sum(branch * float(c) for (_, _, branch), c in zip(self._branches, branch_closed))
+        return 1.0 - saved - sum(rest * float(c) for (_, _, rest, _, _), c in zip(self._branches, branch_closed))
 
     def forward(self, gates: torch.Tensor) -> torch.Tensor:
         """``weight * (mean used fraction - target)^2``."""

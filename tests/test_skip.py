@@ -166,4 +166,28 @@ def test_plugins_say_which_optional_hooks_they_implement() -> None:
     native, resnet, convnext = get_plugin('native'), get_plugin('timm_resnet'), get_plugin('timm_convnext')
     assert native.overrides('shortcut_only') and native.overrides('open_filters_forward')
     assert resnet.overrides('shortcut_only') and not resnet.overrides('open_filters_forward')
-    assert not convnext.overrides('shortcut_only')
+    # Every family with residual blocks knows their shortcut (issue 26: branch gates); DenseNet has none.
+    for name in ('timm_convnext', 'timm_resnetv2', 'timm_regnet', 'timm_efficientnet'):
+        assert get_plugin(name).overrides('shortcut_only') and not get_plugin(name).overrides('open_filters_forward')
+    assert not get_plugin('timm_densenet').overrides('shortcut_only')
+    assert not convnext.overrides('open_filters_forward')
+
+
+def test_all_closed_blocks_of_every_residual_family_are_skipped() -> None:
+    """Where a plugin knows the shortcut, a block whose gates are all closed does not run its branch."""
+    torch.manual_seed(0)
+    model = gz.gate('test_convnext', gater='cifar_resnet8', gater_args=dict(widths=[4, 8, 16], stem_width=4),
+                    num_classes=10).eval()
+    site = model.gate_sites[1]
+    dw = model.backbone.get_submodule(site.name).conv_dw
+    calls: list[int] = []
+    dw.register_forward_hook(lambda *args: calls.append(1))
+    gates = torch.ones(1, model.gate_size)
+    gates[:, site.offset:site.offset + site.num_channels] = 0
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(x, gates=gates)
+        assert calls == [1]
+        model.set_execution('skip')
+        torch.testing.assert_close(model(x, gates=gates), expected, rtol=1e-5, atol=1e-5)
+    assert calls == [1]

@@ -122,9 +122,12 @@ def load_weights(model: nn.Module, path: str | os.PathLike, *, sha256: str | Non
             f'loaded.')
     parts = state_dict_mismatches(expected, cleaned, ignore=dropped)
     if parts:
+        # A model may say why in its own terms (a GaterNet: a gater head of another width, e.g. branch gates).
+        explain = getattr(model, 'state_dict_mismatch_hint', None)
+        hint = explain(cleaned) if callable(explain) else None
         raise StateDictMismatchError(
             f'The weights in {path} do not fit {label}: ' + '; '.join(parts) + '. The checkpoint was saved from '
-            'a different architecture or configuration; nothing was loaded.')
+            'a different architecture or configuration' + (f' ({hint})' if hint else '') + '; nothing was loaded.')
 
     if dropped or len(cleaned) != len(state_dict) or any(a != b for a, b in zip(cleaned, state_dict)):
         if dropped:

@@ -210,7 +210,7 @@ class GateContext:
 
 
 class GateSlot(nn.Module):
-    """Multiplies a feature map by its slice of the current gate vector.
+    """Multiplies a feature map by its slice of the current gate vector (and by its branch gate, if it has one).
 
     Args:
         context: The context shared with the other slots of the model.
@@ -218,6 +218,9 @@ class GateSlot(nn.Module):
         num_channels: Number of gated channels (filters) at this site.
         name: Name of the block the slot sits in, for error messages and statistics.
         after: An optional parameter-free module run after the gate (timm's ``drop_path`` slot holds it).
+        branch_offset: Index of the site's branch gate in the flat gate vector, or ``None`` (no branch gate). The
+            site's filter gates are multiplied by it, so a closed branch gate zeroes the whole branch and the
+            block gives its shortcut.
     """
 
     def __init__(
@@ -227,6 +230,7 @@ class GateSlot(nn.Module):
             num_channels: int,
             name: str = '',
             after: nn.Module | None = None,
+            branch_offset: int | None = None,
     ) -> None:
         super().__init__()
         self.context = context
@@ -234,6 +238,7 @@ class GateSlot(nn.Module):
         self.num_channels = num_channels
         self.name = name
         self.after = after
+        self.branch_offset = branch_offset
         # Kept filters of a pruned site (sorted indices into num_channels), None when nothing is pruned. Not
         # persistent: a pruned model's config records them, and its conv and norm shapes follow from them.
         self.register_buffer('kept', None, persistent=False)
@@ -241,6 +246,13 @@ class GateSlot(nn.Module):
     def set_kept_channels(self, kept: torch.Tensor | None) -> None:
         """Make this a pruned site: the feature map holds only the ``kept`` filters, put back at their indices."""
         self.kept = None if kept is None else torch.as_tensor(kept, dtype=torch.long)
+
+    def site_gates(self, gates: torch.Tensor) -> torch.Tensor:
+        """The gates that act on this site's filters (B x num_channels): its filter gates times its branch gate."""
+        gate = gates[:, self.offset:self.offset + self.num_channels]
+        if self.branch_offset is not None:
+            gate = gate * gates[:, self.branch_offset:self.branch_offset + 1]
+        return gate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gates = self.context.gates
@@ -251,7 +263,7 @@ class GateSlot(nn.Module):
                 f'Gate site {self.name!r} expects {width} channels but the feature map has '
                 f'{x.shape[1]}: the backbone was changed after the gates were installed.')
         if gates is not None:
-            gate = gates[:, self.offset:self.offset + self.num_channels]
+            gate = self.site_gates(gates)
             if self.kept is not None:
                 gate = gate.index_select(1, self.kept)
             x = x * gate[:, :, None, None].to(x.dtype)
@@ -264,4 +276,5 @@ class GateSlot(nn.Module):
 
     def extra_repr(self) -> str:
         pruned = '' if self.kept is None else f', kept={len(self.kept)}'
-        return f'name={self.name!r}, offset={self.offset}, num_channels={self.num_channels}{pruned}'
+        branch = '' if self.branch_offset is None else f', branch_offset={self.branch_offset}'
+        return f'name={self.name!r}, offset={self.offset}, num_channels={self.num_channels}{branch}{pruned}'

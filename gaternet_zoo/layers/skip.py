@@ -10,8 +10,11 @@ by 0. In skip mode, at inference:
 * a residual block whose gates are closed for the whole batch does not run its branch at all: its output is what
   the shortcut gives (the plugin says how, see ``GatingPlugin.shortcut_only``).
 
-Both read the gates of the forward call in progress from the site's gate slot. Convs this cannot slice (grouped
-convs, timm's ``CondConv2d``) run densely, which is still exact.
+A site's gates here are the gates that act on its filters: its filter gates times its branch gate where the model
+has branch gates (``GaterNet(branch_gates=True)``), so a branch gate closed for the whole batch skips the branch,
+and one closed for some samples only removes those samples from the open filters. Both read the gates of the
+forward call in progress from the site's gate slot. Convs this cannot slice (grouped convs, timm's ``CondConv2d``)
+run densely, which is still exact.
 """
 from __future__ import annotations
 
@@ -48,7 +51,7 @@ def open_filters(slot: GateSlot, multiple: int = 1) -> torch.Tensor | None:
     memo = slot.context.memo()  # the block and its gated conv both ask: derive it once per forward call
     if memo is not None and slot.offset in memo:
         return memo[slot.offset]
-    gate = gates[:, slot.offset:slot.offset + slot.num_channels]
+    gate = slot.site_gates(gates)  # times the site's branch gate, where it has one
     if slot.kept is not None:  # a pruned site: its conv has only the kept filters
         gate = gate.index_select(1, slot.kept)
     is_open = (gate > 0).any(0)
@@ -148,7 +151,7 @@ class SkippingBlockForward:
         width = slot.num_channels if slot.kept is None else len(slot.kept)
         if index is not None and index.numel() < width and self.open_filters_forward is not None:
             channels = index if slot.kept is None else slot.kept.index_select(0, index)
-            gate = slot.context.gates[:, slot.offset:slot.offset + slot.num_channels].index_select(1, channels)
+            gate = slot.site_gates(slot.context.gates).index_select(1, channels)
             out = self.open_filters_forward(self.block, x, index, channels, gate)
             if out is not None:
                 return out

@@ -11,6 +11,7 @@ parameter-free gate slots into it) and the gater's encoder is any timm model bui
 """
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from typing import Any
 
@@ -31,6 +32,7 @@ from ..hub import timm_pretrained_args
 from ..layers.gater import Gater
 from ..layers.gates import DEFAULT_THRESHOLD, GateContext, GateSlot, ImprovedSemHash
 from ..layers.skip import SkippingBlockForward, SkippingConvForward, can_slice
+from ..utils.gate_stats import effective_gates
 
 __all__ = ['GaterNet']
 
@@ -67,10 +69,21 @@ class GaterNet(nn.Module, ZooHubMixin):
         pruned_filters: For a pruned export (:func:`~gaternet_zoo.prune_gaternet`): per gate site, the indices of
             the filters its gated conv keeps; the others are removed from the conv and its norm, and their output is
             0 as if their gates were closed. ``None``: nothing pruned.
+        branch_gates: Also emit one gate per residual branch (``False``: the paper's filter gates only). Every gate
+            site whose block adds its branch to a shortcut the gating plugin knows (``GatingPlugin.has_shortcut``)
+            gets one; the other sites (an inverted residual without skip, a DenseNet layer) get none. A branch gate
+            multiplies all of its site's filter gates: closed, the block gives its shortcut, and skip execution
+            does not run the branch. It comes from the same gater head and is binarised the same way.
+
+    Gate layout: the gate vector (``gate_size`` wide) holds the filter gates first, site after site in forward order
+    (site ``s``'s at ``s.offset`` to ``s.offset + s.num_channels``; ``num_filter_gates`` in all), then, with
+    ``branch_gates``, one branch gate per residual site in the same order (site ``s``'s at ``s.branch_offset``).
+    :meth:`gate_site_table`, :meth:`split_gates` and :meth:`split_branch_gates` read it.
 
     Raises:
         ValueError: If a gate slot the plugin installed does not run exactly once in a forward pass of the
-            backbone, or a gate site's ``conv`` does not name a conv that runs with that site's width.
+            backbone, a gate site's ``conv`` does not name a conv that runs with that site's width, or
+            ``branch_gates`` is asked of a backbone without a residual block whose shortcut the plugin knows.
     """
 
     def __init__(
@@ -91,12 +104,15 @@ class GaterNet(nn.Module, ZooHubMixin):
             global_pool: str | None = None,
             pruned_filters: dict[str, list[int]] | None = None,
             gater_input_size: int | list[int] | None = None,
+            branch_gates: bool = False,
     ) -> None:
         super().__init__()
         import timm  # imported here so that gaternet_zoo's own models are registered first
 
         _validation.check_gaternet_args(backbone, gater, num_classes, in_chans, bottleneck, gate_noise_std,
                                         gate_threshold, drop_rate)
+        if not isinstance(branch_gates, bool):
+            raise TypeError(f'branch_gates of GaterNet must be True or False, got {branch_gates!r}.')
         self.in_chans = in_chans
         self.backbone_name = backbone
         self.gater_name = gater
@@ -128,11 +144,16 @@ class GaterNet(nn.Module, ZooHubMixin):
         # Gate slots are parameter-free and share one context: the backbone's state_dict keys stay timm's.
         self._gate_context = GateContext()
         sites = gating_plugin.gate_sites(self.backbone)
+        #: Filter gates: the first ``num_filter_gates`` entries of the gate vector.
+        self.num_filter_gates = sum(s.num_channels for s in sites)
+        self.branch_gates = branch_gates
+        if branch_gates:
+            sites = _with_branch_gates(self.backbone, sites, gating_plugin, backbone)
         for site in sites:
-            gating_plugin.install(
-                self.backbone, site, GateSlot(self._gate_context, site.offset, site.num_channels, site.name))
+            gating_plugin.install(self.backbone, site, GateSlot(
+                self._gate_context, site.offset, site.num_channels, site.name, branch_offset=site.branch_offset))
         self.gate_sites: tuple[GateSite, ...] = tuple(sites)
-        self.gate_size = sum(s.num_channels for s in sites)
+        self.gate_size = _gate_size(self.gate_sites)
         _check_gate_sites(self.backbone, self.gate_sites, self._gate_context, gating_plugin.name, backbone, in_chans)
         self.pruned_filters: dict[str, list[int]] = {}
         if pruned_filters:
@@ -262,7 +283,11 @@ class GaterNet(nn.Module, ZooHubMixin):
             raise ValueError(
                 f'gates must have shape ({batch_size}, {self.gate_size}) (or (1, {self.gate_size}) to share one '
                 f'gate vector across the batch), got {tuple(gates.shape)}. This model has {self.gate_size} gates '
-                f'over {len(self.gate_sites)} sites; see model.gate_sites.')
+                f'over {len(self.gate_sites)} sites{self._branch_text()}; see model.gate_site_table().')
+
+    def _branch_text(self) -> str:
+        n = self.num_branch_gates
+        return f' ({self.num_filter_gates} filter gates, then {n} branch gates)' if n else ''
 
     def forward_gate_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Gater pre-activations ``g'``, shape B x gate_size."""
@@ -299,9 +324,10 @@ class GaterNet(nn.Module, ZooHubMixin):
         """Choose how closed gates act: ``'mask'`` (the default, the paper's) or ``'skip'`` (inference only).
 
         In skip mode each gated conv computes only the filters open for some sample of the batch, and a residual
-        block whose gates are all closed does not run its branch (where its plugin knows the block's shortcut);
-        the logits equal mask mode's. Sites where that would not be exact (an SE module between the gated conv and
-        the gate, a conv that cannot be sliced) stay dense. See ``gaternet_zoo.layers.skip``.
+        block whose gates are all closed (or whose branch gate is closed) for the whole batch does not run its
+        branch (where its plugin knows the block's shortcut); the logits equal mask mode's. Sites where that would
+        not be exact (an SE module between the gated conv and the gate, a conv that cannot be sliced) stay dense.
+        See ``gaternet_zoo.layers.skip``.
 
         Args:
             mode: ``'mask'`` or ``'skip'``.
@@ -323,14 +349,13 @@ class GaterNet(nn.Module, ZooHubMixin):
         if mode == 'skip':
             plugin = get_plugin(self.plugin_name)
             slots = {m.name: m for m in self.backbone.modules() if isinstance(m, GateSlot)}
-            knows_shortcut = plugin.overrides('shortcut_only')
             fast_path = plugin.open_filters_forward if plugin.overrides('open_filters_forward') else None
             for site in self.gate_sites:
                 conv, slot = self.backbone.get_submodule(site.conv), slots[site.name]
                 if plugin.channelwise_after_conv(self.backbone, site) and can_slice(conv):
                     conv.forward = SkippingConvForward(conv, slot, int(width_multiple))
                 block = self.backbone.get_submodule(site.name)
-                if knows_shortcut:
+                if plugin.has_shortcut(block):
                     block.forward = SkippingBlockForward(block, slot, plugin.shortcut_only, fast_path,
                                                          int(width_multiple))
         return self
@@ -390,14 +415,98 @@ class GaterNet(nn.Module, ZooHubMixin):
         config['pruned_filters'] = {**(config.get('pruned_filters') or {}), **kept}
         self._hub_mixin_config = config
 
+    @property
+    def num_branch_gates(self) -> int:
+        """Number of branch gates: the last entries of the gate vector (0 unless built with ``branch_gates``)."""
+        return self.gate_size - self.num_filter_gates
+
     def gate_site_table(self) -> list[dict[str, Any]]:
-        """One row per gate site: block name, gated conv, channels and offset into the gate vector."""
-        return [dict(name=s.name, conv=s.conv, channels=s.num_channels, offset=s.offset) for s in self.gate_sites]
+        """One row per gate site: block name, gated conv, channels, offset into the gate vector, and the index of
+        its branch gate (``branch_gate``; ``None`` for a site without one, and for every site without
+        ``branch_gates``)."""
+        return [dict(name=s.name, conv=s.conv, channels=s.num_channels, offset=s.offset, branch_gate=s.branch_offset)
+                for s in self.gate_sites]
 
     def split_gates(self, gates: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Split a B x gate_size gate tensor into one B x channels tensor per gate site."""
+        """Split a B x gate_size gate tensor into one B x channels tensor of filter gates per gate site.
+
+        The branch gates are not in it (:meth:`split_branch_gates`); :meth:`effective_gates` gives what acts.
+        """
         self._check_gates(gates, gates.shape[0])
         return {s.name: gates[:, s.offset:s.offset + s.num_channels] for s in self.gate_sites}
+
+    def split_branch_gates(self, gates: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The branch gate (a B-long tensor) of every site that has one, from a B x gate_size gate tensor."""
+        self._check_gates(gates, gates.shape[0])
+        return {s.name: gates[:, s.branch_offset] for s in self.gate_sites if s.branch_offset is not None}
+
+    def effective_gates(self, gates: torch.Tensor) -> torch.Tensor:
+        """The gates that act on the filters (B x num_filter_gates): each filter gate times its site's branch gate.
+
+        Without branch gates, the gates themselves. A filter whose effective gate is 0 contributes nothing, and a
+        site whose effective gates are all 0 for a sample has its branch skipped (skip execution).
+        """
+        self._check_gates(gates, gates.shape[0])
+        return effective_gates(gates, self.gate_sites)
+
+    def state_dict_mismatch_hint(self, state_dict: dict[str, torch.Tensor], prefix: str = '') -> str | None:
+        """Why ``state_dict`` cannot load, when its gater emits another number of gates than this model's.
+
+        A checkpoint of a model built with another ``branch_gates`` (or another backbone) has a gater head of
+        another width; loading stays strict, and this says what to build instead. ``None`` when the widths agree.
+        """
+        weight = state_dict.get(prefix + 'gater.fc2.weight')
+        if weight is None or weight.shape[0] == self.gate_size:
+            return None
+        if self.num_branch_gates and weight.shape[0] == self.num_filter_gates:
+            why = ('the checkpoint has no branch gates (a model built with branch_gates=False): build the model '
+                   'with branch_gates=False to load it')
+        elif not self.num_branch_gates and weight.shape[0] > self.num_filter_gates:
+            why = (f'the checkpoint has {weight.shape[0] - self.num_filter_gates} gates more than this model\'s '
+                   f'{self.num_filter_gates} filter gates, as a model built with branch_gates=True has: build the '
+                   'model with branch_gates=True to load it')
+        else:
+            why = 'it was saved from a model with another backbone or other gate options'
+        return (f'the gater of this checkpoint emits {weight.shape[0]} gates but this GaterNet has '
+                f'{self.gate_size}{self._branch_text()}: {why}')
+
+    def _load_from_state_dict(self, state_dict: dict[str, torch.Tensor], prefix: str, local_metadata: dict,
+                              strict: bool, missing_keys: list[str], unexpected_keys: list[str],
+                              error_msgs: list[str]) -> None:
+        # Loading stays strict (the gater's fc2 refuses the other shape); this adds why, and what to build instead.
+        hint = self.state_dict_mismatch_hint(state_dict, prefix)
+        if hint:
+            error_msgs.append(f'{hint[0].upper()}{hint[1:]}. A folder written by save_pretrained records the options '
+                              'in its config.json: load it with from_pretrained or create_model("local-dir:...").')
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+
+def _gate_size(sites: tuple[GateSite, ...] | list[GateSite]) -> int:
+    """Width of the gate vector: every site's filter gates and its branch gate, where it has one."""
+    return sum(s.num_channels for s in sites) + sum(s.branch_offset is not None for s in sites)
+
+
+def _with_branch_gates(backbone: nn.Module, sites: list[GateSite], plugin: GatingPlugin,
+                       backbone_name: str) -> list[GateSite]:
+    """``sites`` with a branch gate for each one whose block has a shortcut the plugin knows, after the filter gates.
+
+    Raises:
+        ValueError: If no site has one.
+    """
+    offset = sum(s.num_channels for s in sites)
+    out = []
+    for site in sites:
+        if plugin.has_shortcut(backbone.get_submodule(site.name)):
+            site = dataclasses.replace(site, branch_offset=offset)
+            offset += 1
+        out.append(site)
+    if offset == sum(s.num_channels for s in sites):
+        raise ValueError(
+            f'branch_gates=True needs residual blocks, but gating plugin {plugin.name!r} knows the shortcut of none '
+            f'of the {len(sites)} gated blocks of {backbone_name!r} (GatingPlugin.has_shortcut). Build it with '
+            'branch_gates=False, or give the plugin a shortcut_only() for its residual blocks.')
+    return out
 
 
 def _plugin_for_name(model_name: str) -> GatingPlugin | None:
@@ -435,7 +544,7 @@ def _check_gate_sites(backbone: nn.Module, sites: tuple[GateSite, ...], context:
     convs = {site.conv: _get_submodule(backbone, site.conv) for site in sites}
     handles += [conv.register_forward_pre_hook(lambda m, args, n=n: counts.update([('conv', n)]))
                 for n, conv in convs.items()]
-    gate_size = sum(s.num_channels for s in sites)
+    gate_size = _gate_size(sites)
     size = tuple((getattr(backbone, 'pretrained_cfg', None) or {}).get('input_size', (in_chans, 224, 224)))[-2:]
     tensors = {**dict(backbone.named_parameters()), **dict(backbone.named_buffers())}
     was_training = backbone.training

@@ -69,6 +69,10 @@ class NativeSlotPlugin(GatingPlugin):
         fn = getattr(block, 'shortcut_output', None)
         return fn(x) if fn is not None else None
 
+    def has_shortcut(self, block: nn.Module) -> bool:
+        # A block that says what its shortcut gives (`shortcut_output`): every block of the zoo's CIFAR ResNets.
+        return callable(getattr(block, 'shortcut_output', None))
+
     def open_filters_forward(self, block: nn.Module, x: torch.Tensor, index: torch.Tensor, channels: torch.Tensor,
                              gate: torch.Tensor) -> torch.Tensor | None:
         fn = getattr(block, 'forward_open_filters', None)

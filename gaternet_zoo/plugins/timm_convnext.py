@@ -12,9 +12,11 @@ timm's pretrained weights ``gamma`` is learned. V2 has no layer scale.
 """
 from __future__ import annotations
 
+import torch
 from timm.models.convnext import ConvNeXt, ConvNeXtBlock
+from torch import nn
 
-from .._plugins import BlockGatingPlugin, GatePoint, register_gating_plugin
+from .._plugins import BlockGatingPlugin, GatePoint, fresh_shortcut, register_gating_plugin
 
 
 @register_gating_plugin
@@ -27,3 +29,7 @@ class TimmConvNeXtPlugin(BlockGatingPlugin):
     model_types = (ConvNeXt,)
     representative_models = ('test_convnext', 'convnextv2_atto')  # Linear MLP (V1), conv MLP + GRN (V2)
     gate_points = (GatePoint(ConvNeXtBlock, conv='mlp.fc2'),)
+
+    def shortcut_only(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+        # `drop_path(branch) + shortcut(x)`, the shortcut an identity or a downsampling conv.
+        return fresh_shortcut(block.shortcut(x), x)

@@ -21,6 +21,7 @@ output projection rather than a conv with a norm; the conv blocks of hybrid mode
 """
 from __future__ import annotations
 
+import torch
 from timm.models._efficientnet_blocks import (
     ConvBnAct,
     DepthwiseSeparableConv,
@@ -57,3 +58,7 @@ class TimmEfficientNetPlugin(BlockGatingPlugin):
         GatePoint(UniversalInvertedResidual, conv=_uir_last_conv, residual='has_skip'),
         GatePoint(ConvBnAct, conv='conv', residual='has_skip'),
     )
+
+    def shortcut_only(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+        # Every block type here runs `drop_path(branch) + x` when it has its skip, and nothing else after the add.
+        return x.clone() if getattr(block, 'has_skip', False) else None

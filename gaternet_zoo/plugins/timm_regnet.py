@@ -17,10 +17,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from timm.models.regnet import Bottleneck, PreBottleneck, RegNet
 from torch import nn
 
-from .._plugins import BlockGatingPlugin, GatePoint, register_gating_plugin
+from .._plugins import BlockGatingPlugin, GatePoint, fresh_shortcut, register_gating_plugin
 
 
 def _has_shortcut(block: nn.Module) -> bool:
@@ -40,6 +41,14 @@ class TimmRegNetPlugin(BlockGatingPlugin):
         GatePoint(Bottleneck, conv='conv3.conv', residual=_has_shortcut),
         GatePoint(PreBottleneck, conv='conv3', residual=_has_shortcut),
     )
+
+    def shortcut_only(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+        if not _has_shortcut(block):
+            return None  # a regnetz block: its output is its branch's
+        if isinstance(block, PreBottleneck):  # the shortcut is taken after the pre-activation norm
+            return fresh_shortcut(block.downsample(block.norm1(x)), x)
+        return block.act3(fresh_shortcut(block.downsample(x), x))
+
     def backbone_args(self, model_name: str) -> dict[str, Any]:
         # The regnetz entry points pass zero_init_last=False themselves; passing it again would be a TypeError.
         return {} if model_name.startswith('regnetz') else {'zero_init_last': False}

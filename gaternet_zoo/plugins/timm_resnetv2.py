@@ -9,9 +9,11 @@ block's ``drop_path`` slot, which timm runs right there, before the residual add
 """
 from __future__ import annotations
 
+import torch
 from timm.models.resnetv2 import Bottleneck, PreActBasic, PreActBottleneck, ResNetV2
+from torch import nn
 
-from .._plugins import BlockGatingPlugin, GatePoint, register_gating_plugin
+from .._plugins import BlockGatingPlugin, GatePoint, fresh_shortcut, register_gating_plugin
 
 
 @register_gating_plugin
@@ -28,3 +30,11 @@ class TimmResNetV2Plugin(BlockGatingPlugin):
         GatePoint(PreActBottleneck, conv='conv3'),
         GatePoint(Bottleneck, conv='conv3'),
     )
+
+    def shortcut_only(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+        if isinstance(block, (PreActBasic, PreActBottleneck)):
+            # A projection shortcut sees the pre-activated input; an identity one the input itself.
+            return block.downsample(block.norm1(x)) if block.downsample is not None else x.clone()
+        if isinstance(block, Bottleneck):
+            return block.act3(fresh_shortcut(block.downsample(x) if block.downsample is not None else x, x))
+        return None

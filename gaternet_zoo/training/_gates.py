@@ -184,7 +184,8 @@ class GateObjective:
 
     def epoch_fields(self, metrics: dict[str, Any], split: str = '') -> dict[str, float]:
         """``{split}macs_used_fraction`` of an evaluation's gates, for the metrics row (empty without gates)."""
-        per_block = metrics.get('gate_open_fraction_per_block')
+        # With branch gates, what counts is the share of each block's filters that acted (branch gate open too).
+        per_block = metrics.get('gate_effective_open_fraction_per_block') or metrics.get('gate_open_fraction_per_block')
         if self.macs is None or per_block is None:
             return {}
         return {f'{split}macs_used_fraction': self.macs_used_fraction(per_block,
@@ -210,9 +211,10 @@ class GateObjective:
         """Share of the dense backbone MACs used given an evaluation's gates.
 
         Args:
-            per_site_open_fraction: Each gated block's mean open fraction.
-            per_site_closed_fraction: Each gated block's fraction of samples with all its gates closed (whose
-                branch skip execution does not run); ``None``: counted as 0.
+            per_site_open_fraction: Each gated block's mean open fraction; with branch gates, of its filters that
+                acted (their branch gate open too: ``GateStatistics.per_site_effective_open_fraction``).
+            per_site_closed_fraction: Each gated block's fraction of samples with all its gates closed, or its
+                branch gate closed (whose branch skip execution does not run); ``None``: counted as 0.
         """
         if self.macs is None:
             return None

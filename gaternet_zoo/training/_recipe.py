@@ -226,7 +226,8 @@ def evaluation_metrics(net: nn.Module, dataloader: Any, accelerator: Any, *,
 
     The fields are ``top1``, ``top5``, ``eval_loss``, ``eval_samples``, ``eval_images_per_sec`` and, for GaterNets,
     ``gate_open_fraction``, ``gates_always_on``/``_off``/``_input_dependent``, ``gate_open_fraction_per_block`` and
-    ``gate_closed_fraction_per_block`` (samples whose gates in the block were all closed);
+    ``gate_closed_fraction_per_block`` (samples whose gates in the block were all closed, or its branch gate), and
+    with branch gates ``gate_branch_open_fraction_per_block`` and ``gate_effective_open_fraction_per_block``;
     ``_gate_stats`` holds the full gate summary (``None`` for plain backbones). See :func:`metric_fields`.
     """
     from ..evaluation import evaluate
@@ -240,6 +241,9 @@ def evaluation_metrics(net: nn.Module, dataloader: Any, accelerator: Any, *,
                     'gates_always_off': gates['always_off'], 'gates_input_dependent': gates['input_dependent'],
                     'gate_open_fraction_per_block': gates['per_site_open_fraction'],
                     'gate_closed_fraction_per_block': gates['per_site_closed_fraction']})
+        if 'per_site_branch_open_fraction' in gates:  # a model with branch gates
+            out.update({'gate_branch_open_fraction_per_block': gates['per_site_branch_open_fraction'],
+                        'gate_effective_open_fraction_per_block': gates['per_site_effective_open_fraction']})
     out['_gate_stats'] = gates
     return out
 

@@ -105,10 +105,12 @@ def _copy_state(target: nn.Module, state: dict[str, torch.Tensor], *, what: str,
     state = {k: v for k, v in state.items() if k not in kept_fresh}
     parts = state_dict_mismatches(expected, state, ignore=kept_fresh)
     if parts:
+        explain = getattr(target, 'state_dict_mismatch_hint', None)  # a GaterNet: e.g. branch gates on one side
+        hint = explain(state) if callable(explain) else None
         raise RecipeError(
-            f'the weights of {source} do not fit the {what}: ' + '; '.join(parts) + '. A warm start needs a source '
-            'of the same architecture (e.g. cifar_resnet56 weights for gaternet_resnet56\'s backbone, '
-            'cifar_resnet20 weights for its gater); nothing was loaded.')
+            f'the weights of {source} do not fit the {what}: ' + '; '.join(parts) + (f' ({hint})' if hint else '')
+            + '. A warm start needs a source of the same architecture (e.g. cifar_resnet56 weights for '
+            'gaternet_resnet56\'s backbone, cifar_resnet20 weights for its gater); nothing was loaded.')
     with torch.no_grad():
         for key, value in state.items():
             expected[key].copy_(value)

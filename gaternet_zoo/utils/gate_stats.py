@@ -6,13 +6,14 @@ needed for that in one pass, batch by batch, with memory independent of the data
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ['GateStatistics', 'has_gates']
+__all__ = ['GateStatistics', 'effective_gates', 'has_gates']
 
 
 def has_gates(model: nn.Module) -> bool:
@@ -25,12 +26,36 @@ def has_gates(model: nn.Module) -> bool:
     return hasattr(base, 'forward_with_gates') and hasattr(base, 'gate_sites')
 
 
+def effective_gates(gates: torch.Tensor, gate_sites: Sequence[Any]) -> torch.Tensor:
+    """The gates that act on the filters (B x filter gates): each filter gate times its site's branch gate.
+
+    Args:
+        gates: B x gate_size gates, laid out as a GaterNet's (filter gates first, then the branch gates).
+        gate_sites: The model's ``gate_sites``; a site's ``branch_offset`` (``None``: no branch gate) says where
+            its branch gate is.
+
+    Returns:
+        ``gates[:, :filter gates]`` with each site's slice multiplied by its branch gate; without branch gates,
+        that slice itself. Differentiable in both.
+    """
+    filters = sum(s.num_channels for s in gate_sites)
+    out = gates[:, :filters]
+    branch_sites = [s for s in gate_sites if getattr(s, 'branch_offset', None) is not None]
+    if not branch_sites:
+        return out
+    ones = gates.new_ones(gates.shape[0], 1)
+    factors = [gates[:, s.branch_offset:s.branch_offset + 1] if getattr(s, 'branch_offset', None) is not None
+               else ones for s in gate_sites]
+    return out * torch.cat([f.expand(-1, s.num_channels) for f, s in zip(factors, gate_sites)], 1)
+
+
 @dataclass
 class GateStatistics:
     """Running gate statistics.
 
     Args:
-        gate_sites: The model's ``gate_sites`` (name, num_channels, offset) for per-block figures.
+        gate_sites: The model's ``gate_sites`` (name, num_channels, offset, and ``branch_offset`` where a site has
+            a branch gate) for per-block figures and the gate vector's layout.
         num_classes: When set, also accumulate the class x gate mean-activity matrix (needs labels).
     """
 
@@ -41,11 +66,24 @@ class GateStatistics:
     class_sum: torch.Tensor | None = None
     class_count: torch.Tensor | None = None
     site_closed: torch.Tensor | None = None
+    #: Per filter gate, samples for which it acted (open, and its site's branch gate open); only with branch gates.
+    effective_fired: torch.Tensor | None = None
     _open_sum: float = field(default=0.0, repr=False)
 
     @property
-    def gate_size(self) -> int:
+    def num_filter_gates(self) -> int:
+        """Filter gates: the first entries of the gate vector."""
         return sum(s.num_channels for s in self.gate_sites)
+
+    @property
+    def branch_sites(self) -> tuple[Any, ...]:
+        """The sites with a branch gate (``GateSite.branch_offset``); none unless the model has branch gates."""
+        return tuple(s for s in self.gate_sites if getattr(s, 'branch_offset', None) is not None)
+
+    @property
+    def gate_size(self) -> int:
+        """Width of the gate vector: the filter gates, then one branch gate per site in :attr:`branch_sites`."""
+        return self.num_filter_gates + len(self.branch_sites)
 
     @torch.no_grad()
     def update(self, gates: torch.Tensor, labels: torch.Tensor | None = None) -> None:
@@ -57,9 +95,17 @@ class GateStatistics:
         if self.fired is None:
             self.fired = torch.zeros(self.gate_size, dtype=torch.long)
         self.fired += on.sum(0)
+        acting = on[:, :self.num_filter_gates]
+        if self.branch_sites:  # a closed branch gate closes its site's filters
+            acting = acting.clone()
+            for s in self.branch_sites:
+                acting[:, s.offset:s.offset + s.num_channels] &= on[:, s.branch_offset:s.branch_offset + 1]
+            if self.effective_fired is None:
+                self.effective_fired = torch.zeros(self.num_filter_gates, dtype=torch.long)
+            self.effective_fired += acting.sum(0)
         if self.site_closed is None:
             self.site_closed = torch.zeros(len(self.gate_sites), dtype=torch.long)
-        self.site_closed += torch.stack([~on[:, s.offset:s.offset + s.num_channels].any(1)
+        self.site_closed += torch.stack([~acting[:, s.offset:s.offset + s.num_channels].any(1)
                                          for s in self.gate_sites], 1).sum(0)
         self.count += gates.shape[0]
         self._open_sum += gates.sum().item()
@@ -84,6 +130,15 @@ class GateStatistics:
         return self._require().float() / self.count
 
     @property
+    def effective_firing_rate(self) -> torch.Tensor:
+        """Per filter gate (``num_filter_gates``): fraction of samples for which it acted, i.e. it was open and so
+        was its site's branch gate. The filter part of :attr:`firing_rate` for a model without branch gates."""
+        fired = self._require()
+        if self.effective_fired is None:
+            return fired[:self.num_filter_gates].float() / self.count
+        return self.effective_fired.float() / self.count
+
+    @property
     def mean_open_fraction(self) -> float:
         """Mean fraction of open gates per sample."""
         self._require()
@@ -95,10 +150,21 @@ class GateStatistics:
         return {s.name: rate[s.offset:s.offset + s.num_channels].mean().item() for s in self.gate_sites}
 
     def per_site_closed_fraction(self) -> dict[str, float]:
-        """Per gate site (block): fraction of samples whose gates there were all closed (skip execution does not
-        run that block's branch for them)."""
+        """Per gate site (block): fraction of samples whose gates there were all closed, or whose branch gate was
+        (skip execution does not run that block's branch for them)."""
         self._require()
         return {s.name: self.site_closed[i].item() / self.count for i, s in enumerate(self.gate_sites)}
+
+    def per_site_branch_open_fraction(self) -> dict[str, float]:
+        """Per site with a branch gate: fraction of samples for which it was open (empty without branch gates)."""
+        rate = self.firing_rate
+        return {s.name: rate[s.branch_offset].item() for s in self.branch_sites}
+
+    def per_site_effective_open_fraction(self) -> dict[str, float]:
+        """Per gate site: mean fraction of its filters that acted (gate open, and its branch gate open); equal to
+        :meth:`per_site_open_fraction` without branch gates."""
+        rate = self.effective_firing_rate
+        return {s.name: rate[s.offset:s.offset + s.num_channels].mean().item() for s in self.gate_sites}
 
     def counts(self) -> dict[str, int]:
         """Numbers of always-on, always-off and input-dependent gates."""
@@ -115,7 +181,16 @@ class GateStatistics:
         return self.class_sum / self.class_count.unsqueeze(1)
 
     def summary(self) -> dict[str, Any]:
-        """JSON-ready summary: samples, mean open fraction, counts, per-site open and all-closed fractions."""
-        return dict(samples=self.count, gate_size=self.gate_size, mean_open_fraction=self.mean_open_fraction,
-                    **self.counts(), per_site_open_fraction=self.per_site_open_fraction(),
-                    per_site_closed_fraction=self.per_site_closed_fraction())
+        """JSON-ready summary: samples, mean open fraction, counts, per-site open and all-closed fractions.
+
+        With branch gates also ``branch_gates`` (their number), ``per_site_branch_open_fraction`` and
+        ``per_site_effective_open_fraction``; the counts and the mean cover every gate, branch gates included.
+        """
+        out = dict(samples=self.count, gate_size=self.gate_size, mean_open_fraction=self.mean_open_fraction,
+                   **self.counts(), per_site_open_fraction=self.per_site_open_fraction(),
+                   per_site_closed_fraction=self.per_site_closed_fraction())
+        if self.branch_sites:
+            out.update(branch_gates=len(self.branch_sites),
+                       per_site_branch_open_fraction=self.per_site_branch_open_fraction(),
+                       per_site_effective_open_fraction=self.per_site_effective_open_fraction())
+        return out

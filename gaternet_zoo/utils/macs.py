@@ -5,7 +5,9 @@ released code). :func:`gaternet_macs` also reports the backbone MACs "used" give
 (``GaterNet.set_execution("skip")``, batch 1) computes. That is the dense count minus, for every closed gate, the
 MACs of the one output filter of the gated conv that the gate discards, and minus, for every sample and residual
 block whose gates are all closed, the rest of that block's branch (which skip execution does not run, where the
-block's plugin knows its shortcut). It is an analytic figure, not a measured speed-up.
+block's plugin knows its shortcut). With branch gates (``GaterNet(branch_gates=True)``) the gates that count are
+the effective ones (each filter gate times its branch gate): a closed branch gate closes all of its site's filters,
+and so counts the whole branch, every conv of it, as saved. It is an analytic figure, not a measured speed-up.
 """
 from __future__ import annotations
 
@@ -67,6 +69,17 @@ def _skippable_branch_macs(model: nn.Module, per_module: dict[str, int],
     return out
 
 
+def _effective_gates(model: nn.Module, gates: torch.Tensor) -> torch.Tensor:
+    """N x num_filter_gates gates that act on the filters, from N x gate_size gates or effective ones already."""
+    filters = getattr(model, 'num_filter_gates', model.gate_size)
+    if gates.ndim == 2 and gates.shape[1] == model.gate_size:
+        return model.effective_gates(gates) if filters != model.gate_size else gates
+    if gates.ndim == 2 and gates.shape[1] == filters:
+        return gates
+    raise ValueError(f'gates must be N x {model.gate_size} (the gate vector) or N x {filters} (effective filter '
+                     f'gates), got shape {tuple(gates.shape)}.')
+
+
 @torch.no_grad()
 def gaternet_macs(model: nn.Module, input_size: tuple[int, ...] | None = None,
                   gates: torch.Tensor | None = None,
@@ -76,11 +89,13 @@ def gaternet_macs(model: nn.Module, input_size: tuple[int, ...] | None = None,
     Args:
         model: A :class:`~gaternet_zoo.GaterNet`.
         input_size: ``(C, H, W)``; defaults to ``model.pretrained_cfg['input_size']``.
-        gates: Optional N x gate_size gates for the "used" backbone MACs: binary gates of N samples, or rows of
-            open rates (e.g. ``GateStatistics.firing_rate``).
-        branch_closed: Per site, the fraction of samples whose gates at that site were all closed. Taken from
-            ``gates`` when not given, which is right for per-sample binary gates; pass it with rates
-            (``GateStatistics.per_site_closed_fraction()``), whose rows cannot tell.
+        gates: Optional gates for the "used" backbone MACs: N x gate_size binary gates of N samples (a model's
+            branch gates applied to their sites' filter gates), or N x ``num_filter_gates`` rows of effective
+            gates or open rates (e.g. ``GateStatistics.effective_firing_rate``: per filter, the fraction of samples
+            for which it acted). A row of ``firing_rate`` (gate_size wide) is right only without branch gates.
+        branch_closed: Per site, the fraction of samples whose branch did not run (its effective gates all
+            closed). Taken from ``gates`` when not given, which is right for per-sample binary gates; pass it with
+            rates (``GateStatistics.per_site_closed_fraction()``), whose rows cannot tell.
 
     Returns:
         ``dict(backbone=, gater=, total=, backbone_used=, gated_conv_macs={site: macs},
@@ -110,7 +125,7 @@ def gaternet_macs(model: nn.Module, input_size: tuple[int, ...] | None = None,
     site_macs = {s.name: per_module[s.conv] for s in model.gate_sites}
     used = None
     if gates is not None:
-        gates = gates.float()
+        gates = _effective_gates(model, gates.float())
         saved = 0.0
         for site in model.gate_sites:
             site_gates = gates[:, site.offset:site.offset + site.num_channels]
