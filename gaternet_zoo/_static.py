@@ -143,7 +143,9 @@ def export_static(
                      if k not in ('pretrained', 'pretrained_cfg', 'pretrained_cfg_overlay')}
     source_cfg = dict(getattr(model, 'pretrained_cfg', None) or {})
     cfg = {k: source_cfg[k] for k in _KEPT_CFG_KEYS if source_cfg.get(k) is not None}
-    cfg.update(num_classes=model.num_classes, classifier=model.get_classifier(name_only=True))
+    cfg['num_classes'] = model.num_classes
+    if isinstance(source_cfg.get('classifier'), str) and source_cfg['classifier'].startswith('backbone.'):
+        cfg['classifier'] = source_cfg['classifier']
     first = source_cfg.get('first_conv')
     first = [first] if isinstance(first, str) else list(first or [])
     if [c for c in first if c.startswith('backbone.')]:
