@@ -99,9 +99,10 @@ def add_prune_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     _add_common(p, 'train', _CALIBRATION_SPLIT_HELP.replace('read the gates from', 'calibrate the pruning on'))
     p.add_argument('--out', type=Path, required=True, help='folder for the pruned model (Hub format)')
     p.add_argument('--overwrite', action='store_true', default=False, help='replace the files of a non-empty --out')
-    p.add_argument('--round-to', type=int, default=1, metavar='N',
+    p.add_argument('--round-to', type=int, default=None, metavar='N',
                    help='keep a multiple of N filters per block (e.g. 8: CPU conv kernels are vectorised over 8 or 16 '
-                        'channels); the extra kept filters stay gated, so the logits do not change (default: 1)')
+                        'channels); the extra kept filters stay gated (zeroed with --static), so the logits do not '
+                        'change (default: 1; with --static, a model pruned already keeps its own)')
     p.add_argument('--static', action='store_true', default=False,
                    help='export a plain backbone without the gater (export_static): needs every gate that is kept to '
                         'be constant (always open or always closed) on the calibration data; refused, naming the '
@@ -119,7 +120,8 @@ def run_prune(args: argparse.Namespace) -> int:
     from ._prune import check_round_to, prune_gaternet
     from .evaluation import default_accelerator, evaluate_model, format_report
 
-    check_round_to(args.round_to)  # before the calibration, not after it
+    if args.round_to is not None:
+        check_round_to(args.round_to)  # before the calibration, not after it
     static = getattr(args, 'static', False)
     input_dependent = getattr(args, 'input_dependent', None)
     if input_dependent is not None and not static:
@@ -135,7 +137,7 @@ def run_prune(args: argparse.Namespace) -> int:
     calibration = f'{data.description}, split {args.split!r}, {result.num_samples} images'
     if static:
         return _save_static(args, model, result.gate_stats, calibration, report, accelerator, input_dependent)
-    pruned = prune_gaternet(model, result.gate_stats, calibration=calibration, round_to=args.round_to)
+    pruned = prune_gaternet(model, result.gate_stats, calibration=calibration, round_to=args.round_to or 1)
     if accelerator.is_main_process:
         print(format_report(report))
         pruning = pruned.pretrained_cfg['pruning']

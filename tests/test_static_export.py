@@ -183,6 +183,27 @@ def test_plugins_without_pruning_export_when_every_gate_is_open() -> None:
         torch.testing.assert_close(static(x), model(x), rtol=1e-5, atol=1e-5)
 
 
+def test_the_static_model_keeps_the_timm_model_api() -> None:
+    import timm
+
+    model = _model('gaternet_resnet20')
+    _constant_gates(model)
+    x = torch.randn(2, 3, 32, 32)
+    static = export_static(model, _stats(model, x), round_to=8)
+    with torch.no_grad():
+        logits = static(x)
+        features = static.forward_features(x)
+        torch.testing.assert_close(static.forward_head(features), logits)
+        assert static.forward_head(features, pre_logits=True).shape == (2, static.num_features)
+        torch.testing.assert_close(torch.fx.symbolic_trace(static)(x), logits)
+    assert static.get_classifier() is static.backbone.fc and static.get_classifier(name_only=True) == 'backbone.fc'
+    # The registered architecture rebuilds the same shapes from the arguments alone (what config.json holds).
+    rebuilt = timm.create_model('static_backbone', pruned_filters=static.pruned_filters, plugin='native')
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in static.state_dict().items()}
+    static.reset_classifier(5)
+    assert static(x).shape == (2, 5)
+
+
 def test_refusals_before_any_export() -> None:
     plain = gz.create_model('cifar_resnet20')
     model = _model('gaternet_resnet20')
@@ -233,3 +254,12 @@ def test_cli_prune_static_refuses_input_dependent_gates_and_exports_constant_one
     info = static.pretrained_cfg['static_export']
     assert isinstance(static, StaticBackbone) and info['input_dependent'] == 'open' and info['round_to'] == 8
     assert "split 'train', 64 images" in info['calibration']
+    # A model pruned already keeps its own pruning (its round_to) unless another one is asked for.
+    budget = f'local-dir:{WEIGHTS / "gaternet_resnet20.cifar10_macs50"}'
+    assert main(['prune', budget, '--max-samples', '64', '--cpu', '--round-to', '8', '--out', str(tmp_path / 'p')]) == 0
+    assert main(['prune', f'local-dir:{tmp_path / "p"}', '--max-samples', '64', '--cpu', '--static',
+                 '--out', str(tmp_path / 'ps')]) == 0
+    assert gz.create_model(f'local-dir:{tmp_path / "ps"}').pretrained_cfg['static_export']['round_to'] == 8
+    assert main(['prune', f'local-dir:{tmp_path / "p"}', '--max-samples', '64', '--cpu', '--static',
+                 '--round-to', '16', '--out', str(tmp_path / 'ps16')]) == 2
+    assert 'already pruned (round_to=8)' in capsys.readouterr().err
