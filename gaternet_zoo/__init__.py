@@ -12,11 +12,11 @@ from .version import __version__ as __version__
 
 __all__ = [
     'BlockGatingPlugin', 'CifarResNet', 'ChecksumError', 'GatePoint', 'GateSite', 'GateStatistics', 'GaterNet',
-    'GatingPlugin', 'HubLoadError', 'MacBudgetLoss', 'StateDictMismatchError', 'UnknownModelError',
-    'UnsupportedBackboneError', '__version__', 'create_model', 'gate', 'gate_l1_loss', 'gate_target_rate_loss',
-    'get_plugin', 'get_pretrained_cfg', 'is_model', 'list_backbones', 'list_models', 'list_plugins', 'list_pretrained',
-    'load_official_checkpoint', 'parse_model_name', 'prune_gaternet', 'PruningError', 'register_gating_plugin',
-    'register_weights',
+    'GatingPlugin', 'HubLoadError', 'InputDependentGatesError', 'MacBudgetLoss', 'StateDictMismatchError',
+    'StaticBackbone', 'UnknownModelError', 'UnsupportedBackboneError', '__version__', 'create_model',
+    'export_static', 'gate', 'gate_l1_loss', 'gate_target_rate_loss', 'get_plugin', 'get_pretrained_cfg', 'is_model',
+    'list_backbones', 'list_models', 'list_plugins', 'list_pretrained', 'load_official_checkpoint',
+    'parse_model_name', 'prune_gaternet', 'PruningError', 'register_gating_plugin', 'register_weights',
 ]
 
 if not _asks_only_for_help(_sys.argv):
@@ -42,6 +42,8 @@ if not _asks_only_for_help(_sys.argv):
     from ._registry import list_backbones as list_backbones
     from ._registry import list_models as list_models
     from ._registry import list_pretrained as list_pretrained
+    from ._static import InputDependentGatesError as InputDependentGatesError
+    from ._static import export_static as export_static
     from .hub import ChecksumError as ChecksumError
     from .hub import HubLoadError as HubLoadError
     from .hub import StateDictMismatchError as StateDictMismatchError
@@ -50,4 +52,5 @@ if not _asks_only_for_help(_sys.argv):
     from .losses import gate_target_rate_loss as gate_target_rate_loss
     from .models import CifarResNet as CifarResNet
     from .models import GaterNet as GaterNet
+    from .models import StaticBackbone as StaticBackbone
     from .utils import GateStatistics as GateStatistics

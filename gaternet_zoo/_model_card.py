@@ -13,7 +13,7 @@ from torch import nn
 
 from .utils.gate_stats import has_gates
 
-__all__ = ['render_model_card', 'MODEL_CARD_TEMPLATE']
+__all__ = ['render_model_card', 'MODEL_CARD_TEMPLATE', 'static_export_summary']
 
 CITATION = """@inproceedings{chen2019gaternet,
   title     = {You Look Twice: GaterNet for Dynamic Filter Selection in CNNs},
@@ -47,11 +47,14 @@ import gaternet_zoo
 model = gaternet_zoo.create_model("hf-hub:{{ repo_id }}").eval()
 ```
 
+{%- if hub_entry %}
+
 ```python
 import torch
 
 model = torch.hub.load("gaternet-zoo/gaternet_zoo", "{{ hub_entry }}", pretrained=True, trust_repo=True)
 ```
+{%- endif %}
 
 ```python
 import gaternet_zoo  # registers the zoo's architectures with timm
@@ -93,6 +96,20 @@ Weights: `{{ license }}`. Code: Apache-2.0 (gaternet_zoo).
 
 def _fmt(value: Any, pattern: str = '{}') -> str:
     return 'not measured' if value is None else pattern.format(value)
+
+
+def static_export_summary(info: dict[str, Any]) -> str:
+    """One sentence on what a static export did, from its ``pretrained_cfg['static_export']``."""
+    text = (f'{info.get("gates")} gates fixed from {info.get("calibration_samples")} calibration images '
+            f'({info.get("calibration") or "unrecorded data"}): {info.get("gates_always_on")} always open, '
+            f'{info.get("gates_always_off")} always closed; {info.get("filters_removed")} filters removed, '
+            f'{info.get("filters_zeroed")} kept at 0 (round_to={info.get("round_to")})')
+    dependent = info.get('gates_input_dependent') or 0
+    if dependent:
+        text += (f'; {dependent} input-dependent gates fixed by input_dependent="{info.get("input_dependent")}" '
+                 f'({info.get("input_dependent_opened")} open, the others closed), which changes what the model '
+                 'computes')
+    return text
 
 
 def render_model_card(model: nn.Module, repo_id: str | None = None, **kwargs: Any) -> ModelCard:
@@ -172,11 +189,21 @@ def render_model_card(model: nn.Module, repo_id: str | None = None, **kwargs: An
             'outputs equal the gated model\'s wherever those gates stay closed, which holds on that data by '
             'construction; on other data a removed filter cannot open.')
 
+    static_export = cfg.get('static_export')
+    if static_export:
+        description = (
+            f'The `{getattr(model, "backbone_name", "")}` backbone of the GaterNet `{static_export.get("source")}`, '
+            'exported without its gater (a static export): ' + static_export_summary(static_export) + '. '
+            + ('Its outputs equal the GaterNet\'s on every input whose gates take those constant values, which holds '
+               'on the calibration data by construction.' if static_export.get('exact') else
+               'It is not the GaterNet\'s function: measure its accuracy before use.'))
+
     card_data = ModelCardData(
         library_name='gaternet_zoo', license=cfg.get('license') or 'apache-2.0',
         tags=['gaternet', 'dynamic-network', 'image-classification', 'timm', 'model_hub_mixin'],
         pipeline_tag='image-classification', datasets=[dataset] if dataset else None)
-    hub_entry = architecture if architecture != 'gaternet' else 'gaternet_resnet20'
+    # torch.hub has an entry per registered zoo model; a static export is rebuilt from its config.json only.
+    hub_entry = None if static_export else architecture if architecture != 'gaternet' else 'gaternet_resnet20'
     return ModelCard.from_template(
         card_data, template_str=MODEL_CARD_TEMPLATE, model_name=name, description=description,
         architecture=architecture, details=details, repo_id=repo_id, hub_entry=hub_entry,

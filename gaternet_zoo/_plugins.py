@@ -126,6 +126,20 @@ class GatingPlugin:
         raise PruningError(f'gating plugin {self.name!r} does not support pruning; the pruned export covers the '
                            'native (CIFAR ResNets) and timm_resnet plugins')
 
+    def zero_filters(self, model: nn.Module, site: GateSite, index: torch.Tensor) -> None:
+        """Make the output filters ``index`` of ``site``'s gated conv reach the gate as exactly 0, for any input.
+
+        The static export (:func:`~gaternet_zoo.export_static`) needs it for the filters whose gate was always closed
+        but that stay computed (``round_to`` keeps them): without a gate, their output must be 0 by the weights.
+        ``index`` counts the conv's current filters (after any pruning). Plugins that can prune override this too,
+        zeroing the scale and shift of the norm after the conv (or the conv's filters when the gate follows it).
+
+        Raises:
+            PruningError: This plugin cannot (the default).
+        """
+        raise PruningError(f'gating plugin {self.name!r} cannot zero filters; the static export with closed filters '
+                           'covers the native (CIFAR ResNets) and timm_resnet plugins')
+
     def channelwise_after_conv(self, model: nn.Module, site: GateSite) -> bool:
         """Whether only per-channel operations lie between ``site``'s gated conv and its gate.
 

@@ -25,7 +25,7 @@ __all__ = [
 
 #: Fields a weight tag may carry beyond timm's ``PretrainedCfg``.
 EXTRA_CFG_KEYS = ('sha256', 'revision', 'dataset', 'metrics', 'gate_stats', 'recipe', 'hardware', 'config_sha256',
-                  'pruning')
+                  'pruning', 'static_export')
 
 #: Organisation the zoo publishes under, and the environment variable a fork sets to publish under its own.
 DEFAULT_HUB_ORG = 'gaternet-zoo'

@@ -99,9 +99,18 @@ def add_prune_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     _add_common(p, 'train', _CALIBRATION_SPLIT_HELP.replace('read the gates from', 'calibrate the pruning on'))
     p.add_argument('--out', type=Path, required=True, help='folder for the pruned model (Hub format)')
     p.add_argument('--overwrite', action='store_true', default=False, help='replace the files of a non-empty --out')
-    p.add_argument('--round-to', type=int, default=1, metavar='N',
+    p.add_argument('--round-to', type=int, default=None, metavar='N',
                    help='keep a multiple of N filters per block (e.g. 8: CPU conv kernels are vectorised over 8 or 16 '
-                        'channels); the extra kept filters stay gated, so the logits do not change (default: 1)')
+                        'channels); the extra kept filters stay gated (zeroed with --static), so the logits do not '
+                        'change (default: 1; with --static, a model pruned already keeps its own)')
+    p.add_argument('--static', action='store_true', default=False,
+                   help='export a plain backbone without the gater (export_static): needs every gate that is kept to '
+                        'be constant (always open or always closed) on the calibration data; refused, naming the '
+                        'input-dependent gates, otherwise')
+    p.add_argument('--input-dependent', choices=('refuse', 'open', 'majority'), default=None,
+                   help='with --static: what to do with input-dependent gates: refuse (default; the only choice that '
+                        'keeps the outputs), open (keep their filters always open) or majority (fix each at its more '
+                        'frequent state); open and majority change what the model computes')
     return p
 
 
@@ -111,7 +120,12 @@ def run_prune(args: argparse.Namespace) -> int:
     from ._prune import check_round_to, prune_gaternet
     from .evaluation import default_accelerator, evaluate_model, format_report
 
-    check_round_to(args.round_to)  # before the calibration, not after it
+    if args.round_to is not None:
+        check_round_to(args.round_to)  # before the calibration, not after it
+    static = getattr(args, 'static', False)
+    input_dependent = getattr(args, 'input_dependent', None)
+    if input_dependent is not None and not static:
+        raise ValueError('--input-dependent applies to a static export: add --static')
     check_output_dir(args.out, overwrite=args.overwrite, what='the pruned model (--out)')
     accelerator = default_accelerator(args.cpu)
     report, result, model, data = evaluate_model(args.model, args.data, split=args.split, batch_size=args.batch_size,
@@ -120,9 +134,10 @@ def run_prune(args: argparse.Namespace) -> int:
     if result.gate_stats is None:
         raise ValueError(f'{args.model} has no gates: pruning removes filters whose gates never open, so it needs a '
                          'GaterNet')
-    pruned = prune_gaternet(model, result.gate_stats,
-                            calibration=f'{data.description}, split {args.split!r}, {result.num_samples} images',
-                            round_to=args.round_to)
+    calibration = f'{data.description}, split {args.split!r}, {result.num_samples} images'
+    if static:
+        return _save_static(args, model, result.gate_stats, calibration, report, accelerator, input_dependent)
+    pruned = prune_gaternet(model, result.gate_stats, calibration=calibration, round_to=args.round_to or 1)
     if accelerator.is_main_process:
         print(format_report(report))
         pruning = pruned.pretrained_cfg['pruning']
@@ -132,9 +147,26 @@ def run_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _save_static(args: argparse.Namespace, model, stats, calibration: str, report: dict, accelerator,
+                 input_dependent: str | None) -> int:
+    """``prune --static``: export the backbone without the gater (refused where gates are input-dependent)."""
+    from ._model_card import static_export_summary
+    from ._static import export_static
+    from .evaluation import format_report
+
+    static = export_static(model, stats, calibration=calibration, source=args.model, round_to=args.round_to,
+                           input_dependent=input_dependent or 'refuse')
+    if accelerator.is_main_process:
+        print(format_report(report))
+        static.save_pretrained(args.out)
+        print(f'static export: {static_export_summary(static.pretrained_cfg["static_export"])}; no gater; saved to '
+              f'{args.out} (load with create_model("local-dir:{args.out}"))')
+    return 0
+
+
 def _add_prune(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser('prune', help='remove the filters whose gates never open over a calibration set and save '
-                                     'the smaller GaterNet')
+                                     'the smaller GaterNet (or, with --static, the backbone without the gater)')
     add_prune_arguments(p)
     p.set_defaults(func=run_prune)
 

@@ -4,13 +4,18 @@ A gate that is closed for every input makes its filter dead weight: the filter i
 multiplied by 0. Pruning takes such filters out of the gated conv (and out of the norm right after it), so they are
 never computed; the gate slot puts the remaining channels back at their indices, with zeros for the removed ones,
 before the residual addition. See :func:`gaternet_zoo.prune_gaternet`.
+
+A static export (:func:`gaternet_zoo.export_static`) has no gates left: :class:`ScatterChannels` takes a pruned gate
+slot's place and only puts the kept channels back at their indices, and :func:`zero_conv_filters` /
+:func:`zero_batchnorm_channels` make a kept filter whose gate was always closed output exactly 0.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-__all__ = ['PruningError', 'slice_conv_out', 'slice_batchnorm']
+__all__ = ['PruningError', 'ScatterChannels', 'slice_batchnorm', 'slice_conv_out', 'zero_batchnorm_channels',
+           'zero_conv_filters']
 
 
 class PruningError(ValueError):
@@ -52,3 +57,51 @@ def slice_batchnorm(norm: nn.BatchNorm2d, keep: torch.Tensor) -> nn.BatchNorm2d:
         out.running_var.copy_(norm.running_var.index_select(0, idx))
         out.num_batches_tracked.copy_(norm.num_batches_tracked)
     return out.train(norm.training)
+
+
+@torch.no_grad()
+def zero_conv_filters(conv: nn.Conv2d, index: torch.Tensor) -> None:
+    """Make the output filters ``index`` of ``conv`` compute 0 for any finite input (weights and bias zeroed)."""
+    if not isinstance(conv, nn.Conv2d):
+        raise PruningError(f'only nn.Conv2d filters can be zeroed, got {type(conv).__name__}')
+    idx = _index(index, conv.weight.device)
+    conv.weight.index_fill_(0, idx, 0.0)
+    if conv.bias is not None:
+        conv.bias.index_fill_(0, idx, 0.0)
+
+
+@torch.no_grad()
+def zero_batchnorm_channels(norm: nn.BatchNorm2d, index: torch.Tensor) -> None:
+    """Make the channels ``index`` of ``norm`` output 0 in evaluation (scale and shift zeroed), whatever its input."""
+    if not isinstance(norm, nn.BatchNorm2d) or not norm.affine:
+        raise PruningError(f'only affine nn.BatchNorm2d channels can be zeroed, got {norm!r}')
+    idx = _index(index, norm.weight.device)
+    norm.weight.index_fill_(0, idx, 0.0)
+    norm.bias.index_fill_(0, idx, 0.0)
+
+
+class ScatterChannels(nn.Module):
+    """Puts a pruned conv's ``kept`` channels back at their indices among ``num_channels``, zeros elsewhere.
+
+    What a pruned gate slot does once no gate is left (a static export): the residual addition that follows needs the
+    block's full width. ``kept`` is not saved in the ``state_dict`` (the model's config rebuilds it).
+
+    Args:
+        kept: Sorted indices of the kept channels.
+        num_channels: The full width.
+        after: An optional parameter-free module run afterwards (the drop-path module the gate slot held).
+    """
+
+    def __init__(self, kept: torch.Tensor | list[int], num_channels: int, after: nn.Module | None = None) -> None:
+        super().__init__()
+        self.register_buffer('kept', torch.as_tensor(kept, dtype=torch.long), persistent=False)
+        self.num_channels = int(num_channels)
+        self.after = after
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        full = x.new_zeros(x.shape[0], self.num_channels, x.shape[2], x.shape[3])
+        x = full.index_copy_(1, self.kept, x)
+        return x if self.after is None else self.after(x)
+
+    def extra_repr(self) -> str:
+        return f'kept={len(self.kept)}, num_channels={self.num_channels}'

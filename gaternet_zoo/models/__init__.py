@@ -5,3 +5,4 @@ from .cifar_resnet import CifarResNet
 from .gaternet import *  # noqa: F403
 from .gaternet import GaterNet
 from .gaternet_timm import *  # noqa: F403
+from .static_backbone import StaticBackbone

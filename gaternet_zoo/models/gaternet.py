@@ -117,28 +117,10 @@ class GaterNet(nn.Module, ZooHubMixin):
         self.backbone_name = backbone
         self.gater_name = gater
         # With pretrained=True in either, an unreachable Hub fails at once, or loads the cached copy.
-        user_args = timm_pretrained_args(backbone, dict(backbone_args or {}), option='backbone_args')
+        backbone_args = timm_pretrained_args(backbone, dict(backbone_args or {}), option='backbone_args')
         gater_args = timm_pretrained_args(gater, dict(gater_args or {}), option='gater_args')
-        if drop_rate:
-            user_args['drop_rate'] = drop_rate
-        if global_pool is not None:
-            user_args['global_pool'] = global_pool
-
-        def build_backbone(plugin_for_args: GatingPlugin | None) -> tuple[nn.Module, dict[str, Any]]:
-            # The plugin's arguments first (what its gates need at initialisation), the caller's over them.
-            kwargs = {**(plugin_for_args.backbone_args(backbone) if plugin_for_args else {}), **user_args}
-            return timm.create_model(backbone, num_classes=num_classes, in_chans=in_chans, **kwargs), kwargs
-
-        # The plugin is known by name before the backbone exists, so that its backbone arguments apply on every
-        # route (create_model, gate(), timm.create_model); find_plugin then confirms it on the built backbone.
-        named_plugin = get_plugin(plugin) if plugin else _plugin_for_name(backbone)
-        self.backbone, backbone_kwargs = build_backbone(named_plugin)
-        gating_plugin = get_plugin(plugin) if plugin else find_plugin(self.backbone, backbone)
-        if not gating_plugin.supports(self.backbone):
-            raise ValueError(f'Gating plugin {gating_plugin.name!r} does not support backbone {backbone!r}.')
-        if gating_plugin is not named_plugin and any(
-                k not in backbone_kwargs for k in gating_plugin.backbone_args(backbone)):
-            self.backbone, backbone_kwargs = build_backbone(gating_plugin)
+        self.backbone, gating_plugin = _build_backbone(backbone, num_classes, in_chans, plugin, backbone_args,
+                                                       drop_rate, global_pool)
         self.plugin_name = gating_plugin.name
 
         # Gate slots are parameter-free and share one context: the backbone's state_dict keys stay timm's.
@@ -512,6 +494,38 @@ def _with_branch_gates(backbone: nn.Module, sites: list[GateSite], plugin: Gatin
 def _plugin_for_name(model_name: str) -> GatingPlugin | None:
     """The first registered plugin whose name patterns match a timm model name (``None`` if none does)."""
     return next((p for p in map(get_plugin, list_plugins()) if p.matches_name(model_name)), None)
+
+
+def _build_backbone(backbone: str, num_classes: int, in_chans: int, plugin: str | None,
+                    backbone_args: dict[str, Any] | None, drop_rate: float,
+                    global_pool: str | None) -> tuple[nn.Module, GatingPlugin]:
+    """The timm backbone of a GaterNet (or of its static export) and its gating plugin, before any gate is installed.
+
+    The plugin is known by name before the backbone exists, so that its backbone arguments apply on every route
+    (``create_model``, ``gate()``, ``timm.create_model``); ``find_plugin`` then confirms it on the built backbone.
+    """
+    import timm  # imported here so that gaternet_zoo's own models are registered first
+
+    user_args = dict(backbone_args or {})  # (through timm_pretrained_args first where it may hold pretrained=True)
+    if drop_rate:
+        user_args['drop_rate'] = drop_rate
+    if global_pool is not None:
+        user_args['global_pool'] = global_pool
+
+    def build(plugin_for_args: GatingPlugin | None) -> tuple[nn.Module, dict[str, Any]]:
+        # The plugin's arguments first (what its gates need at initialisation), the caller's over them.
+        kwargs = {**(plugin_for_args.backbone_args(backbone) if plugin_for_args else {}), **user_args}
+        return timm.create_model(backbone, num_classes=num_classes, in_chans=in_chans, **kwargs), kwargs
+
+    named_plugin = get_plugin(plugin) if plugin else _plugin_for_name(backbone)
+    model, backbone_kwargs = build(named_plugin)
+    gating_plugin = get_plugin(plugin) if plugin else find_plugin(model, backbone)
+    if not gating_plugin.supports(model):
+        raise ValueError(f'Gating plugin {gating_plugin.name!r} does not support backbone {backbone!r}.')
+    if gating_plugin is not named_plugin and any(
+            k not in backbone_kwargs for k in gating_plugin.backbone_args(backbone)):
+        model, backbone_kwargs = build(gating_plugin)
+    return model, gating_plugin
 
 
 def _check_gate_sites(backbone: nn.Module, sites: tuple[GateSite, ...], context: GateContext, plugin: str,

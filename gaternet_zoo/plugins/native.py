@@ -11,7 +11,13 @@ from torch import nn
 
 from .._plugins import GateSite, GatingPlugin, offsets_in_order, register_gating_plugin
 from ..layers.gates import GateSlot
-from ..layers.pruning import PruningError, slice_batchnorm, slice_conv_out
+from ..layers.pruning import (
+    PruningError,
+    slice_batchnorm,
+    slice_conv_out,
+    zero_batchnorm_channels,
+    zero_conv_filters,
+)
 
 
 def _slot_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -60,6 +66,17 @@ class NativeSlotPlugin(GatingPlugin):
         setattr(block, conv_attr, slice_conv_out(block.get_submodule(conv_attr), kept))
         if block.gate_norm is not None:
             setattr(block, block.gate_norm, slice_batchnorm(block.get_submodule(block.gate_norm), kept))
+
+    def zero_filters(self, model: nn.Module, site: GateSite, index: torch.Tensor) -> None:
+        """Zero the scale and shift of the block's ``gate_norm`` channels, or the gated conv's filters without one."""
+        block = model.get_submodule(site.name)
+        if not hasattr(block, 'gate_norm'):
+            raise PruningError(f'block {site.name!r} ({type(block).__name__}) does not declare `gate_norm` (the norm '
+                               'between its gated conv and its gate, or None), so its filters cannot be zeroed')
+        if block.gate_norm is not None:
+            zero_batchnorm_channels(block.get_submodule(block.gate_norm), index)
+        else:
+            zero_conv_filters(block.get_submodule(site.conv[len(site.name) + 1:]), index)
 
     def channelwise_after_conv(self, model: nn.Module, site: GateSite) -> bool:
         # The gated conv is followed by its norm (gate_norm) or directly by the gate.

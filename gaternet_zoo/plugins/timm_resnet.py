@@ -17,7 +17,7 @@ from torch import nn
 
 from .._plugins import GateSite, GatingPlugin, offsets_in_order, register_gating_plugin
 from ..layers.gates import GateSlot
-from ..layers.pruning import PruningError, slice_batchnorm, slice_conv_out
+from ..layers.pruning import PruningError, slice_batchnorm, slice_conv_out, zero_batchnorm_channels
 
 
 def _blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -81,6 +81,14 @@ class TimmResNetPlugin(GatingPlugin):
         conv, norm = ('conv3', 'bn3') if isinstance(block, Bottleneck) else ('conv2', 'bn2')
         setattr(block, conv, slice_conv_out(getattr(block, conv), kept))
         setattr(block, norm, slice_batchnorm(getattr(block, norm), kept))
+
+    def zero_filters(self, model: nn.Module, site: GateSite, index: torch.Tensor) -> None:
+        """Zero the scale and shift of the gated conv's norm (``bn2``/``bn3``) at ``index``; refused with SE."""
+        block = model.get_submodule(site.name)
+        if getattr(block, 'se', None) is not None:
+            raise PruningError(f'block {site.name!r} has an attention module ({type(block.se).__name__}) between its '
+                               'gated conv and its gate: its output for a zeroed filter would not be 0')
+        zero_batchnorm_channels(block.bn3 if isinstance(block, Bottleneck) else block.bn2, index)
 
     def channelwise_after_conv(self, model: nn.Module, site: GateSite) -> bool:
         # conv -> norm -> gate, unless an SE/attention module mixes the channels in between.

@@ -1,0 +1,184 @@
+"""Static export: a GaterNet whose gates are constant becomes its plain backbone, without the gater.
+
+Over a calibration set every gate is always open, always closed or input-dependent (``GateStatistics.counts``). When
+none of the gates a model keeps is input-dependent, the gater's output is the same vector for every calibration
+image, and the gated backbone computes a fixed function: always-closed filters are pruned (as
+:func:`~gaternet_zoo.prune_gaternet` does, ``round_to`` included), always-open gates multiply by 1 and go, and a kept
+filter whose gate is always closed (one ``round_to`` added back) gets zero scale and shift in its norm, so it still
+outputs 0. :func:`export_static` returns that backbone as a :class:`~gaternet_zoo.StaticBackbone`: no gater, no gate
+slot, its logits equal to the GaterNet's (mask mode) on every input whose gates take those constant values, the
+calibration set by construction.
+
+Where gates are input-dependent the export is refused (:class:`InputDependentGatesError`), naming them, unless the
+caller fixes them explicitly: ``input_dependent="open"`` keeps their filters always open, ``"majority"`` fixes each at
+the state it took for most calibration images. Either changes what the model computes; its card says so, with
+the number of gates fixed.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ._prune import check_round_to, prune_gaternet
+from .layers.pruning import PruningError
+from .utils.gate_stats import GateStatistics, has_gates
+
+__all__ = ['INPUT_DEPENDENT_CHOICES', 'InputDependentGatesError', 'export_static', 'gate_states']
+
+#: What :func:`export_static` does with input-dependent gates: refuse (the default, the only exact choice), keep
+#: them open, or fix each at its more frequent state over the calibration data.
+INPUT_DEPENDENT_CHOICES = ('refuse', 'open', 'majority')
+
+#: pretrained_cfg fields of the GaterNet that describe its inputs, kept by its static export. The tag, dataset,
+#: metrics and checksums are not: they describe published weights, which a model built without them carries too.
+_KEPT_CFG_KEYS = ('input_size', 'test_input_size', 'min_input_size', 'fixed_input_size', 'interpolation', 'crop_pct',
+                  'test_crop_pct', 'crop_mode', 'mean', 'std', 'label_names', 'pool_size', 'license', 'paper_name',
+                  'paper_ids')
+
+
+class InputDependentGatesError(PruningError):
+    """A static export was refused: some gates the model keeps open for some calibration images and not others."""
+
+
+def gate_states(model: nn.Module, stats: GateStatistics) -> dict[str, torch.Tensor]:
+    """Per gate over the data ``stats`` accumulated: ``always_on``, ``always_off`` and ``input_dependent`` masks.
+
+    Gates of filters a pruned model no longer computes count as neither input-dependent nor always on: their
+    filters output 0 whatever the gater says.
+    """
+    if not has_gates(model):
+        raise PruningError(f'{type(model).__name__} has no gates; a static export starts from a GaterNet')
+    fired = stats._require()
+    if fired.numel() != model.gate_size:
+        raise ValueError(f'the gate statistics cover {fired.numel()} gates, the model has {model.gate_size}')
+    kept = torch.ones(model.gate_size, dtype=torch.bool)
+    for site in model.gate_sites:
+        if site.name in (model.pruned_filters or {}):
+            kept[site.offset:site.offset + site.num_channels] = False
+            kept[[site.offset + i for i in model.pruned_filters[site.name]]] = True
+    on, off = (fired == stats.count) & kept, (fired == 0) | ~kept
+    return dict(always_on=on, always_off=off, input_dependent=~on & ~off)
+
+
+def _refusal(model: nn.Module, stats: GateStatistics, dependent: torch.Tensor) -> InputDependentGatesError:
+    per_site = [(s.name, int(dependent[s.offset:s.offset + s.num_channels].sum())) for s in model.gate_sites]
+    per_site = [(name, n) for name, n in per_site if n]
+    shown = ', '.join(f'{name} ({n})' for name, n in per_site[:12]) + (
+        f', and {len(per_site) - 12} more sites' if len(per_site) > 12 else '')
+    return InputDependentGatesError(
+        f'{int(dependent.sum())} of the {model.gate_size} gates are input-dependent over the calibration data '
+        f'({stats.count} images: open for some, closed for others), at {len(per_site)} gate sites: {shown}. Their '
+        'gates change from image to image, so no model without the gater computes what this GaterNet does. Keep '
+        'the GaterNet (prune_gaternet / `gaternet-zoo prune` without --static removes the always-closed filters and '
+        'keeps the gater), or fix those gates explicitly: input_dependent="open" (--input-dependent open) keeps their '
+        'filters always open, "majority" fixes each at its more frequent state; both change what the model '
+        'computes, so measure the exported model\'s accuracy before using it.')
+
+
+@torch.no_grad()
+def export_static(
+        model: nn.Module,
+        stats: GateStatistics,
+        *,
+        calibration: str = '',
+        source: str = '',
+        round_to: int | None = None,
+        input_dependent: str = 'refuse',
+) -> nn.Module:
+    """The backbone of ``model`` with its constant gates folded away: a plain model without gater or gate slots.
+
+    Args:
+        model: A trained :class:`~gaternet_zoo.GaterNet`, pruned or not (left unchanged).
+        stats: Its evaluation gate statistics over the calibration data (``GateStatistics.update`` on eval gates).
+        calibration: Says which data that was (recorded in the export's ``pretrained_cfg`` and card).
+        source: Names the GaterNet (``gaternet_resnet20.cifar10``, a folder, ...), recorded likewise; its
+            architecture when empty.
+        round_to: For a model not yet pruned: keep a multiple of this many filters per gate site (see
+            :func:`~gaternet_zoo.prune_gaternet`; the extra filters are zeroed, so the logits do not change). 1 by
+            default. A pruned model keeps its own pruning.
+        input_dependent: ``"refuse"`` (the default): raise :class:`InputDependentGatesError` if any gate the model
+            keeps is input-dependent over ``stats``' data. ``"open"``: keep those filters always open;
+            ``"majority"``: open those that opened for at least half of the images and remove the others. Both
+            change what the model computes (recorded in the export's ``pretrained_cfg['static_export']``).
+
+    Returns:
+        A :class:`~gaternet_zoo.StaticBackbone` in eval mode whose logits equal ``model``'s (eval, mask mode) on
+        every input whose gates take the constant values, with ``pretrained_cfg['static_export']`` describing the
+        export. ``save_pretrained`` writes it in the Hub format; ``create_model("local-dir:...")`` loads it.
+
+    Raises:
+        InputDependentGatesError: Input-dependent gates and ``input_dependent="refuse"``; the message names them.
+        PruningError: The gating plugin cannot prune or zero the filters that need it (e.g. SE blocks).
+        ValueError: A bad ``round_to`` or ``input_dependent``, or one ``round_to`` for a model already pruned with
+            another.
+    """
+    from .models.static_backbone import StaticBackbone
+    from .utils.gate_stats import GateStatistics as Stats
+
+    if input_dependent not in INPUT_DEPENDENT_CHOICES:
+        raise ValueError(f'input_dependent must be one of {INPUT_DEPENDENT_CHOICES}, got {input_dependent!r}')
+    if round_to is not None:
+        check_round_to(round_to)
+    states = gate_states(model, stats)
+    dependent = states['input_dependent']
+    if dependent.any() and input_dependent == 'refuse':
+        raise _refusal(model, stats, dependent)
+    rate = stats.firing_rate
+    fixed_open = states['always_on'] | (dependent if input_dependent == 'open' else dependent & (rate >= 0.5))
+
+    if getattr(model, 'pruned_filters', None):
+        recorded = int(((getattr(model, 'pretrained_cfg', None) or {}).get('pruning') or {}).get('round_to', 1))
+        if round_to is not None and round_to != recorded:
+            raise ValueError(f'this model is already pruned (round_to={recorded}); export it as it is, or export the '
+                             f'original GaterNet with round_to={round_to}')
+        pruned, round_to = model, recorded
+    else:
+        round_to = 1 if round_to is None else round_to
+        # Gates fixed closed are pruned as always-closed ones are: statistics in which every gate is constant.
+        fixed = Stats(model.gate_sites, count=stats.count, fired=fixed_open.long() * stats.count)
+        pruned = prune_gaternet(model, fixed, calibration=calibration, round_to=round_to)
+
+    config = dict(getattr(model, '_hub_mixin_config', None) or {})
+    backbone_args = {k: v for k, v in (config.get('backbone_args') or {}).items()
+                     if k not in ('pretrained', 'pretrained_cfg', 'pretrained_cfg_overlay')}
+    source_cfg = dict(getattr(model, 'pretrained_cfg', None) or {})
+    cfg = {k: source_cfg[k] for k in _KEPT_CFG_KEYS if source_cfg.get(k) is not None}
+    cfg['num_classes'] = model.num_classes
+    if isinstance(source_cfg.get('classifier'), str) and source_cfg['classifier'].startswith('backbone.'):
+        cfg['classifier'] = source_cfg['classifier']
+    first = source_cfg.get('first_conv')
+    first = [first] if isinstance(first, str) else list(first or [])
+    if [c for c in first if c.startswith('backbone.')]:
+        cfg['first_conv'] = [c for c in first if c.startswith('backbone.')][0]
+    static = StaticBackbone(
+        backbone=model.backbone_name, num_classes=model.num_classes, in_chans=model.in_chans,
+        plugin=model.plugin_name, backbone_args=backbone_args or None, drop_rate=config.get('drop_rate') or 0.0,
+        global_pool=config.get('global_pool'), pruned_filters=pruned.pruned_filters or None)
+    static.pretrained_cfg = static.default_cfg = dict(cfg, architecture='static_backbone')
+    reference = next(iter(model.parameters()))
+    static.to(device=reference.device)
+    static.backbone.load_state_dict(pruned.backbone.state_dict(), strict=True)
+
+    from ._plugins import get_plugin
+
+    plugin = get_plugin(static.plugin_name)
+    zeroed = 0
+    for site in model.gate_sites:
+        kept = pruned.pruned_filters.get(site.name, range(site.num_channels))
+        closed = [j for j, f in enumerate(kept) if not fixed_open[site.offset + f]]
+        if closed:
+            plugin.zero_filters(static.backbone, site, torch.tensor(closed, dtype=torch.long))
+            zeroed += len(closed)
+    removed = sum(s.num_channels - len(pruned.pruned_filters.get(s.name, range(s.num_channels)))
+                  for s in model.gate_sites)
+    counts = {k: int(v.sum()) for k, v in states.items()}
+    static.pretrained_cfg['static_export'] = {
+        'source': source or source_cfg.get('architecture') or type(model).__name__,
+        'calibration': calibration, 'calibration_samples': stats.count,
+        'gates': model.gate_size, 'gates_always_on': counts['always_on'], 'gates_always_off': counts['always_off'],
+        'gates_input_dependent': counts['input_dependent'], 'input_dependent': input_dependent,
+        'input_dependent_opened': int((dependent & fixed_open).sum()), 'exact': not bool(dependent.any()),
+        'filters_removed': removed, 'filters_zeroed': zeroed, 'sites_pruned': len(pruned.pruned_filters),
+        'round_to': int(round_to)}
+    return static.eval()
+
