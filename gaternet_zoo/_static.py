@@ -43,6 +43,8 @@ class InputDependentGatesError(PruningError):
 def gate_states(model: nn.Module, stats: GateStatistics) -> dict[str, torch.Tensor]:
     """Per gate over the data ``stats`` accumulated: ``always_on``, ``always_off`` and ``input_dependent`` masks.
 
+    One mask entry per filter gate. With branch gates a filter acts when its gate and its block's branch gate are
+    both open, so the states are those of the effective gates (a filter of an always-closed branch is always off).
     Gates of filters a pruned model no longer computes count as neither input-dependent nor always on: their
     filters output 0 whatever the gater says.
     """
@@ -51,12 +53,13 @@ def gate_states(model: nn.Module, stats: GateStatistics) -> dict[str, torch.Tens
     fired = stats._require()
     if fired.numel() != model.gate_size:
         raise ValueError(f'the gate statistics cover {fired.numel()} gates, the model has {model.gate_size}')
-    kept = torch.ones(model.gate_size, dtype=torch.bool)
+    fired = stats.effective_firing_rate * stats.count
+    kept = torch.ones(fired.numel(), dtype=torch.bool)
     for site in model.gate_sites:
         if site.name in (model.pruned_filters or {}):
             kept[site.offset:site.offset + site.num_channels] = False
             kept[[site.offset + i for i in model.pruned_filters[site.name]]] = True
-    on, off = (fired == stats.count) & kept, (fired == 0) | ~kept
+    on, off = (fired.round() == stats.count) & kept, (fired.round() == 0) | ~kept
     return dict(always_on=on, always_off=off, input_dependent=~on & ~off)
 
 
@@ -66,7 +69,7 @@ def _refusal(model: nn.Module, stats: GateStatistics, dependent: torch.Tensor) -
     shown = ', '.join(f'{name} ({n})' for name, n in per_site[:12]) + (
         f', and {len(per_site) - 12} more sites' if len(per_site) > 12 else '')
     return InputDependentGatesError(
-        f'{int(dependent.sum())} of the {model.gate_size} gates are input-dependent over the calibration data '
+        f'{int(dependent.sum())} of the {dependent.numel()} filter gates are input-dependent over the calibration data '
         f'({stats.count} images: open for some, closed for others), at {len(per_site)} gate sites: {shown}. Their '
         'gates change from image to image, so no model without the gater computes what this GaterNet does. Keep '
         'the GaterNet (prune_gaternet / `gaternet-zoo prune` without --static removes the always-closed filters and '
@@ -123,7 +126,7 @@ def export_static(
     dependent = states['input_dependent']
     if dependent.any() and input_dependent == 'refuse':
         raise _refusal(model, stats, dependent)
-    rate = stats.firing_rate
+    rate = stats.effective_firing_rate
     fixed_open = states['always_on'] | (dependent if input_dependent == 'open' else dependent & (rate >= 0.5))
 
     if getattr(model, 'pruned_filters', None):
@@ -135,7 +138,11 @@ def export_static(
     else:
         round_to = 1 if round_to is None else round_to
         # Gates fixed closed are pruned as always-closed ones are: statistics in which every gate is constant.
-        fixed = Stats(model.gate_sites, count=stats.count, fired=fixed_open.long() * stats.count)
+        fixed_fired = fixed_open.long() * stats.count
+        # Branch gates are folded into the filter gates above: in the fixed statistics every branch is open.
+        branch_open = torch.full((model.gate_size - fixed_fired.numel(),), stats.count, dtype=torch.long)
+        fixed = Stats(model.gate_sites, count=stats.count, fired=torch.cat([fixed_fired, branch_open]),
+                      effective_fired=fixed_fired if branch_open.numel() else None)
         pruned = prune_gaternet(model, fixed, calibration=calibration, round_to=round_to)
 
     config = dict(getattr(model, '_hub_mixin_config', None) or {})
@@ -175,7 +182,8 @@ def export_static(
     static.pretrained_cfg['static_export'] = {
         'source': source or source_cfg.get('architecture') or type(model).__name__,
         'calibration': calibration, 'calibration_samples': stats.count,
-        'gates': model.gate_size, 'gates_always_on': counts['always_on'], 'gates_always_off': counts['always_off'],
+        'gates': model.gate_size, 'filter_gates': int(dependent.numel()),
+        'gates_always_on': counts['always_on'], 'gates_always_off': counts['always_off'],
         'gates_input_dependent': counts['input_dependent'], 'input_dependent': input_dependent,
         'input_dependent_opened': int((dependent & fixed_open).sum()), 'exact': not bool(dependent.any()),
         'filters_removed': removed, 'filters_zeroed': zeroed, 'sites_pruned': len(pruned.pruned_filters),

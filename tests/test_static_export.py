@@ -141,7 +141,7 @@ def test_input_dependent_gates_are_refused_with_where_and_what_to_do() -> None:
     with pytest.raises(InputDependentGatesError) as info:
         export_static(model, stats)
     message = str(info.value)
-    assert f'{dependent} of the 336 gates are input-dependent' in message
+    assert f'{dependent} of the 336 filter gates are input-dependent' in message
     assert 'stage1.block1' in message and 'keeps the gater' in message and '--input-dependent open' in message
     with pytest.raises(ValueError, match='input_dependent'):
         export_static(model, stats, input_dependent='sometimes')
@@ -263,3 +263,27 @@ def test_cli_prune_static_refuses_input_dependent_gates_and_exports_constant_one
     assert main(['prune', f'local-dir:{tmp_path / "p"}', '--max-samples', '64', '--cpu', '--static',
                  '--round-to', '16', '--out', str(tmp_path / 'ps16')]) == 2
     assert 'already pruned (round_to=8)' in capsys.readouterr().err
+
+
+def test_closed_branch_gates_export_as_the_shortcut() -> None:
+    # With branch gates a filter acts only when its branch gate is open too: the export reads the effective gates,
+    # so the filters of an always-closed branch are removed (the block is its shortcut) and the logits do not change.
+    torch.manual_seed(0)
+    model = gz.create_model('gaternet_resnet20', branch_gates=True).eval()
+    _constant_gates(model)
+    with torch.no_grad():
+        branch = model.gater.fc2.bias[model.num_filter_gates:]
+        branch.fill_(50.0)
+        branch[[1, 4]] = -50.0  # stage1.block2 and stage2.block2 run as their shortcut
+    _randomise_norms(model)
+    x = torch.randn(4, 3, 32, 32)
+    stats = _stats(model, x)
+    static = export_static(model, stats, source='branch gates')
+    info = static.pretrained_cfg['static_export']
+    assert info['exact'] and info['gates_input_dependent'] == 0 and info['filter_gates'] == model.num_filter_gates
+    closed = [s for s in model.gate_sites if s.branch_offset - model.num_filter_gates in (1, 4)]
+    assert [s.name for s in closed] == ['stage1.block2', 'stage2.block2']
+    for site in closed:  # no filter of a closed branch acts: at most the one kept to keep the conv valid, zeroed
+        assert static.backbone.get_submodule(site.conv).out_channels <= 1
+    with torch.no_grad():
+        torch.testing.assert_close(static(x), model(x), rtol=1e-5, atol=1e-5)
