@@ -95,18 +95,33 @@ class MacBudgetLoss(nn.Module):
     conv of the branch (the gated conv and the rest): exact for binary gates, what skip execution does not run,
     and differentiable in ``b`` with the full branch's weight.
 
+    With ``include_gater=True`` the used share counts the whole model, ``(gater + backbone MACs used) / dense
+    backbone MACs``: the gater is paid in full on every input, so a target of 0.75 asks for a GaterNet that costs
+    three quarters of its plain backbone, the real cost skip execution runs.
+
     Args:
         model: The :class:`~gaternet_zoo.GaterNet` whose gates are budgeted.
         target: Wanted share of the dense backbone MACs, in [0, 1] (e.g. 0.5).
         weight: Factor of the loss.
         input_size: ``(C, H, W)`` the MACs are counted at; defaults to the model's ``pretrained_cfg``.
+        include_gater: Count the gater's MACs in the used share (see above).
+
+    Raises:
+        ValueError: ``include_gater`` and a target the gater alone already spends (no gate setting reaches it).
     """
 
     def __init__(self, model: nn.Module, target: float, weight: float = 1.0,
-                 input_size: tuple[int, ...] | None = None) -> None:
+                 input_size: tuple[int, ...] | None = None, include_gater: bool = False) -> None:
         super().__init__()
         _check_target(target)
         macs = gaternet_macs(model, input_size)
+        #: The gater's MACs as a share of the dense backbone's, added to every used share (0 without include_gater).
+        self.gater_share = float(macs['gater']) / float(macs['backbone']) if include_gater else 0.0
+        if include_gater and target <= self.gater_share:
+            raise ValueError(
+                f'a MAC budget of {target} of the backbone, gater included, cannot be met: the gater alone costs '
+                f'{self.gater_share:.3f} of the backbone. Choose a larger target, or a cheaper gater '
+                '(gater="cifar_resnet8", gater_input_size=16).')
         self.gate_size = int(model.gate_size)
         self.num_filter_gates = int(getattr(model, 'num_filter_gates', model.gate_size))
         cost = torch.zeros(self.num_filter_gates, dtype=torch.float64)
@@ -126,7 +141,8 @@ class MacBudgetLoss(nn.Module):
              (macs['gated_conv_macs'][s.name] + b) / self.dense_macs) for s, b in zip(model.gate_sites, branch)]
 
     def used_fraction(self, gates: torch.Tensor) -> torch.Tensor:
-        """Per-sample share of the dense backbone MACs used given ``gates`` (B x gate_size) -> (B,)."""
+        """Per-sample share of the dense backbone MACs used given ``gates`` (B x gate_size) -> (B,), plus the gater's
+        share with ``include_gater``."""
         _check_gates(gates)
         if gates.shape[1] != self.gate_size:
             raise ValueError(f'gates must be B x {self.gate_size} (the model\'s gate vector), got shape '
@@ -145,7 +161,7 @@ class MacBudgetLoss(nn.Module):
             b = gates[:, branch_gate]
             linear = site_closed @ cost[offset:offset + width]
             saved = saved + (1.0 - b) * (whole - linear) + b * by_filters
-        return 1.0 - saved
+        return 1.0 + self.gater_share - saved
 
     def used_fraction_from_rates(self, open_rate: torch.Tensor, branch_closed: Sequence[float]) -> float:
         """Mean share of the dense backbone MACs used, from statistics over a data set.
@@ -161,7 +177,8 @@ class MacBudgetLoss(nn.Module):
         if len(branch_closed) != len(self._branches):
             raise ValueError(f'branch_closed needs one fraction per gate site ({len(self._branches)}), '
                              f'got {len(branch_closed)}.')
-        return 1.0 - saved - sum(rest * float(c) for (_, _, rest, _, _), c in zip(self._branches, branch_closed))
+        return 1.0 + self.gater_share - saved - sum(
+            rest * float(c) for (_, _, rest, _, _), c in zip(self._branches, branch_closed))
 
     def forward(self, gates: torch.Tensor) -> torch.Tensor:
         """``weight * (mean used fraction - target)^2``."""
@@ -169,4 +186,4 @@ class MacBudgetLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return (f'target={self.target}, weight={self.weight}, dense_macs={self.dense_macs}, '
-                f'gateable={self.gateable_macs / self.dense_macs:.3f}')
+                f'gateable={self.gateable_macs / self.dense_macs:.3f}, gater_share={self.gater_share:.3f}')

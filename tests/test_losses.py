@@ -120,3 +120,31 @@ def test_mac_count_leaves_a_training_model_untouched():
     gaternet_macs(model)
     assert model.training
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_model_mac_budget_counts_the_gater_in_full():
+    # include_gater: the used share is (gater + backbone used) / dense backbone, so the target is the whole model's
+    # cost against the plain backbone; a target the gater alone spends is refused, naming the cheaper gater.
+    model = gaternet_zoo.create_model('gaternet_resnet20', gater='cifar_resnet8', gater_input_size=16)
+    macs = gaternet_macs(model)
+    share = macs['gater'] / macs['backbone']
+    budget = MacBudgetLoss(model, target=0.75, include_gater=True)
+    backbone_only = MacBudgetLoss(model, target=0.75)
+    assert budget.gater_share == pytest.approx(share) and 0.0 < share < 0.2
+    gates = (torch.rand(3, model.gate_size, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    torch.testing.assert_close(budget.used_fraction(gates), backbone_only.used_fraction(gates) + share)
+    assert budget.used_fraction(torch.ones(1, model.gate_size)).item() == pytest.approx(1.0 + share)
+    with pytest.raises(ValueError, match=r'gater alone costs 0\.\d+ of the backbone.*cheaper gater'):
+        MacBudgetLoss(model, target=share / 2, include_gater=True)
+
+
+def test_model_macs_budget_is_a_recipe_choice():
+    from gaternet_zoo.training import GateObjective, RecipeError
+
+    model = gaternet_zoo.create_model('gaternet_resnet20', gater='cifar_resnet8', gater_input_size=16)
+    objective = GateObjective(model, budget='model_macs', target=0.6, weight=2.0)
+    gates = torch.ones(2, model.gate_size)
+    expected = 2.0 * (1.0 + objective.model_macs.gater_share - 0.6) ** 2
+    assert objective(gates).item() == pytest.approx(expected)
+    with pytest.raises(RecipeError, match='gate_budget_target: .*gater alone costs'):
+        GateObjective(gaternet_zoo.create_model('gaternet_resnet20'), budget='model_macs', target=0.5)

@@ -162,7 +162,8 @@ class TrainConfig:
     gate_l1: float = setting(0.0, 'lambda of the L1 gate loss', group=GATERNET, check='>= 0')
     gate_budget: str = setting(
         'none', "sparsity objective: 'rate' keeps each gated block's open fraction near --gate-budget-target "
-                "(ConvNet-AIG), 'macs' the backbone MACs used near that share of the dense backbone's (DGNet)",
+                "(ConvNet-AIG), 'macs' the backbone MACs used near that share of the dense backbone's (DGNet), "
+                "'model_macs' the same with the gater's MACs counted in full (the whole model's cost)",
         group=GATERNET, choices=GATE_BUDGETS)
     gate_budget_target: float = setting(0.5, 'target fraction of --gate-budget', group=GATERNET,
                                         check='>= 0 and <= 1')

@@ -154,7 +154,7 @@ def gate_settings(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[st
 
 
 #: Values of the ``gate_budget`` setting.
-GATE_BUDGETS = ('none', 'rate', 'macs')
+GATE_BUDGETS = ('none', 'rate', 'macs', 'model_macs')
 
 
 class GateObjective:
@@ -165,7 +165,8 @@ class GateObjective:
         l1: ``lambda`` of the paper's L1 term (0: off).
         budget: ``'none'``; ``'rate'``: :func:`~gaternet_zoo.losses.gate_target_rate_loss` per gated block
             (ConvNet-AIG style); ``'macs'``: :class:`~gaternet_zoo.losses.MacBudgetLoss` on the backbone's MACs
-            (DGNet style).
+            (DGNet style); ``'model_macs'``: the same with the gater's MACs counted in full
+            (``include_gater=True``), so the target is the whole model's cost as a share of the plain backbone's.
         target: The budget's target fraction (open gates, or used share of the dense backbone MACs).
         weight: Factor of the budget term.
     """
@@ -181,6 +182,12 @@ class GateObjective:
         self.sites = tuple(model.gate_sites) if has_gates(model) else ()
         # The MAC account is measured once (one forward pass under a FLOP counter); the 'macs' budget reuses it.
         self.macs = MacBudgetLoss(model, target, weight) if has_gates(model) else None
+        self.model_macs = None
+        if budget == 'model_macs':
+            try:
+                self.model_macs = MacBudgetLoss(model, target, weight, include_gater=True)
+            except ValueError as error:
+                raise RecipeError(f'gate_budget_target: {error}') from None
 
     def epoch_fields(self, metrics: dict[str, Any], split: str = '') -> dict[str, float]:
         """``{split}macs_used_fraction`` of an evaluation's gates, for the metrics row (empty without gates)."""
@@ -204,6 +211,8 @@ class GateObjective:
             term = term + gate_target_rate_loss(gates, self.target, self.sites, self.weight)
         elif self.budget == 'macs':
             term = term + self.macs(gates)
+        elif self.budget == 'model_macs':
+            term = term + self.model_macs(gates)
         return term
 
     def macs_used_fraction(self, per_site_open_fraction: dict[str, float],
