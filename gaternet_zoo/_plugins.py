@@ -75,7 +75,7 @@ class GateSite:
 
     @property
     def placement(self) -> str:
-        """``'inner'`` for a site with a ``next_conv``, else ``'last'`` (see :data:`GATE_PLACEMENTS`)."""
+        """``'inner'`` for a site with a ``next_conv``, else ``'last'`` (the default placement)."""
         return 'inner' if self.next_conv else 'last'
 
 
@@ -162,7 +162,7 @@ class GatingPlugin:
         raise UnsupportedPlacementError(f'gating plugin {self.name!r} cannot install inner gates')
 
     def supports_placement(self, placement: str) -> bool:
-        """Whether this plugin can place gates as ``placement`` says (see :data:`GATE_PLACEMENTS`)."""
+        """Whether this plugin can place gates as ``placement`` says ('last' or 'inner')."""
         if placement == 'last':
             return True
         return placement == 'inner' and self.overrides('inner_gate_sites')

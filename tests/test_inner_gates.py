@@ -134,7 +134,7 @@ def test_closing_an_inner_gate_zeroes_that_input_channel_of_the_next_conv(family
             return (y,)
 
         with torch.no_grad():
-            handle = after.register_forward_pre_hook(lambda m, args: seen.__setitem__('in', args[0].clone()))
+            handle = after.register_forward_pre_hook(lambda m, args, d=seen: d.__setitem__('in', args[0].clone()))
             gated = model(x, gates=gates)
             handle.remove()
             handle = after.register_forward_pre_hook(zero)
@@ -161,7 +161,7 @@ def test_skip_mode_logits_equal_mask_mode(family, batch: int) -> None:
             own = model(x)
             model.set_execution('skip')
             patched = {type(m.__dict__['forward']) for m in model.backbone.modules() if 'forward' in m.__dict__}
-            assert {SkippingConvForward, SkippingInputForward} <= patched
+            assert {SkippingConvForward, SkippingInputForward, SkippingBlockForward} <= patched
             for k, g in cases.items():
                 torch.testing.assert_close(model(x, gates=g), masked[k], rtol=1e-5, atol=1e-5, msg=k)
             torch.testing.assert_close(model(x), own, rtol=1e-5, atol=1e-5)
@@ -367,6 +367,7 @@ def test_save_and_load_keep_gate_placement(tmp_path: Path) -> None:
     model.save_pretrained(tmp_path / 'saved')
     config = json.loads((tmp_path / 'saved' / 'config.json').read_text())
     assert config['model_args']['gate_placement'] == 'inner'
+    assert 'gate_placement="inner"' in (tmp_path / 'saved' / 'README.md').read_text()  # the card says so
     for loaded in (gz.GaterNet.from_pretrained(tmp_path / 'saved'), gz.create_model(f'local-dir:{tmp_path / "saved"}')):
         loaded.eval()
         assert loaded.gate_placement == 'inner' and loaded.gate_site_table() == model.gate_site_table()
