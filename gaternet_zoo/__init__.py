@@ -13,10 +13,11 @@ from .version import __version__ as __version__
 __all__ = [
     'BlockGatingPlugin', 'CifarResNet', 'ChecksumError', 'GatePoint', 'GateSite', 'GateStatistics', 'GaterNet',
     'GatingPlugin', 'HubLoadError', 'InputDependentGatesError', 'MacBudgetLoss', 'StateDictMismatchError',
-    'StaticBackbone', 'UnknownModelError', 'UnsupportedBackboneError', '__version__', 'create_model',
-    'export_static', 'gate', 'gate_l1_loss', 'gate_target_rate_loss', 'get_plugin', 'get_pretrained_cfg', 'is_model',
-    'list_backbones', 'list_models', 'list_plugins', 'list_pretrained', 'load_official_checkpoint',
-    'parse_model_name', 'prune_gaternet', 'PruningError', 'register_gating_plugin', 'register_weights',
+    'StaticBackbone', 'UnknownModelError', 'UnsupportedBackboneError', 'UnsupportedPlacementError', '__version__',
+    'create_model', 'export_static', 'gate', 'gate_l1_loss', 'gate_target_rate_loss', 'get_plugin',
+    'get_pretrained_cfg', 'is_model', 'list_backbones', 'list_models', 'list_plugins', 'list_pretrained',
+    'load_official_checkpoint', 'parse_model_name', 'plugins_supporting', 'prune_gaternet', 'PruningError',
+    'register_gating_plugin', 'register_weights',
 ]
 
 if not _asks_only_for_help(_sys.argv):
@@ -30,8 +31,10 @@ if not _asks_only_for_help(_sys.argv):
     from ._plugins import GateSite as GateSite
     from ._plugins import GatingPlugin as GatingPlugin
     from ._plugins import UnsupportedBackboneError as UnsupportedBackboneError
+    from ._plugins import UnsupportedPlacementError as UnsupportedPlacementError
     from ._plugins import get_plugin as get_plugin
     from ._plugins import list_plugins as list_plugins
+    from ._plugins import plugins_supporting as plugins_supporting
     from ._plugins import register_gating_plugin as register_gating_plugin
     from ._pretrained import register_weights as register_weights
     from ._prune import PruningError as PruningError

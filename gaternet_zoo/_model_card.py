@@ -144,7 +144,9 @@ def render_model_card(model: nn.Module, repo_id: str | None = None, **kwargs: An
                       f'({count_params(model.gater) / 1e6:.3f} M params)'),
             ('Gates', f'{model.gate_size} over {len(model.gate_sites)} residual blocks' + (
                 f' ({model.num_filter_gates} filter gates and {model.num_branch_gates} branch gates, one per '
-                'residual branch)' if getattr(model, 'num_branch_gates', 0) else '')),
+                'residual branch)' if getattr(model, 'num_branch_gates', 0) else '') + (
+                ', on each branch\'s inner conv (gate_placement="inner": a closed gate removes a filter of that conv '
+                'and an input channel of the next)' if getattr(model, 'gate_placement', 'last') == 'inner' else '')),
         ]
         metrics += [
             ('backbone MACs per image (dense)', f'{macs["backbone"] / 1e6:.2f} M'),

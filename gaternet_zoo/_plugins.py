@@ -1,10 +1,13 @@
 """Gating plugins: where a backbone family's gate sites are, and how a gate is installed there.
 
-A plugin knows one family of backbone blocks. GaterNet asks it for the gate sites of a built backbone (the last
-conv of each residual branch, after its norm, before the residual add) and then has it install one
-:class:`~gaternet_zoo.layers.GateSlot` per site. Plugins are registered by name with :func:`register_gating_plugin`
-(a class decorator) or, for third-party packages, through the ``gaternet_zoo.plugins`` entry-point group, whose
-entries point at a :class:`GatingPlugin` subclass and are loaded the first time the registry is queried.
+A plugin knows one family of backbone blocks. GaterNet asks it for the gate sites of a built backbone (the last conv
+of each residual branch, after its norm, before the residual add) and then has it install one
+:class:`~gaternet_zoo.layers.GateSlot` per site. A plugin may also offer *inner* gate sites
+(``GaterNet(gate_placement="inner")``): the output of a branch's inner conv, whose closed filter is also an input
+channel the next conv no longer needs (:meth:`GatingPlugin.inner_gate_sites`). Plugins are registered by name with
+:func:`register_gating_plugin` (a class decorator) or, for third-party packages, through the ``gaternet_zoo.plugins``
+entry-point group, whose entries point at a :class:`GatingPlugin` subclass and are loaded the first time the registry
+is queried.
 
 Most families need no code beyond a declaration: a :class:`BlockGatingPlugin` subclass lists its block types and,
 per type, a :class:`GatePoint` (which conv's filters are gated, and which module's output the gate multiplies);
@@ -13,6 +16,7 @@ for MAC accounting.
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import fnmatch
 import logging
@@ -30,12 +34,18 @@ from .layers.pruning import PruningError
 __all__ = [
     'GateSite', 'GatingPlugin', 'BlockGatingPlugin', 'GatePoint', 'register_gating_plugin', 'get_plugin',
     'list_plugins', 'find_plugin', 'plugin_for_name', 'UnknownPluginError', 'UnsupportedBackboneError',
-    'ENTRY_POINT_GROUP', 'fresh_shortcut',
+    'ENTRY_POINT_GROUP', 'fresh_shortcut', 'GATE_PLACEMENTS', 'UnsupportedPlacementError', 'plugins_supporting',
 ]
 
 _logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = 'gaternet_zoo.plugins'
+
+#: Where a GaterNet's filter gates sit (``GaterNet(gate_placement=...)``). ``'last'``, the paper's and the default:
+#: on the last conv of each residual branch, after its norm, before the residual add. ``'inner'``: on the branch's
+#: inner conv (a basic block's first conv, a bottleneck's 3x3 conv), after its norm and activation, so that a closed
+#: gate removes a filter of that conv and an input channel of the next one.
+GATE_PLACEMENTS = ('last', 'inner')
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,10 @@ class GateSite:
         branch_offset: Index of the site's branch gate in the flat gate vector, or ``None`` when the site has none
             (the default; a GaterNet built with ``branch_gates=True`` gives one to every site whose block adds its
             branch to a shortcut the plugin knows). A closed branch gate closes every filter gate of the site.
+        next_conv: For an inner site (``gate_placement="inner"``): qualified name of the conv that takes the gated
+            channels as its input channels, one for one, with only channelwise operations in between; a closed
+            gate removes one of its input channels too. ``''`` (the default) for a site on the last conv of a
+            branch, whose gated channels go to the residual add.
     """
 
     name: str
@@ -57,6 +71,12 @@ class GateSite:
     offset: int = 0
     conv: str = ''
     branch_offset: int | None = None
+    next_conv: str = ''
+
+    @property
+    def placement(self) -> str:
+        """``'inner'`` for a site with a ``next_conv``, else ``'last'`` (the default placement)."""
+        return 'inner' if self.next_conv else 'last'
 
 
 class UnknownPluginError(KeyError):
@@ -68,6 +88,10 @@ class UnknownPluginError(KeyError):
 
 class UnsupportedBackboneError(ValueError):
     """Raised when no gating plugin knows a backbone."""
+
+
+class UnsupportedPlacementError(ValueError):
+    """Raised when a gating plugin (or one of its blocks) cannot place gates where ``gate_placement`` asks."""
 
 
 class GatingPlugin:
@@ -113,6 +137,56 @@ class GatingPlugin:
     def install(self, model: nn.Module, site: GateSite, slot: GateSlot) -> None:
         """Place ``slot`` at ``site`` inside ``model``, without adding or renaming any ``state_dict`` key."""
         raise NotImplementedError
+
+    def inner_gate_sites(self, model: nn.Module) -> list[GateSite]:
+        """The inner gate sites of ``model`` in forward order (``GaterNet(gate_placement="inner")``), optional.
+
+        One per gated block: ``conv`` is the branch's inner conv (a basic block's first conv, a bottleneck's 3x3
+        conv), whose output filters are gated after its norm and activation, and ``next_conv`` the conv that takes
+        them as input channels. Only channelwise operations may lie between the two (norm, activation, dropout,
+        anti-aliasing blur), so that a closed gate is exactly a filter of ``conv`` and an input channel of
+        ``next_conv`` that contribute nothing. A plugin that implements it implements :meth:`install_inner` too.
+
+        Raises:
+            UnsupportedPlacementError: This plugin has no inner sites (the default), or not in this model.
+        """
+        raise UnsupportedPlacementError(
+            f'gating plugin {self.name!r} has no inner gate sites; gate_placement="inner" is supported by: '
+            f'{", ".join(plugins_supporting("inner")) or "no registered plugin"}. Use gate_placement="last".')
+
+    def install_inner(self, model: nn.Module, site: GateSite, slot: GateSlot) -> None:
+        """Place ``slot`` at the inner ``site`` (on ``site.conv``'s activated output, before ``site.next_conv``).
+
+        As :meth:`install`: no ``state_dict`` key added or renamed.
+        """
+        raise UnsupportedPlacementError(f'gating plugin {self.name!r} cannot install inner gates')
+
+    def supports_placement(self, placement: str) -> bool:
+        """Whether this plugin can place gates as ``placement`` says ('last' or 'inner')."""
+        if placement == 'last':
+            return True
+        return placement == 'inner' and self.overrides('inner_gate_sites')
+
+    def inner_closed_output(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+        """The output of ``block`` for input ``x`` when all of its inner gates are closed (skip execution), optional.
+
+        The branch then gives its last conv applied to zeros, through its norm: a per-channel constant (the norm's
+        shift), not 0 in general, so the block is *not* its shortcut. A plugin that can compute it without the
+        branch's convs returns it; ``None`` (the default): skip execution runs the block, whose inner conv and next
+        conv then compute nothing (no open filter, no open input channel), and the branch's other convs (a
+        bottleneck's first 1x1 conv) run.
+        """
+        return None
+
+    def open_inner_forward(self, block: nn.Module, x: torch.Tensor, index: torch.Tensor, channels: torch.Tensor,
+                           gate: torch.Tensor) -> torch.Tensor | None:
+        """The output of ``block`` computing only the inner conv's filters ``index``, optional fast path.
+
+        As :meth:`open_filters_forward`, for an inner site: only those filters of the inner conv are computed and
+        only those input channels of the next conv are read. ``None`` (the default): skip execution slices both
+        convs on their own.
+        """
+        return None
 
     def prune_site(self, model: nn.Module, site: GateSite, kept: torch.Tensor) -> None:
         """Remove every output filter of ``site``'s gated conv but ``kept`` (and the same channels of its norm).
@@ -194,10 +268,10 @@ def fresh_shortcut(shortcut: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def offsets_in_order(sites: Iterable[GateSite]) -> list[GateSite]:
-    """Give each site its offset: sites are laid out one after another in forward order."""
+    """Give each site its offset: sites are laid out one after another in forward order (other fields kept)."""
     out, offset = [], 0
     for site in sites:
-        out.append(GateSite(site.name, site.num_channels, offset, site.conv))
+        out.append(dataclasses.replace(site, offset=offset))
         offset += site.num_channels
     return out
 
@@ -443,6 +517,12 @@ def plugin_for_name(model_name: str, plugin: str | None = None) -> GatingPlugin 
         return get_plugin(plugin)
     _load_entry_points()
     return next((p for p in _PLUGINS.values() if p.matches_name(model_name)), None)
+
+
+def plugins_supporting(placement: str) -> list[str]:
+    """Names of the registered plugins that can place gates as ``placement`` says (``'last'`` or ``'inner'``)."""
+    _load_entry_points()
+    return sorted(name for name, p in _PLUGINS.items() if p.supports_placement(placement))
 
 
 def _families_text() -> str:

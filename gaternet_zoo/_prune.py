@@ -37,6 +37,19 @@ def always_off_filters(model: nn.Module, stats: GateStatistics) -> dict[str, lis
     return {s.name: [i for i in range(s.num_channels) if fired[s.offset + i] == 0] for s in model.gate_sites}
 
 
+def refuse_inner_gates(model: nn.Module, what: str) -> None:
+    """Raise :class:`PruningError` for a GaterNet whose gates sit on inner convs (``gate_placement="inner"``).
+
+    Its closed filters are also input channels of the next conv, which the pruned and the static export would have
+    to remove as well; neither does yet, so both refuse such a model rather than export a wrong one.
+    """
+    if getattr(model, 'gate_placement', 'last') == 'inner':
+        raise PruningError(
+            f'a GaterNet with gate_placement="inner" cannot be {what} yet: its closed filters are input channels of '
+            'the next conv too, which the export does not remove. Use skip execution (set_execution("skip")), which '
+            'computes neither, or a model with gate_placement="last".')
+
+
 @torch.no_grad()
 def check_round_to(round_to: int) -> int:
     """Check ``round_to`` (``--round-to``) before any calibration runs; returns it.
@@ -65,12 +78,14 @@ def prune_gaternet(model: nn.Module, stats: GateStatistics, calibration: str = '
         The pruned model, in eval mode, with ``pretrained_cfg['pruning']`` describing what was removed.
 
     Raises:
-        PruningError: If the model's gating plugin cannot prune exactly (e.g. SE blocks), naming why.
+        PruningError: If the model's gating plugin cannot prune exactly (e.g. SE blocks), or the model's gates are
+            inner ones (``gate_placement="inner"``), naming why.
     """
     if not has_gates(model):
         raise PruningError(f'{type(model).__name__} has no gates to prune by; pruning needs a GaterNet')
     if getattr(model, 'pruned_filters', None):
         raise PruningError('this model is already pruned; prune the original GaterNet again with other data instead')
+    refuse_inner_gates(model, 'pruned')
     check_round_to(round_to)
     off = always_off_filters(model, stats)
     kept: dict[str, list[int]] = {}

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._prune import check_round_to, prune_gaternet
+from ._prune import check_round_to, prune_gaternet, refuse_inner_gates
 from .layers.pruning import PruningError
 from .utils.gate_stats import GateStatistics, has_gates
 
@@ -111,7 +111,8 @@ def export_static(
 
     Raises:
         InputDependentGatesError: Input-dependent gates and ``input_dependent="refuse"``; the message names them.
-        PruningError: The gating plugin cannot prune or zero the filters that need it (e.g. SE blocks).
+        PruningError: The gating plugin cannot prune or zero the filters that need it (e.g. SE blocks), or the
+            model's gates are inner ones (``gate_placement="inner"``).
         ValueError: A bad ``round_to`` or ``input_dependent``, or one ``round_to`` for a model already pruned with
             another.
     """
@@ -120,6 +121,7 @@ def export_static(
 
     if input_dependent not in INPUT_DEPENDENT_CHOICES:
         raise ValueError(f'input_dependent must be one of {INPUT_DEPENDENT_CHOICES}, got {input_dependent!r}')
+    refuse_inner_gates(model, 'exported as a static backbone')
     if round_to is not None:
         check_round_to(round_to)
     states = gate_states(model, stats)

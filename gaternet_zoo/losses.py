@@ -9,8 +9,9 @@
   ``(backbone MACs used given the gates / dense backbone MACs - target)^2`` over the batch mean. A closed gate
   saves the one output filter of the gated conv it closes, and a block whose gates are all closed saves the rest
   of its branch too (skip execution does not run it); a closed branch gate saves its whole branch, every conv of
-  it: the same analytic count as :func:`gaternet_zoo.utils.gaternet_macs` reports, so the budget trained for is
-  the figure a model card shows.
+  it; with inner gates (``gate_placement="inner"``) a closed gate saves a filter of the inner conv and an input
+  channel of the next conv: the same analytic count as :func:`gaternet_zoo.utils.gaternet_macs` reports, so the
+  budget trained for is the figure a model card shows.
 
 Each loss is a scalar that carries the straight-through gradient of the binarised gates back to the gater.
 """
@@ -85,7 +86,9 @@ class MacBudgetLoss(nn.Module):
     """Keeps the backbone MACs used given the gates near a fraction ``target`` of the dense backbone's MACs.
 
     The MAC counts are measured once, at construction, with :func:`gaternet_zoo.utils.gaternet_macs`: gate ``j``
-    of site ``s`` costs ``macs(s's gated conv) / channels(s)``, and a site whose gates are all closed also saves
+    of site ``s`` costs ``macs(s's gated conv) / channels(s)`` (with ``gate_placement="inner"``: ``macs(inner conv)
+    / its filters + macs(next conv) / its input channels``, its ``gateable_macs`` share), and a site whose gates
+    are all closed also saves
     the rest of its block's branch (``skippable_branch_macs``), which enters the loss as that cost times
     ``prod_j (1 - gate_j)`` over the site's gates: exact for binary gates, and differentiable through the
     straight-through gates. The module has no parameters and no ``state_dict`` entries.
@@ -126,7 +129,7 @@ class MacBudgetLoss(nn.Module):
         self.num_filter_gates = int(getattr(model, 'num_filter_gates', model.gate_size))
         cost = torch.zeros(self.num_filter_gates, dtype=torch.float64)
         for site in model.gate_sites:
-            cost[site.offset:site.offset + site.num_channels] = macs['gated_conv_macs'][site.name] / site.num_channels
+            cost[site.offset:site.offset + site.num_channels] = macs['gateable_macs'][site.name] / site.num_channels
         self.target = float(target)
         self.weight = float(weight)
         self.dense_macs = int(macs['backbone'])
@@ -138,7 +141,7 @@ class MacBudgetLoss(nn.Module):
         # it cannot be skipped), index of its branch gate or None, share of its whole branch).
         self._branches = [
             (s.offset, s.num_channels, b / self.dense_macs, getattr(s, 'branch_offset', None),
-             (macs['gated_conv_macs'][s.name] + b) / self.dense_macs) for s, b in zip(model.gate_sites, branch)]
+             (macs['gateable_macs'][s.name] + b) / self.dense_macs) for s, b in zip(model.gate_sites, branch)]
 
     def used_fraction(self, gates: torch.Tensor) -> torch.Tensor:
         """Per-sample share of the dense backbone MACs used given ``gates`` (B x gate_size) -> (B,), plus the gater's

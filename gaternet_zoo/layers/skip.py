@@ -10,6 +10,13 @@ by 0. In skip mode, at inference:
 * a residual block whose gates are closed for the whole batch does not run its branch at all: its output is what
   the shortcut gives (the plugin says how, see ``GatingPlugin.shortcut_only``).
 
+With inner gates (``GaterNet(gate_placement="inner")``) the site's conv is the branch's inner conv and the gated
+channels are the next conv's input channels: the inner conv computes only the open filters, as above, and the next
+conv (:class:`SkippingInputForward`) reads only the open input channels, its weight sliced to them; the closed
+ones are 0 there, so they would add nothing. A block whose inner gates are all closed for the whole batch is *not*
+its shortcut: its last conv sees zeros and its norm adds its shift, which the plugin computes without the convs
+(``GatingPlugin.inner_closed_output``) or, where it cannot, both gated convs compute nothing.
+
 A site's gates here are the gates that act on its filters: its filter gates times its branch gate where the model
 has branch gates (``GaterNet(branch_gates=True)``), so a branch gate closed for the whole batch skips the branch,
 and one closed for some samples only removes those samples from the open filters. Both read the gates of the
@@ -26,11 +33,12 @@ from torch import nn
 
 from .gates import GateSlot
 
-__all__ = ['SkippingBlockForward', 'SkippingConvForward', 'can_slice', 'folded_conv_bn', 'open_filters']
+__all__ = ['SkippingBlockForward', 'SkippingConvForward', 'SkippingInputForward', 'can_slice', 'folded_conv_bn',
+           'open_filters']
 
 
 def can_slice(conv: nn.Module) -> bool:
-    """Whether :func:`skipping_conv_forward` can compute a subset of ``conv``'s output filters."""
+    """Whether skip execution can compute a subset of ``conv``'s output filters, or read a subset of its inputs."""
     if type(conv) is nn.Linear:
         return True
     return (type(conv) is nn.Conv2d and conv.groups == 1 and conv.padding_mode == 'zeros'
@@ -127,12 +135,39 @@ class SkippingConvForward:
         return y.new_zeros(y.shape[0], width, *y.shape[2:]).index_copy(1, index, y)
 
 
-class SkippingBlockForward:
-    """Set as a residual block's ``forward``: skips the branch when every one of the block's gates is closed.
+class SkippingInputForward:
+    """Set as the ``forward`` of an inner site's next conv: reads only the input channels whose gates are open.
 
-    Where the plugin has a fast path for the block (``GatingPlugin.open_filters_forward``), a block with some of
-    its filters closed computes only the open ones and adds them into its shortcut at their channels, rather than
-    putting zeros in the others' places.
+    The closed channels of its input are 0 (the inner site's gate multiplied them, or the inner conv did not compute
+    them), so dropping them from the input and from the weight leaves the output unchanged. With no open channel
+    the conv computes nothing: its output is its bias (0 without one) at every pixel.
+    """
+
+    def __init__(self, conv: nn.Conv2d, slot: GateSlot, multiple: int = 1) -> None:
+        self.conv, self.slot, self.multiple = conv, slot, multiple
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self.conv
+        index = open_filters(self.slot, self.multiple)
+        if index is None or index.numel() == conv.in_channels:
+            return type(conv).forward(conv, x)
+        if index.numel() == 0:
+            size = [(n + 2 * p - d * (k - 1) - 1) // st + 1 for n, p, d, k, st in zip(
+                x.shape[2:], conv.padding, conv.dilation, conv.kernel_size, conv.stride)]
+            y = x.new_zeros(x.shape[0], conv.out_channels, *size)
+            return y if conv.bias is None else y + conv.bias.to(y.dtype)[None, :, None, None]
+        return F.conv2d(x.index_select(1, index), conv.weight.index_select(1, index), conv.bias, conv.stride,
+                        conv.padding, conv.dilation)
+
+
+class SkippingBlockForward:
+    """Set as a residual block's ``forward``: skips the branch's work when every one of the block's gates is closed.
+
+    ``shortcut_only`` gives the block's output in that case: its shortcut for a site on the branch's last conv
+    (``GatingPlugin.shortcut_only``), the shortcut plus the branch's constant for an inner site
+    (``GatingPlugin.inner_closed_output``); where it returns ``None`` the block runs. Where the plugin has a fast path
+    for the block (``GatingPlugin.open_filters_forward``, ``open_inner_forward``), a block with some of its filters
+    closed computes only the open ones, rather than putting zeros in the others' places.
     """
 
     def __init__(self, block: nn.Module, slot: GateSlot,
@@ -149,7 +184,7 @@ class SkippingBlockForward:
             if out is not None:
                 return out
         width = slot.num_channels if slot.kept is None else len(slot.kept)
-        if index is not None and index.numel() < width and self.open_filters_forward is not None:
+        if index is not None and 0 < index.numel() < width and self.open_filters_forward is not None:
             channels = index if slot.kept is None else slot.kept.index_select(0, index)
             gate = slot.site_gates(slot.context.gates).index_select(1, channels)
             out = self.open_filters_forward(self.block, x, index, channels, gate)

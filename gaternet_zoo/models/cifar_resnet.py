@@ -12,8 +12,11 @@
 
 Every residual block has a ``gate`` slot (an ``nn.Identity`` until a GaterNet installs a gate there) right after
 the last conv of its residual branch (after its norm, for post-activation blocks) and before the residual add,
-and declares ``gate_channels``. After ``import gaternet_zoo`` the models are available as
-``timm.create_model("cifar_resnet20")``.
+and declares ``gate_channels``. It also has an ``inner_gate`` slot on its inner conv's output (the first conv of a
+basic block, the 3x3 conv of a bottleneck), after that conv's norm and activation and right before the next conv,
+and declares ``inner_gate_convs`` (the inner conv and the next one): a GaterNet built with
+``gate_placement="inner"`` gates there. Neither slot has parameters, so the ``state_dict`` keys are the same.
+After ``import gaternet_zoo`` the models are available as ``timm.create_model("cifar_resnet20")``.
 """
 from __future__ import annotations
 
@@ -68,15 +71,40 @@ class BasicBlock(nn.Module):
         self.gate_channels = out_chs
         # The norm applied right after the gated conv, before the gate (None: the gate follows the conv).
         self.gate_norm = 'bn2'
+        # Inner gate site: conv1's filters, gated after bn1 and its ReLU, are conv2's input channels.
+        self.inner_gate = nn.Identity()
+        self.inner_gate_convs = ('conv1', 'conv2')
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.drop(self.act1(self.bn1(self.conv1(x))))
+        y = self.inner_gate(self.drop(self.act1(self.bn1(self.conv1(x)))))
         y = self.gate(self.bn2(self.conv2(y)))
         return self.act2(y + self.shortcut(x))
 
     def shortcut_output(self, x: torch.Tensor) -> torch.Tensor:
         """The block's output when every gate is closed (the branch adds 0): skip execution's short cut."""
         return self.act2(self.shortcut(x).clone())  # clone: the in-place ReLU must not change the input
+
+    def inner_closed_output(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output (evaluation) when every inner gate is closed: conv2 sees zeros, so the branch is
+        bn2's shift, a per-channel constant, added to the shortcut. Neither conv of the branch runs."""
+        _, shift = folded_conv_bn(self.conv2, self.bn2)  # bn2(conv2(0)) in evaluation
+        return self.act2(self.shortcut(x) + shift.to(x.dtype)[None, :, None, None])
+
+    def forward_open_inner(self, x: torch.Tensor, index: torch.Tensor, channels: torch.Tensor,
+                           gate: torch.Tensor) -> torch.Tensor:
+        """The block's output when only the filters ``index`` of ``conv1`` may be open (inner gates, skip mode).
+
+        Only those filters of conv1 are computed and gated (``gate``: B x len(index)), and conv2 reads only those
+        input channels; both convs run with their norms folded in (evaluation statistics). ``channels`` equals
+        ``index`` here (an inner site is not pruned).
+        """
+        w1, b1 = folded_conv_bn(self.conv1, self.bn1)
+        w2, b2 = folded_conv_bn(self.conv2, self.bn2)
+        c1, c2 = self.conv1, self.conv2
+        y = F.conv2d(x, w1.index_select(0, index), b1.index_select(0, index), c1.stride, c1.padding, c1.dilation)
+        y = self.drop(self.act1(y)) * gate[:, :, None, None].to(y.dtype)
+        z = F.conv2d(y, w2.index_select(1, index), b2, c2.stride, c2.padding, c2.dilation)
+        return self.act2(z + self.shortcut(x))
 
     def forward_open_filters(self, x: torch.Tensor, index: torch.Tensor, channels: torch.Tensor,
                              gate: torch.Tensor) -> torch.Tensor:
@@ -113,18 +141,26 @@ class PreActBasicBlock(nn.Module):
         self.gate_channels = out_chs
         # The norm applied right after the gated conv, before the gate (None: the gate follows the conv).
         self.gate_norm = None
+        # Inner gate site: conv1's filters, gated after bn2, its ReLU and dropout, are conv2's input channels.
+        self.inner_gate = nn.Identity()
+        self.inner_gate_convs = ('conv1', 'conv2')
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.act1(self.bn1(x))
         # A projection shortcut sees the pre-activated input, as in the WRN and pre-act ResNet papers.
         shortcut = self.shortcut(pre) if self.shortcut is not None else x
         y = self.conv1(pre)
-        y = self.conv2(self.drop(self.act2(self.bn2(y))))
+        y = self.conv2(self.inner_gate(self.drop(self.act2(self.bn2(y)))))
         return self.gate(y) + shortcut
 
     def shortcut_output(self, x: torch.Tensor) -> torch.Tensor:
         """The block's output when every gate is closed (the branch adds 0): skip execution's short cut."""
         return self.shortcut(self.act1(self.bn1(x))) if self.shortcut is not None else x.clone()
+
+    def inner_closed_output(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output when every inner gate is closed: conv2 (no bias, no norm after it) gives 0, so the
+        block is its shortcut."""
+        return self.shortcut_output(x)
 
 
 class PreActBottleneck(nn.Module):
@@ -151,18 +187,26 @@ class PreActBottleneck(nn.Module):
         self.gate_channels = out_chs
         # The norm applied right after the gated conv, before the gate (None: the gate follows the conv).
         self.gate_norm = None
+        # Inner gate site: the 3x3 conv2's filters, gated after bn3, its ReLU and dropout, are conv3's inputs.
+        self.inner_gate = nn.Identity()
+        self.inner_gate_convs = ('conv2', 'conv3')
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.act1(self.bn1(x))
         shortcut = self.shortcut(pre) if self.shortcut is not None else x
         y = self.conv1(pre)
         y = self.conv2(self.act2(self.bn2(y)))
-        y = self.conv3(self.drop(self.act3(self.bn3(y))))
+        y = self.conv3(self.inner_gate(self.drop(self.act3(self.bn3(y)))))
         return self.gate(y) + shortcut
 
     def shortcut_output(self, x: torch.Tensor) -> torch.Tensor:
         """The block's output when every gate is closed (the branch adds 0): skip execution's short cut."""
         return self.shortcut(self.act1(self.bn1(x))) if self.shortcut is not None else x.clone()
+
+    def inner_closed_output(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output when every inner gate is closed: conv3 (no bias, no norm after it) gives 0, so the
+        block is its shortcut, and none of its three convs needs to run."""
+        return self.shortcut_output(x)
 
 
 _BLOCKS: dict[str, type[nn.Module]] = {

@@ -26,12 +26,22 @@ from .. import _validation
 from .._builder import build_with_cfg
 from .._constants import CIFAR10_MEAN, CIFAR10_STD
 from .._hub_mixin import ZooHubMixin
-from .._plugins import GateSite, GatingPlugin, find_plugin, get_plugin, list_plugins
+from .._plugins import (
+    GATE_PLACEMENTS,
+    GateSite,
+    GatingPlugin,
+    UnsupportedPlacementError,
+    find_plugin,
+    get_plugin,
+    list_plugins,
+    plugins_supporting,
+)
 from .._pretrained import generate_default_cfgs
 from ..hub import timm_pretrained_args
 from ..layers.gater import Gater
 from ..layers.gates import DEFAULT_THRESHOLD, GateContext, GateSlot, ImprovedSemHash
-from ..layers.skip import SkippingBlockForward, SkippingConvForward, can_slice
+from ..layers.pruning import PruningError
+from ..layers.skip import SkippingBlockForward, SkippingConvForward, SkippingInputForward, can_slice
 from ..utils.gate_stats import effective_gates
 
 __all__ = ['GaterNet']
@@ -74,6 +84,13 @@ class GaterNet(nn.Module, ZooHubMixin):
             gets one; the other sites (an inverted residual without skip, a DenseNet layer) get none. A branch gate
             multiplies all of its site's filter gates: closed, the block gives its shortcut, and skip execution
             does not run the branch. It comes from the same gater head and is binarised the same way.
+        gate_placement: Where the filter gates sit. ``'last'`` (the default, the paper's): on the last conv of each
+            residual branch, after its norm, before the residual add. ``'inner'``: on the branch's inner conv (a
+            basic block's first conv, a bottleneck's 3x3 conv), after its norm and activation, so that a closed gate
+            removes a filter of that conv and an input channel of the next one (``GateSite.next_conv``); skip
+            execution and the MAC account save both. Plugins that support it: ``native`` and ``timm_resnet``
+            (:func:`~gaternet_zoo.plugins_supporting`). Not combined with ``branch_gates``, nor with pruning or the
+            static export (both refused).
 
     Gate layout: the gate vector (``gate_size`` wide) holds the filter gates first, site after site in forward order
     (site ``s``'s at ``s.offset`` to ``s.offset + s.num_channels``; ``num_filter_gates`` in all), then, with
@@ -84,6 +101,8 @@ class GaterNet(nn.Module, ZooHubMixin):
         ValueError: If a gate slot the plugin installed does not run exactly once in a forward pass of the
             backbone, a gate site's ``conv`` does not name a conv that runs with that site's width, or
             ``branch_gates`` is asked of a backbone without a residual block whose shortcut the plugin knows.
+        UnsupportedPlacementError: ``gate_placement="inner"`` with a plugin (or a block) that has no inner sites,
+            or with ``branch_gates``.
     """
 
     def __init__(
@@ -105,6 +124,7 @@ class GaterNet(nn.Module, ZooHubMixin):
             pruned_filters: dict[str, list[int]] | None = None,
             gater_input_size: int | list[int] | None = None,
             branch_gates: bool = False,
+            gate_placement: str = 'last',
     ) -> None:
         super().__init__()
         import timm  # imported here so that gaternet_zoo's own models are registered first
@@ -113,6 +133,16 @@ class GaterNet(nn.Module, ZooHubMixin):
                                         gate_threshold, drop_rate)
         if not isinstance(branch_gates, bool):
             raise TypeError(f'branch_gates of GaterNet must be True or False, got {branch_gates!r}.')
+        if gate_placement not in GATE_PLACEMENTS:
+            raise ValueError(f'gate_placement of GaterNet must be one of {", ".join(map(repr, GATE_PLACEMENTS))}, '
+                             f'got {gate_placement!r}.')
+        if gate_placement == 'inner' and branch_gates:
+            raise UnsupportedPlacementError(
+                'branch_gates=True cannot be combined with gate_placement="inner" yet: a branch gate closes the '
+                'branch at its end (the block becomes its shortcut), but inner gates sit inside the branch, whose '
+                'output with them all closed is its last norm\'s shift, not 0. Build one or the other.')
+        #: ``'last'`` or ``'inner'``: where the filter gates sit (see the class docstring).
+        self.gate_placement = gate_placement
         self.in_chans = in_chans
         self.backbone_name = backbone
         self.gater_name = gater
@@ -125,14 +155,24 @@ class GaterNet(nn.Module, ZooHubMixin):
 
         # Gate slots are parameter-free and share one context: the backbone's state_dict keys stay timm's.
         self._gate_context = GateContext()
-        sites = gating_plugin.gate_sites(self.backbone)
+        if gate_placement == 'inner':
+            if not gating_plugin.supports_placement('inner'):
+                raise UnsupportedPlacementError(
+                    f'gate_placement="inner" is not supported by gating plugin {gating_plugin.name!r} (backbone '
+                    f'{backbone!r}); plugins that support it: {", ".join(plugins_supporting("inner"))}. Use '
+                    'gate_placement="last" (the default) for this backbone.')
+            sites = gating_plugin.inner_gate_sites(self.backbone)
+            install = gating_plugin.install_inner
+        else:
+            sites = gating_plugin.gate_sites(self.backbone)
+            install = gating_plugin.install
         #: Filter gates: the first ``num_filter_gates`` entries of the gate vector.
         self.num_filter_gates = sum(s.num_channels for s in sites)
         self.branch_gates = branch_gates
         if branch_gates:
             sites = _with_branch_gates(self.backbone, sites, gating_plugin, backbone)
         for site in sites:
-            gating_plugin.install(self.backbone, site, GateSlot(
+            install(self.backbone, site, GateSlot(
                 self._gate_context, site.offset, site.num_channels, site.name, branch_offset=site.branch_offset))
         self.gate_sites: tuple[GateSite, ...] = tuple(sites)
         self.gate_size = _gate_size(self.gate_sites)
@@ -307,9 +347,11 @@ class GaterNet(nn.Module, ZooHubMixin):
 
         In skip mode each gated conv computes only the filters open for some sample of the batch, and a residual
         block whose gates are all closed (or whose branch gate is closed) for the whole batch does not run its
-        branch (where its plugin knows the block's shortcut); the logits equal mask mode's. Sites where that would
-        not be exact (an SE module between the gated conv and the gate, a conv that cannot be sliced) stay dense.
-        See ``gaternet_zoo.layers.skip``.
+        branch (where its plugin knows the block's shortcut); the logits equal mask mode's. With inner gates the
+        next conv also reads only the open channels, and a block whose inner gates are all closed gives its
+        shortcut plus its branch's constant (where the plugin computes it). Sites where that would not be exact (an
+        SE module between the gated conv and the gate, a conv that cannot be sliced) stay dense. See
+        ``gaternet_zoo.layers.skip``.
 
         Args:
             mode: ``'mask'`` or ``'skip'``.
@@ -324,7 +366,8 @@ class GaterNet(nn.Module, ZooHubMixin):
         if int(width_multiple) < 1:
             raise ValueError(f'width_multiple must be a positive number of filters, got {width_multiple}')
         for module in self.backbone.modules():  # back to the class's own forward first
-            if isinstance(module.__dict__.get('forward'), (SkippingConvForward, SkippingBlockForward)):
+            if isinstance(module.__dict__.get('forward'),
+                          (SkippingConvForward, SkippingBlockForward, SkippingInputForward)):
                 del module.__dict__['forward']
             module.__dict__.pop('_skip_folded', None)  # folded weights are made again from the current ones
         self._execution = mode
@@ -332,12 +375,20 @@ class GaterNet(nn.Module, ZooHubMixin):
             plugin = get_plugin(self.plugin_name)
             slots = {m.name: m for m in self.backbone.modules() if isinstance(m, GateSlot)}
             fast_path = plugin.open_filters_forward if plugin.overrides('open_filters_forward') else None
+            inner_fast_path = plugin.open_inner_forward if plugin.overrides('open_inner_forward') else None
             for site in self.gate_sites:
                 conv, slot = self.backbone.get_submodule(site.conv), slots[site.name]
                 if plugin.channelwise_after_conv(self.backbone, site) and can_slice(conv):
                     conv.forward = SkippingConvForward(conv, slot, int(width_multiple))
                 block = self.backbone.get_submodule(site.name)
-                if plugin.has_shortcut(block):
+                if site.next_conv:  # inner: the next conv reads the open channels only
+                    after = self.backbone.get_submodule(site.next_conv)
+                    if type(after) is nn.Conv2d and can_slice(after):
+                        after.forward = SkippingInputForward(after, slot, int(width_multiple))
+                    if plugin.overrides('inner_closed_output') or inner_fast_path is not None:
+                        block.forward = SkippingBlockForward(block, slot, plugin.inner_closed_output,
+                                                             inner_fast_path, int(width_multiple))
+                elif plugin.has_shortcut(block):
                     block.forward = SkippingBlockForward(block, slot, plugin.shortcut_only, fast_path,
                                                          int(width_multiple))
         return self
@@ -385,8 +436,15 @@ class GaterNet(nn.Module, ZooHubMixin):
         """Remove, in place, every filter of the named gate sites but the ``kept`` ones (see ``pruned_filters``).
 
         Raises:
-            PruningError: If the gating plugin cannot prune a site exactly; ValueError for bad indices.
+            PruningError: If the gating plugin cannot prune a site exactly, or the gates are inner ones
+                (``gate_placement="inner"``); ValueError for bad indices.
         """
+        if kept and self.gate_placement == 'inner':
+            raise PruningError(
+                'pruning a GaterNet with gate_placement="inner" is not supported yet: removing an inner filter must '
+                'also remove its input channel from the next conv, which the pruned export does not do. Use skip '
+                'execution (set_execution("skip")), which computes neither for a closed gate, or prune a model '
+                'with gate_placement="last".')
         slots = {m.name: m for m in self.backbone.modules() if isinstance(m, GateSlot)}
         done = _apply_pruning(self.backbone, get_plugin(self.plugin_name), self.gate_sites, slots, kept)
         self.pruned_filters = {**self.pruned_filters, **done}
@@ -403,11 +461,12 @@ class GaterNet(nn.Module, ZooHubMixin):
         return self.gate_size - self.num_filter_gates
 
     def gate_site_table(self) -> list[dict[str, Any]]:
-        """One row per gate site: block name, gated conv, channels, offset into the gate vector, and the index of
-        its branch gate (``branch_gate``; ``None`` for a site without one, and for every site without
-        ``branch_gates``)."""
-        return [dict(name=s.name, conv=s.conv, channels=s.num_channels, offset=s.offset, branch_gate=s.branch_offset)
-                for s in self.gate_sites]
+        """One row per gate site: block name, gated conv, channels, offset into the gate vector, the index of its
+        branch gate (``branch_gate``; ``None`` for a site without one, and for every site without
+        ``branch_gates``) and, with ``gate_placement="inner"``, the conv whose input channels the gates also
+        remove (``next_conv``; ``None`` for the default placement)."""
+        return [dict(name=s.name, conv=s.conv, channels=s.num_channels, offset=s.offset, branch_gate=s.branch_offset,
+                     next_conv=s.next_conv or None) for s in self.gate_sites]
 
     def split_gates(self, gates: torch.Tensor) -> dict[str, torch.Tensor]:
         """Split a B x gate_size gate tensor into one B x channels tensor of filter gates per gate site.
@@ -448,7 +507,8 @@ class GaterNet(nn.Module, ZooHubMixin):
                    f'{self.num_filter_gates} filter gates, as a model built with branch_gates=True has: build the '
                    'model with branch_gates=True to load it')
         else:
-            why = 'it was saved from a model with another backbone or other gate options'
+            why = ('it was saved from a model with another backbone or other gate options (branch_gates, '
+                   'gate_placement)')
         return (f'the gater of this checkpoint emits {weight.shape[0]} gates but this GaterNet has '
                 f'{self.gate_size}{self._branch_text()}: {why}')
 
@@ -552,10 +612,18 @@ def _check_gate_sites(backbone: nn.Module, sites: tuple[GateSite, ...], context:
             raise ValueError(
                 f'Gate site {site.name!r} of {where} gates {site.num_channels} channels, but its conv {site.conv!r} '
                 f'has {width} filters.')
+        if site.next_conv:
+            after = _get_submodule(backbone, site.next_conv)
+            if not isinstance(after, nn.Conv2d) or after.in_channels != site.num_channels:
+                raise ValueError(
+                    f'Inner gate site {site.name!r} of {where} names {site.next_conv!r} as the conv that takes its '
+                    f'{site.num_channels} gated channels, but that is not an nn.Conv2d with {site.num_channels} '
+                    'input channels.')
     slots = [m for m in backbone.modules() if isinstance(m, GateSlot)]
     counts: Counter[str | tuple[str, str]] = Counter()
     handles = [slot.register_forward_pre_hook(lambda m, args: counts.update([m.name])) for slot in slots]
     convs = {site.conv: _get_submodule(backbone, site.conv) for site in sites}
+    convs.update({site.next_conv: _get_submodule(backbone, site.next_conv) for site in sites if site.next_conv})
     handles += [conv.register_forward_pre_hook(lambda m, args, n=n: counts.update([('conv', n)]))
                 for n, conv in convs.items()]
     gate_size = _gate_size(sites)
@@ -597,7 +665,8 @@ def _check_gate_sites(backbone: nn.Module, sites: tuple[GateSite, ...], context:
         raise ValueError(
             f'Gate slot(s) installed by {where} run more than once per forward pass: {repeated}. A site\'s gates '
             'must multiply one feature map once.')
-    silent = [site.conv for site in sites if counts[('conv', site.conv)] == 0]
+    silent = [name for site in sites for name in (site.conv, site.next_conv)
+              if name and counts[('conv', name)] == 0]
     if silent:
         raise ValueError(f'The gated conv(s) of {where} never run in a forward pass: {", ".join(map(repr, silent))}.')
 

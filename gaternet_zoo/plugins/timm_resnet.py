@@ -6,6 +6,13 @@ of its last conv after that conv's norm and after the block's attention module (
 residual add. timm's blocks run ``self.drop_path`` exactly there, so the slot takes that attribute's place (and
 runs any original drop-path module after the gate): the model's ``state_dict`` keys do not change, and timm's
 pretrained backbone weights load into a gated backbone unchanged.
+
+Inner gates (``GaterNet(gate_placement="inner")``) sit on the inner conv's output, after its norm, drop-block and
+activation: ``conv1`` of a ``BasicBlock`` (``conv2``'s input channels) and the 3x3 ``conv2`` of a ``Bottleneck``
+(``conv3``'s input channels). timm runs ``self.aa`` (the anti-aliasing blur, an ``nn.Identity`` without it) exactly
+there in both blocks, so the inner slot takes that attribute's place and runs the original module after the gate;
+a blur or pooling acts channel by channel, so a closed channel stays 0. SE/attention comes after the last conv and
+does not stand between the gated conv and the next one.
 """
 from __future__ import annotations
 
@@ -15,9 +22,16 @@ import torch
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch import nn
 
-from .._plugins import GateSite, GatingPlugin, offsets_in_order, register_gating_plugin
+from .._plugins import GateSite, GatingPlugin, UnsupportedPlacementError, offsets_in_order, register_gating_plugin
 from ..layers.gates import GateSlot
 from ..layers.pruning import PruningError, slice_batchnorm, slice_conv_out, zero_batchnorm_channels
+from ..layers.skip import folded_conv_bn
+
+
+def _refuse_inner(site: GateSite, what: str) -> None:
+    if site.next_conv:
+        raise PruningError(f'gate site {site.name!r} is an inner site (gate_placement="inner"): its filters cannot be '
+                           f'{what} yet; prune or export a model with gate_placement="last"')
 
 
 def _blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -71,8 +85,41 @@ class TimmResNetPlugin(GatingPlugin):
         slot.after = block.drop_path
         block.drop_path = slot
 
+    def inner_gate_sites(self, model: nn.Module) -> list[GateSite]:
+        """A ``BasicBlock``'s ``conv1`` (inputs of ``conv2``), a ``Bottleneck``'s ``conv2`` (inputs of ``conv3``)."""
+        sites = []
+        for name, block in _blocks(model):
+            inner, after = ('conv2', 'conv3') if isinstance(block, Bottleneck) else ('conv1', 'conv2')
+            if not isinstance(getattr(block, 'aa', None), nn.Module):
+                raise UnsupportedPlacementError(f'block {name!r} has no `aa` module between {inner} and {after}, '
+                                                'where its inner gate would go')
+            sites.append(GateSite(name, getattr(block, inner).out_channels, conv=f'{name}.{inner}',
+                                  next_conv=f'{name}.{after}'))
+        return offsets_in_order(sites)
+
+    def install_inner(self, model: nn.Module, site: GateSite, slot: GateSlot) -> None:
+        block = model.get_submodule(site.name)
+        if isinstance(block.aa, GateSlot):
+            raise RuntimeError(f'Block {site.name!r} already holds an inner gate.')
+        # Right after the inner conv's activation; the original aa module (a blur, or Identity) runs after the gate.
+        slot.after = block.aa
+        block.aa = slot
+
+    def inner_closed_output(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+        """``act(shortcut + last norm's shift)``: with every inner gate closed the last conv sees zeros, so the
+        branch is its norm's shift. ``None`` where an SE/attention module acts on it, or the norm is not a
+        ``BatchNorm2d`` (skip execution then runs the block with both gated convs empty)."""
+        conv, norm, act = (block.conv3, block.bn3, block.act3) if isinstance(block, Bottleneck) else (
+            block.conv2, block.bn2, block.act2)
+        if block.se is not None or type(norm) is not nn.BatchNorm2d or not norm.track_running_stats:
+            return None
+        _, shift = folded_conv_bn(conv, norm)  # norm(conv(0)) in evaluation
+        shortcut = block.downsample(x) if block.downsample is not None else x
+        return act(shortcut + shift.to(x.dtype)[None, :, None, None])  # a new tensor: act in place is safe
+
     def prune_site(self, model: nn.Module, site: GateSite, kept: torch.Tensor) -> None:
         """Slice the gated conv (``conv2``/``conv3``) and its norm; refused where SE/attention mixes channels."""
+        _refuse_inner(site, 'pruned')
         block = model.get_submodule(site.name)
         if getattr(block, 'se', None) is not None:
             raise PruningError(f'block {site.name!r} has an attention module ({type(block.se).__name__}) between its '
@@ -84,6 +131,7 @@ class TimmResNetPlugin(GatingPlugin):
 
     def zero_filters(self, model: nn.Module, site: GateSite, index: torch.Tensor) -> None:
         """Zero the scale and shift of the gated conv's norm (``bn2``/``bn3``) at ``index``; refused with SE."""
+        _refuse_inner(site, 'zeroed')
         block = model.get_submodule(site.name)
         if getattr(block, 'se', None) is not None:
             raise PruningError(f'block {site.name!r} has an attention module ({type(block.se).__name__}) between its '
@@ -91,6 +139,8 @@ class TimmResNetPlugin(GatingPlugin):
         zero_batchnorm_channels(block.bn3 if isinstance(block, Bottleneck) else block.bn2, index)
 
     def channelwise_after_conv(self, model: nn.Module, site: GateSite) -> bool:
+        if site.next_conv:  # inner: conv -> norm -> drop-block -> act -> gate; SE comes after the last conv
+            return True
         # conv -> norm -> gate, unless an SE/attention module mixes the channels in between.
         return getattr(model.get_submodule(site.name), 'se', None) is None
 

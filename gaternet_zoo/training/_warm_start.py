@@ -162,6 +162,12 @@ def warm_start(net: nn.Module, source: str, *, part: str = 'model') -> WarmStart
         state = {k: v for k, v in state.items() if k not in classifier}  # the encoder is built with num_classes=0
         _copy_state(net.gater.encoder, state, what='gater feature extractor', source=source)
         return WarmStart(source, resolved, 'gater.encoder', sha)
+    placements = [getattr(m, 'gate_placement', 'last') for m in (source_model, net)]
+    if _is_gaternet(source_model) and _is_gaternet(net) and placements[0] != placements[1]:
+        # The widths may agree (a ResNet-20's 336 gates either way), but the gater's outputs would mean other gates.
+        raise RecipeError(f'{source} is a GaterNet with gate_placement={placements[0]!r} and this model has '
+                          f'gate_placement={placements[1]!r}: its gater\'s outputs would gate other filters. '
+                          'Warm-start from a GaterNet with the same gate_placement, or from a plain backbone.')
     if _is_gaternet(source_model) and not _is_gaternet(net):
         raise RecipeError(f'{source} is a GaterNet and this model is a plain backbone: a GaterNet\'s weights do not '
                           'make a plain model. Warm-start a plain model from a plain one.')

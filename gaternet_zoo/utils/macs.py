@@ -7,7 +7,14 @@ MACs of the one output filter of the gated conv that the gate discards, and minu
 block whose gates are all closed, the rest of that block's branch (which skip execution does not run, where the
 block's plugin knows its shortcut). With branch gates (``GaterNet(branch_gates=True)``) the gates that count are
 the effective ones (each filter gate times its branch gate): a closed branch gate closes all of its site's filters,
-and so counts the whole branch, every conv of it, as saved. It is an analytic figure, not a measured speed-up.
+and so counts the whole branch, every conv of it, as saved.
+
+With inner gates (``GaterNet(gate_placement="inner")``) a closed gate saves one output filter of the inner conv
+(its MACs / its filters) *and* one input channel of the next conv (its MACs / its input channels), each where skip
+execution slices that conv (a dense ``nn.Conv2d``); a sample whose inner gates in a block are all closed also saves
+the rest of the branch that skip execution then does not run (a bottleneck's first 1x1 conv), where the plugin
+computes such a block's output without its convs (``GatingPlugin.inner_closed_output``: the shortcut plus the last
+norm's shift, not the shortcut alone). It is an analytic figure, not a measured speed-up.
 """
 from __future__ import annotations
 
@@ -44,27 +51,55 @@ def count_macs(module: nn.Module, *inputs: Any, **kwargs: Any) -> tuple[int, dic
     return int(counter.get_total_flops()) // 2, per_module
 
 
-def _skippable_branch_macs(model: nn.Module, per_module: dict[str, int],
-                           block_inputs: dict[str, torch.Tensor]) -> dict[str, int]:
-    """Per site: MACs of its block's branch besides the gated conv, which skip execution saves when all gates close.
+def _gateable_macs(model: nn.Module, per_module: dict[str, int]) -> dict[str, int]:
+    """Per site: the MACs its closed filter gates save between them (each gate an equal share).
 
-    0 for sites whose plugin does not know the block's shortcut (skip execution runs those branches).
+    The gated conv's MACs for a site on the last conv of a branch. For an inner site, the inner conv's MACs where
+    skip execution computes only its open filters plus the next conv's where it reads only the open channels
+    (both: a dense, ungrouped ``nn.Conv2d`` with only channelwise operations before the gate).
+    """
+    from .._plugins import get_plugin
+    from ..layers.skip import can_slice
+
+    plugin = get_plugin(model.plugin_name)
+    out = {}
+    for site in model.gate_sites:
+        if not site.next_conv:
+            out[site.name] = per_module[site.conv]
+            continue
+        inner = model.backbone.get_submodule(site.conv)
+        after = model.backbone.get_submodule(site.next_conv)
+        sliced = per_module[site.conv] if plugin.channelwise_after_conv(model.backbone, site) and can_slice(inner) \
+            else 0
+        out[site.name] = sliced + (per_module[site.next_conv] if type(after) is nn.Conv2d and can_slice(after) else 0)
+    return out
+
+
+def _skippable_branch_macs(model: nn.Module, per_module: dict[str, int], gateable: dict[str, int],
+                           block_inputs: dict[str, torch.Tensor]) -> dict[str, int]:
+    """Per site: MACs of its block's branch besides what its gates save one by one (``gateable``), which skip
+    execution saves when all of the site's gates close.
+
+    0 for sites whose plugin cannot give such a block's output without its branch (skip execution runs those
+    branches): ``shortcut_only`` for sites on the last conv, ``inner_closed_output`` for inner sites.
     """
     from .._plugins import get_plugin
 
     plugin = get_plugin(model.plugin_name)
-    if not plugin.overrides('shortcut_only'):
-        return {s.name: 0 for s in model.gate_sites}
     out = {}
     for site in model.gate_sites:
+        hook = 'inner_closed_output' if site.next_conv else 'shortcut_only'
+        if not plugin.overrides(hook):
+            out[site.name] = 0
+            continue
         block = model.backbone.get_submodule(site.name)
         counter = FlopCounterMode(display=False)
         with counter:
-            shortcut = plugin.shortcut_only(block, block_inputs[site.name])
-        if shortcut is None:
+            output = getattr(plugin, hook)(block, block_inputs[site.name])
+        if output is None:
             out[site.name] = 0
             continue
-        rest = per_module[site.name] - int(counter.get_total_flops()) // 2 - per_module[site.conv]
+        rest = per_module[site.name] - int(counter.get_total_flops()) // 2 - gateable[site.name]
         out[site.name] = max(rest, 0)
     return out
 
@@ -86,6 +121,8 @@ def gaternet_macs(model: nn.Module, input_size: tuple[int, ...] | None = None,
                   branch_closed: Mapping[str, float] | None = None) -> dict[str, Any]:
     """MACs per image of a GaterNet's backbone and gater, and of the backbone given ``gates``.
 
+    Both gate placements are counted as skip execution runs them (see the module docstring).
+
     Args:
         model: A :class:`~gaternet_zoo.GaterNet`.
         input_size: ``(C, H, W)``; defaults to ``model.pretrained_cfg['input_size']``.
@@ -99,7 +136,11 @@ def gaternet_macs(model: nn.Module, input_size: tuple[int, ...] | None = None,
 
     Returns:
         ``dict(backbone=, gater=, total=, backbone_used=, gated_conv_macs={site: macs},
-        skippable_branch_macs={site: macs})``; ``backbone_used`` is ``None`` without gates.
+        skippable_branch_macs={site: macs}, next_conv_macs={site: macs}, gateable_macs={site: macs})``;
+        ``backbone_used`` is ``None`` without gates. ``gated_conv_macs`` are the MACs of each site's gated conv,
+        ``next_conv_macs`` those of an inner site's next conv (0 for a site on the last conv), ``gateable_macs``
+        what all of a site's gates closed save one by one (each gate an equal share of it), and
+        ``skippable_branch_macs`` what skip execution saves besides when they are all closed.
     """
     input_size = tuple(input_size or model.pretrained_cfg.get('input_size', (3, 32, 32)))
     was_training = model.training
@@ -111,18 +152,20 @@ def gaternet_macs(model: nn.Module, input_size: tuple[int, ...] | None = None,
         x = torch.zeros(1, *input_size, device=next(model.parameters()).device)
         backbone, per_module = count_macs(model.backbone, x)
         gater, _ = count_macs(model.gater, x)
-        missing = [s.conv for s in model.gate_sites if s.conv not in per_module]
+        missing = [c for s in model.gate_sites for c in (s.conv, s.next_conv) if c and c not in per_module]
         if missing:
             # A count of 0 would silently shrink the "used" MACs: a site's conv must be a conv that runs.
             raise ValueError(f'Gated conv(s) {missing} of the gate sites did not run in the MAC count of the '
                              'backbone; GateSite.conv must name the conv whose filters the site gates.')
+        gateable = _gateable_macs(model, per_module)
         # Still in eval mode: the shortcuts' norms must not update their statistics.
-        branch_macs = _skippable_branch_macs(model, per_module, block_inputs)
+        branch_macs = _skippable_branch_macs(model, per_module, gateable, block_inputs)
     finally:
         for hook in hooks:
             hook.remove()
         model.train(was_training)
     site_macs = {s.name: per_module[s.conv] for s in model.gate_sites}
+    next_macs = {s.name: per_module[s.next_conv] if s.next_conv else 0 for s in model.gate_sites}
     used = None
     if gates is not None:
         gates = _effective_gates(model, gates.float())
@@ -133,7 +176,7 @@ def gaternet_macs(model: nn.Module, input_size: tuple[int, ...] | None = None,
             if kept is not None:  # a pruned site: its conv computes only the kept filters, whose gates still act
                 site_gates = site_gates[:, torch.tensor(kept, dtype=torch.long, device=gates.device)]
             closed = 1.0 - site_gates.mean().item()
-            saved += closed * site_macs[site.name]
+            saved += closed * gateable[site.name]
             if branch_closed is not None:
                 all_closed = float(branch_closed[site.name])
             else:
@@ -141,4 +184,5 @@ def gaternet_macs(model: nn.Module, input_size: tuple[int, ...] | None = None,
             saved += all_closed * branch_macs[site.name]
         used = int(round(backbone - saved))
     return dict(backbone=backbone, gater=gater, total=backbone + gater, backbone_used=used,
-                gated_conv_macs=site_macs, skippable_branch_macs=branch_macs)
+                gated_conv_macs=site_macs, skippable_branch_macs=branch_macs, next_conv_macs=next_macs,
+                gateable_macs=gateable)
