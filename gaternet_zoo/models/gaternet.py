@@ -46,6 +46,11 @@ from ..utils.gate_stats import effective_gates
 
 __all__ = ['GaterNet']
 
+#: Arguments added after weights were published, at the value that builds the model as before. They are recorded
+#: in config.json only when they differ from it, so a published model saved again keeps its config, and with it
+#: the fingerprint its registry entry pins.
+_NEUTRAL_LATER_ARGS = {'branch_gates': False, 'gate_placement': 'last'}
+
 
 class GaterNet(nn.Module, ZooHubMixin):
     """A backbone gated filter by filter by a global gater network.
@@ -190,6 +195,10 @@ class GaterNet(nn.Module, ZooHubMixin):
         # timm's feature metadata, named from this model: the gated backbone's stages are the feature levels.
         self.feature_info = [dict(info, module=f'backbone.{info["module"]}')
                              for info in getattr(self.backbone, 'feature_info', [])]
+        recorded = getattr(self, '_hub_mixin_config', None)
+        if isinstance(recorded, dict):
+            self._hub_mixin_config = {k: v for k, v in recorded.items()
+                                      if not (k in _NEUTRAL_LATER_ARGS and v == _NEUTRAL_LATER_ARGS[k])}
 
     def __prepare_scriptable__(self) -> GaterNet:
         # torch.jit.script calls this first: refuse with the way out rather than fail deep inside TorchScript.
