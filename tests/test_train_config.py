@@ -314,7 +314,7 @@ def test_the_recipes_parse_args_is_parse_train_args_with_default_yaml() -> None:
     ([], 'seed: 1.5', 'seed must be an integer, got 1.5'),
     ([], 'sched: linear', "sched must be one of cosine, step, got 'linear'"),
     ([], 'mixed_precision: fp8', "mixed_precision must be one of auto, no, bf16, fp16, got 'fp8'"),
-    ([], 'gate_budget: flops', "gate_budget must be one of none, rate, macs, got 'flops'"),
+    ([], 'gate_budget: flops', "gate_budget must be one of none, rate, macs, model_macs, got 'flops'"),
     ([], 'nesterov: 1', 'nesterov must be true or false, got 1'),
     ([], 'model: 5', 'model must be a string, got 5'),
     ([], 'lr: .nan', 'lr must be a finite number, got nan'),
