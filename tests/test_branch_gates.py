@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from builders import TINY_GATER_ARGS, build_tiny_gaternet, images
 from safetensors.torch import load_file
 from torch import nn
 
@@ -24,7 +25,7 @@ from gaternet_zoo.utils import gaternet_macs
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = dict(widths=[4, 8, 16], stem_width=4)
+TINY = TINY_GATER_ARGS
 #: One small backbone per plugin family that knows its blocks' shortcuts: (backbone, backbone_args, input side).
 FAMILIES = {
     'native_basic': ('cifar_resnet8', TINY, 16),
@@ -40,17 +41,7 @@ FAMILIES = {
 
 
 def _build(backbone: str, backbone_args: dict, branch_gates: bool = True) -> nn.Module:
-    torch.manual_seed(0)
-    model = gz.create_model('gaternet', backbone=backbone, gater='cifar_resnet8', gater_args=TINY, num_classes=10,
-                            backbone_args=dict(backbone_args), branch_gates=branch_gates)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():  # norms away from identity, so that a wrong channel or a skipped norm shows
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
-                m.weight.uniform_(0.5, 1.5, generator=g)
-                m.bias.normal_(0.0, 0.1, generator=g)
-                m.running_mean.normal_(0.0, 0.1, generator=g)
-    return model.eval()
+    return build_tiny_gaternet(backbone, backbone_args, branch_gates=branch_gates)
 
 
 @pytest.fixture(scope='module', params=list(FAMILIES))
@@ -59,8 +50,6 @@ def family(request: pytest.FixtureRequest) -> tuple[nn.Module, int]:
     return _build(backbone, args), size
 
 
-def _input(batch: int, size: int) -> torch.Tensor:
-    return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(3))
 
 
 def _branch_sites(model: nn.Module) -> list:
@@ -91,7 +80,7 @@ def test_default_off_leaves_the_model_as_before() -> None:
     assert set(published) == set(default.state_dict())
     default.load_state_dict(published, strict=True)
     off.load_state_dict(published, strict=True)
-    x = _input(2, 32)
+    x = images(2, 32)
     with torch.no_grad():
         assert torch.equal(default(x), off(x))
     # With branch gates only the gater's last layer is wider: one row per residual block (9 in ResNet-20).
@@ -154,7 +143,7 @@ def test_closed_branch_gate_gives_the_block_as_its_shortcut(family) -> None:
     seen: dict[str, torch.Tensor] = {}
     handles = [block.register_forward_pre_hook(lambda m, args: seen.__setitem__('in', args[0].clone())),
                block.register_forward_hook(lambda m, args, out: seen.__setitem__('out', out.clone()))]
-    x = _input(2, size)
+    x = images(2, size)
     branch_closed = torch.ones(2, model.gate_size)
     branch_closed[:, site.branch_offset] = 0
     filters_closed = torch.ones(2, model.gate_size)
@@ -177,7 +166,7 @@ def test_closed_branch_gate_gives_the_block_as_its_shortcut(family) -> None:
 def test_skip_mode_logits_equal_mask_mode(family, batch: int) -> None:
     """(b) Random filter and branch gates (decisions mixed across the batch), all closed, all open."""
     model, size = family
-    x = _input(batch, size)
+    x = images(batch, size)
     random = (torch.rand(batch, model.gate_size, generator=torch.Generator().manual_seed(2)) < 0.6).float()
     sites = _branch_sites(model)
     for s in sites[::2]:  # every other branch closed for the whole batch
@@ -213,10 +202,10 @@ def test_skip_mode_does_not_run_a_closed_branch(family) -> None:
     try:
         model.set_execution('skip')
         with torch.no_grad():
-            model(_input(2, size), gates=gates)
+            model(images(2, size), gates=gates)
             assert calls == {'first': 0, 'gated': 0}
             gates[1, site.branch_offset] = 1  # one sample opens it: the branch runs, for both
-            model(_input(2, size), gates=gates)
+            model(images(2, size), gates=gates)
             assert calls['first'] == 1
     finally:
         model.set_execution('mask')
@@ -231,7 +220,7 @@ def test_gradient_reaches_the_branch_gate_logits(family) -> None:
     try:
         model.zero_grad()
         torch.manual_seed(4)
-        logits, gates = model(_input(4, size), return_gates=True)
+        logits, gates = model(images(4, size), return_gates=True)
         assert gates.shape == (4, model.gate_size)
         nn.functional.cross_entropy(logits, torch.arange(4) % 10).backward()
     finally:
@@ -247,7 +236,7 @@ def test_gradient_reaches_the_branch_gate_logits(family) -> None:
 def test_save_and_load_keep_branch_gates(tmp_path: Path) -> None:
     """(e) config.json records branch_gates: the folder rebuilds the same model; forcing it off fails clearly."""
     model = _build(*FAMILIES['native_basic'][:2])
-    x = _input(2, 16)
+    x = images(2, 16)
     with torch.no_grad():
         expected = model(x)
     model.save_pretrained(tmp_path / 'saved')

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from builders import TINY_GATER_ARGS, build_tiny_gaternet, images
 from safetensors.torch import load_file
 from timm.layers import BlurPool2d
 from torch import nn
@@ -27,7 +28,7 @@ from gaternet_zoo.utils import gaternet_macs
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = dict(widths=[4, 8, 16], stem_width=4)
+TINY = TINY_GATER_ARGS
 #: One small backbone per block family with inner sites: (backbone, backbone_args, input side).
 FAMILIES = {
     'native_basic': ('cifar_resnet8', TINY, 16),
@@ -43,17 +44,7 @@ INNER = {'BasicBlock': ('conv1', 'conv2'), 'PreActBasicBlock': ('conv1', 'conv2'
 
 
 def _build(backbone: str, backbone_args: dict, gate_placement: str = 'inner') -> nn.Module:
-    torch.manual_seed(0)
-    model = gz.create_model('gaternet', backbone=backbone, gater='cifar_resnet8', gater_args=TINY, num_classes=10,
-                            backbone_args=dict(backbone_args), gate_placement=gate_placement)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():  # norms away from identity, so that a wrong channel or a dropped shift shows
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
-                m.weight.uniform_(0.5, 1.5, generator=g)
-                m.bias.normal_(0.0, 0.1, generator=g)
-                m.running_mean.normal_(0.0, 0.1, generator=g)
-    return model.eval()
+    return build_tiny_gaternet(backbone, backbone_args, gate_placement=gate_placement)
 
 
 @pytest.fixture(scope='module', params=list(FAMILIES))
@@ -62,8 +53,6 @@ def family(request: pytest.FixtureRequest) -> tuple[nn.Module, int]:
     return _build(backbone, args), size
 
 
-def _input(batch: int, size: int) -> torch.Tensor:
-    return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(3))
 
 
 # ------------------------------------------------------------------------------------------- default unchanged
@@ -82,7 +71,7 @@ def test_default_placement_leaves_the_model_as_before() -> None:
     assert set(published) == set(default.state_dict())
     default.load_state_dict(published, strict=True)
     last.load_state_dict(published, strict=True)
-    x = _input(2, 32)
+    x = images(2, 32)
     with torch.no_grad():
         assert torch.equal(default(x), last(x))
     assert (default._hub_mixin_config or {}).get('gate_placement', 'last') == 'last'
@@ -120,7 +109,7 @@ def test_inner_slots_add_no_state_dict_key() -> None:
 def test_closing_an_inner_gate_zeroes_that_input_channel_of_the_next_conv(family) -> None:
     """Reference: all gates open and the channel zeroed by a hook at the next conv's input (mask mode)."""
     model, size = family
-    x = _input(2, size)
+    x = images(2, size)
     for site in (model.gate_sites[0], model.gate_sites[-1]):
         channel = site.num_channels // 2
         gates = torch.ones(2, model.gate_size)
@@ -148,7 +137,7 @@ def test_closing_an_inner_gate_zeroes_that_input_channel_of_the_next_conv(family
 def test_skip_mode_logits_equal_mask_mode(family, batch: int) -> None:
     """Random gates (decisions mixed across the batch), one block's inner gates all closed, all closed, all open."""
     model, size = family
-    x = _input(batch, size)
+    x = images(batch, size)
     random = (torch.rand(batch, model.gate_size, generator=torch.Generator().manual_seed(2)) < 0.5).float()
     one_block = random.clone()
     site = model.gate_sites[len(model.gate_sites) // 2]
@@ -199,7 +188,7 @@ def test_skip_mode_runs_the_next_conv_on_the_open_channels_only(family, conv_cal
     try:
         model.set_execution('skip')
         with torch.no_grad():
-            model(_input(batch, size), gates=gates)
+            model(images(batch, size), gates=gates)
     finally:
         model.set_execution('mask')
     assert (2, inner.in_channels // inner.groups, *inner.kernel_size) in conv_calls
@@ -216,7 +205,7 @@ def test_skip_mode_runs_no_conv_of_a_block_whose_inner_gates_are_closed(family, 
     branch = [n for n, m in block.named_modules() if isinstance(m, nn.Conv2d)
               and not n.startswith(('shortcut', 'downsample', 'se'))]
     plugin = get_plugin(model.plugin_name)
-    x = _input(1, size)
+    x = images(1, size)
     open_gates = torch.ones(1, model.gate_size)
     closed = open_gates.clone()
     closed[:, site.offset:site.offset + site.num_channels] = 0
@@ -247,7 +236,7 @@ def test_gradient_reaches_the_gater_through_inner_gates(family) -> None:
     try:
         model.zero_grad()
         torch.manual_seed(4)
-        logits, gates = model(_input(4, size), return_gates=True)
+        logits, gates = model(images(4, size), return_gates=True)
         nn.functional.cross_entropy(logits, torch.arange(4) % 10).backward()
     finally:
         model.eval()
@@ -361,7 +350,7 @@ def test_inner_placement_saves_more_per_gate_than_the_last(tiny: nn.Module) -> N
 
 def test_save_and_load_keep_gate_placement(tmp_path: Path) -> None:
     model = _build(*FAMILIES['native_basic'][:2])
-    x = _input(2, 16)
+    x = images(2, 16)
     with torch.no_grad():
         expected = model(x)
     model.save_pretrained(tmp_path / 'saved')

@@ -52,7 +52,31 @@ __all__ = ['GaterNet']
 _NEUTRAL_LATER_ARGS = {'branch_gates': False, 'gate_placement': 'last'}
 
 
-class GaterNet(nn.Module, ZooHubMixin):
+
+class BackboneClassifierMixin:
+    """timm's classifier contract for a model whose timm backbone is its ``backbone`` (GaterNet, StaticBackbone)."""
+
+    backbone: nn.Module
+
+    @property
+    def num_classes(self) -> int:
+        return self.backbone.num_classes
+
+    @torch.jit.ignore
+    def get_classifier(self, name_only: bool = False) -> str | nn.Module:
+        if name_only:
+            return 'backbone.' + self.backbone.get_classifier(name_only=True)
+        return self.backbone.get_classifier()
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replace the backbone's classifier (a GaterNet's gater is unaffected)."""
+        if global_pool is None:
+            self.backbone.reset_classifier(num_classes)
+        else:
+            self.backbone.reset_classifier(num_classes, global_pool)
+
+
+class GaterNet(nn.Module, ZooHubMixin, BackboneClassifierMixin):
     """A backbone gated filter by filter by a global gater network.
 
     Every constructor argument is JSON-serialisable, so a model is rebuilt from its ``config.json`` alone. The
@@ -209,23 +233,6 @@ class GaterNet(nn.Module, ZooHubMixin):
             'dynamo=True)); both keep the gates in the graph. See docs/export.md.')
 
     # ----------------------------------------------------------------------------------------- timm contract
-    @property
-    def num_classes(self) -> int:
-        return self.backbone.num_classes
-
-    @torch.jit.ignore
-    def get_classifier(self, name_only: bool = False) -> str | nn.Module:
-        if name_only:
-            return 'backbone.' + self.backbone.get_classifier(name_only=True)
-        return self.backbone.get_classifier()
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replace the backbone's classifier (the gater is unaffected)."""
-        if global_pool is None:
-            self.backbone.reset_classifier(num_classes)
-        else:
-            self.backbone.reset_classifier(num_classes, global_pool)
-
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Checkpoint the gater's encoder.

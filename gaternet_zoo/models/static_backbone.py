@@ -27,12 +27,12 @@ from .._pretrained import generate_default_cfgs
 from ..hub import timm_pretrained_args
 from ..layers.gates import GateContext, GateSlot
 from ..layers.pruning import ScatterChannels
-from .gaternet import _apply_pruning, _build_backbone
+from .gaternet import BackboneClassifierMixin, _apply_pruning, _build_backbone
 
 __all__ = ['StaticBackbone']
 
 
-class StaticBackbone(nn.Module, ZooHubMixin):
+class StaticBackbone(nn.Module, ZooHubMixin, BackboneClassifierMixin):
     """A GaterNet's backbone with constant gates folded away: pruned convs, no gate slots, no gater.
 
     Built by :func:`~gaternet_zoo.export_static`; built directly, it is the plain backbone with the ``pruned_filters``
@@ -85,23 +85,6 @@ class StaticBackbone(nn.Module, ZooHubMixin):
                              for info in getattr(self.backbone, 'feature_info', [])]
 
     # ----------------------------------------------------------------------------------------- timm contract
-    @property
-    def num_classes(self) -> int:
-        return self.backbone.num_classes
-
-    @torch.jit.ignore
-    def get_classifier(self, name_only: bool = False) -> str | nn.Module:
-        if name_only:
-            return 'backbone.' + self.backbone.get_classifier(name_only=True)
-        return self.backbone.get_classifier()
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replace the backbone's classifier."""
-        if global_pool is None:
-            self.backbone.reset_classifier(num_classes)
-        else:
-            self.backbone.reset_classifier(num_classes, global_pool)
-
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Checkpoint the backbone (timm's ``set_grad_checkpointing``)."""
