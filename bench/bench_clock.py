@@ -57,7 +57,6 @@ import argparse
 import re
 import statistics
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +64,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from bench._timing import median_call_seconds
 
 
 @dataclass(frozen=True)
@@ -164,19 +165,6 @@ def _images(model: nn.Module, n: int) -> torch.Tensor:
     return subset_images(model, n)
 
 
-def _time(fn: Callable[[torch.Tensor], object], batches: Sequence[torch.Tensor], seconds: float,
-          min_calls: int) -> float:
-    """Median seconds per call of ``fn(x)`` cycling over ``batches`` for about ``seconds`` (``min_calls`` at least)."""
-    times: list[float] = []
-    i, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds or len(times) < min_calls:
-        x = batches[i % len(batches)]
-        t0 = time.perf_counter()
-        fn(x)
-        times.append(time.perf_counter() - t0)
-        i += 1
-    return statistics.median(times)
-
 
 def _gater_label(model: nn.Module, side: int) -> str:
     size = model.gater.input_size
@@ -240,7 +228,7 @@ def bench_case(case: Case, args: argparse.Namespace) -> list[dict[str, Any]]:
 
     def run_span(key: str, batches: list[torch.Tensor], seconds: float, min_calls: int) -> float:
         fn, model.gater.binarizer = timed[key]
-        return _time(fn, batches, seconds, min_calls)
+        return median_call_seconds(fn, batches, seconds, min_calls)
 
     rows = []
     for bs in args.batch_sizes:

@@ -26,12 +26,12 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from bench._timing import median_call_seconds
 from gaternet_zoo.data import DEFAULT_SOURCE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,17 +46,6 @@ def _images(model: torch.nn.Module, n: int) -> torch.Tensor:
     mean, std = model.pretrained_cfg['mean'], model.pretrained_cfg['std']
     return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
 
-
-def _time(fn, batches: list[tuple[torch.Tensor, torch.Tensor]], seconds: float) -> float:
-    """Median seconds per call of ``fn(x, g)`` cycling over ``batches`` for about ``seconds``."""
-    times, i, start = [], 0, time.perf_counter()
-    while time.perf_counter() - start < seconds or len(times) < 10:
-        x, g = batches[i % len(batches)]
-        t0 = time.perf_counter()
-        fn(x, g)
-        times.append(time.perf_counter() - t0)
-        i += 1
-    return statistics.median(times)
 
 
 @torch.no_grad()
@@ -115,8 +104,8 @@ def main(argv: list[str] | None = None) -> None:
         gater: list[float] = []
         for _ in range(args.rounds):
             for name, fn in modes.items():
-                samples[name].append(_time(fn, batches, args.seconds))
-            gater.append(_time(lambda x, g: model.forward_gates(x), batches, args.seconds))
+                samples[name].append(median_call_seconds(lambda b, fn=fn: fn(*b), batches, args.seconds))
+            gater.append(median_call_seconds(lambda b: model.forward_gates(b[0]), batches, args.seconds))
         dense = statistics.median(samples['plain (no gates)'])
         print(f'batch {bs}: gater {statistics.median(gater) * 1e3:.3f} ms (apart from the backbone figures below)')
         for name in modes:

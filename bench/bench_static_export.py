@@ -29,12 +29,13 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from bench._timing import median_call_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_WEIGHTS = [f'local-dir:{ROOT / "weights" / name}'
@@ -58,17 +59,6 @@ def _split(model: torch.nn.Module, split: str, n: int) -> tuple[torch.Tensor, to
 def _predict(model: torch.nn.Module, x: torch.Tensor, batch: int = 250) -> torch.Tensor:
     return torch.cat([model(x[i:i + batch]).argmax(1) for i in range(0, len(x), batch)])
 
-
-def _time(fn: Callable[[torch.Tensor], object], batches: list[torch.Tensor], seconds: float) -> float:
-    """Median seconds per call of ``fn(x)`` cycling over ``batches`` for about ``seconds`` (10 calls at least)."""
-    times, i, start = [], 0, time.perf_counter()
-    while time.perf_counter() - start < seconds or len(times) < 10:
-        x = batches[i % len(batches)]
-        t0 = time.perf_counter()
-        fn(x)
-        times.append(time.perf_counter() - t0)
-        i += 1
-    return statistics.median(times)
 
 
 @torch.no_grad()
@@ -128,7 +118,7 @@ def bench_model(weights: str, args: argparse.Namespace) -> None:
         samples: dict[str, list[float]] = {k: [] for k in modes}
         for _ in range(args.rounds):
             for label, fn in modes.items():
-                samples[label].append(_time(fn, batches, args.seconds))
+                samples[label].append(median_call_seconds(fn, batches, args.seconds))
         latency = {k: statistics.median(v) for k, v in samples.items()}
         base, plain_lat = latency['GaterNet (mask)'], latency[f'plain {model.backbone_name}']
         print(f'  batch {bs}, {torch.get_num_threads()} threads (median of {args.rounds} rounds):')
