@@ -128,12 +128,13 @@ def training_function(config: TrainConfig, args: TrainInvocation) -> dict[str, A
     if config.channels_last:
         net = net.to(memory_format=torch.channels_last)
     ema = ModelEmaV3(net, decay=config.model_ema_decay) if config.model_ema else None
-    gate_objective = zt.GateObjective(net, config.gate_l1, config.gate_budget, config.gate_budget_target,
-                                      config.gate_budget_weight)
 
     train_dl, eval_dls, loader_generator = build_dataloaders(config, data, eval_batch)
     micro_steps = len(train_dl)
     steps_per_epoch = -(-micro_steps // config.grad_accum_steps)
+    gate_objective = zt.GateObjective(net, config.gate_l1, config.gate_budget, config.gate_budget_target,
+                                      config.gate_budget_weight,
+                                      warmup_steps=round(config.gate_loss_warmup_epochs * steps_per_epoch))
     optimizer, scheduler = build_optimizer(config, net, steps_per_epoch)
     warmup = zt.GateWarmup.for_model(
         net, discrete_prob_start=config.gate_discrete_prob_start, noise_std_start=config.gate_noise_std_start,
@@ -226,7 +227,7 @@ def training_function(config: TrainConfig, args: TrainInvocation) -> dict[str, A
             with accelerator.accumulate(model):
                 logits, gates = model(x, return_gates=True) if gated else (model(x), None)
                 ce = criterion(logits.float(), batch["label"])
-                gate_term = gate_objective(gates) if gate_objective.active else ce.new_zeros(())
+                gate_term = gate_objective(gates, global_step) if gate_objective.active else ce.new_zeros(())
                 loss = ce + gate_term if gate_objective.active else ce
                 accelerator.backward(loss)
                 running += torch.stack([loss.detach(), ce.detach(), gate_term.detach(),
@@ -262,6 +263,7 @@ def training_function(config: TrainConfig, args: TrainInvocation) -> dict[str, A
                   "train_images_per_sec": (micro_steps - first) * config.batch_size / train_time,
                   "epoch_train_seconds": train_time, "num_processes": world, **zt.gate_settings(net, optimizer),
                   **zt.metric_fields(metrics, split), **gate_objective.epoch_fields(metrics, split),
+                  **({"gate_loss_scale": gate_objective.scale(global_step)} if gate_objective.warmup_steps else {}),
                   **(zt.metric_fields(final_metrics, split, ema=True) if ema is not None else {})}
         if accelerator.is_main_process:
             run_record.append_epoch(record)

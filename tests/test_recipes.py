@@ -456,14 +456,17 @@ def test_gate_options_and_validation_run(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_mac_budget_run_logs_the_mac_share(tmp_path: Path) -> None:
-    """--gate-budget macs adds its term to the loss and every epoch logs the share of backbone MACs used."""
+    """--gate-budget macs adds its term to the loss and every epoch logs the share of backbone MACs used; with
+    --gate-loss-warmup-epochs the term ramps in per optimizer step."""
     out = tmp_path / "budget"
-    _run(["--model", "gaternet_resnet20", "--cpu", "--mixed-precision", "no", "--epochs", "1", "--batch-size", "32",
+    _run(["--model", "gaternet_resnet20", "--cpu", "--mixed-precision", "no", "--epochs", "2", "--batch-size", "32",
           "--max-train-samples", "64", "--max-eval-samples", "32", "--gate-budget", "macs", "--gate-budget-target",
-          "0.3", "--output-dir", str(out)])
-    (record,) = _records(out)
-    assert record["train_gate_loss"] > 0
-    assert 0.0 < record["macs_used_fraction"] <= 1.0
+          "0.3", "--gate-loss-warmup-epochs", "4", "--output-dir", str(out)])
+    records = _records(out)
+    assert all(r["train_gate_loss"] > 0 for r in records[1:])  # step 0 has factor 0, step 1 already 1/8
+    assert all(0.0 < r["macs_used_fraction"] <= 1.0 for r in records)
+    # 2 optimizer steps per epoch, a ramp of 8 steps: the factor after epoch 1 and 2 (steps 2 and 4).
+    assert [r["gate_loss_scale"] for r in records] == pytest.approx([2 / 8, 4 / 8])
 
 
 @pytest.mark.slow

@@ -30,7 +30,8 @@ FLAGS_BEFORE = [
     '--lr', '--momentum', '--nesterov', '--no-nesterov', '--weight-decay', '--sched', '--warmup-epochs',
     '--warmup-factor', '--min-lr', '--decay-epochs', '--decay-rate', '--label-smoothing', '--clip-grad',
     '--grad-accum-steps', '--model-ema', '--no-model-ema', '--model-ema-decay', '--seed', '--gate-l1', '--gate-budget',
-    '--gate-budget-target', '--gate-budget-weight', '--gate-init-bias', '--gate-discrete-prob-start',
+    '--gate-budget-target', '--gate-budget-weight', '--gate-loss-warmup-epochs', '--gate-init-bias',
+    '--gate-discrete-prob-start',
     '--gate-discrete-prob-warmup-epochs', '--gate-noise-std-start', '--gate-noise-warmup-epochs', '--gater-lr-scale',
     '--gater-weight-decay', '--cpu', '--mixed-precision', '--channels-last', '--no-channels-last', '--torchcompile',
     '--output-dir', '--resume', '--overwrite', '--checkpoint-every-steps', '--keep-checkpoints', '--push-to-hub',
@@ -119,7 +120,8 @@ def _changed() -> TrainConfig:
         'warmup_factor': 0.2, 'min_lr': 1e-5, 'decay_epochs': 2.0, 'decay_rate': 0.5, 'label_smoothing': 0.1,
         'clip_grad': 5.0, 'grad_accum_steps': 2, 'model_ema': True, 'model_ema_decay': 0.99, 'seed': 7,
         'gate_l1': 0.01, 'gate_budget': 'rate', 'gate_budget_target': 0.4, 'gate_budget_weight': 2.0,
-        'gate_init_bias': -3.0, 'gate_discrete_prob_start': 0.0, 'gate_discrete_prob_warmup_epochs': 1.5,
+        'gate_loss_warmup_epochs': 3.0, 'gate_init_bias': -3.0, 'gate_discrete_prob_start': 0.0,
+        'gate_discrete_prob_warmup_epochs': 1.5,
         'gate_noise_std_start': 0.2, 'gate_noise_warmup_epochs': 2.5, 'gater_lr_scale': 0.1,
         'gater_weight_decay': 1e-3, 'cpu': True, 'mixed_precision': 'bf16', 'channels_last': False,
         'torchcompile': True, 'output_dir': 'runs/x', 'checkpoint_every_steps': 10, 'keep_checkpoints': 1,
@@ -153,7 +155,8 @@ def test_every_field_has_a_help_line_a_group_and_a_type_with_a_flag_form() -> No
 
 
 def test_resume_exact_keys_come_from_the_fields_and_are_those_of_before() -> None:
-    assert set(zt.RESUME_EXACT_KEYS) == RESUME_EXACT_BEFORE
+    # Settings added since then that shape the training, so a resume keeps them too.
+    assert set(zt.RESUME_EXACT_KEYS) == RESUME_EXACT_BEFORE | {'gate_loss_warmup_epochs'}
     assert zt.RESUME_EXACT_KEYS == tuple(f.name for f in CONFIG_FIELDS if f.metadata['same_on_resume'])
 
 
@@ -258,8 +261,12 @@ def test_an_old_run_folders_config_yaml_loads_and_resumes(tmp_path: Path) -> Non
     # A resume reads it as its lowest layer, and its written form compares equal to the old file's values.
     resumed, invocation = parse_train_args(['--output-dir', str(run), '--resume', 'latest'])
     assert resumed == dataclasses.replace(config, output_dir=str(run)) and invocation.resume == 'latest'
-    assert {k: v for k, v in resumed.to_dict().items() if k in zt.RESUME_EXACT_KEYS} == \
-        {k: old[k] for k in zt.RESUME_EXACT_KEYS}
+    assert {k: v for k, v in resumed.to_dict().items() if k in zt.RESUME_EXACT_KEYS and k in old} == \
+        {k: old[k] for k in zt.RESUME_EXACT_KEYS if k in old}
+    # A setting added after the run was written resumes at its default, which is the behaviour the run had.
+    added = [k for k in zt.RESUME_EXACT_KEYS if k not in old]
+    assert added == ['gate_loss_warmup_epochs']
+    assert all(getattr(resumed, k) == getattr(TrainConfig(), k) for k in added)
 
 
 # -------------------------------------------------------------------------------------------------- precedence

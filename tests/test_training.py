@@ -276,6 +276,24 @@ def test_gate_objective_combines_l1_and_budget() -> None:
     assert skipped == pytest.approx(half - 0.25 * counts["skippable_branch_macs"][first] / counts["backbone"])
 
 
+def test_gate_objective_ramps_its_weight_in_over_the_warm_up() -> None:
+    net = gaternet_zoo.create_model("gaternet_resnet20")
+    gates = (torch.rand(4, net.gate_size, generator=torch.Generator().manual_seed(0)) > 0.4).float()
+    full = training.GateObjective(net, l1=0.3, budget="rate", target=0.2, weight=2.0)(gates).item()
+    assert full > 0
+    ramped = training.GateObjective(net, l1=0.3, budget="rate", target=0.2, weight=2.0, warmup_steps=10)
+    assert [ramped.scale(s) for s in (0, 5, 10, 11)] == [0.0, 0.5, 1.0, 1.0]
+    assert ramped(gates, 0).item() == 0.0
+    assert ramped(gates, 4).item() == pytest.approx(0.4 * full)
+    assert ramped(gates, 10).item() == pytest.approx(full)
+    assert ramped(gates).item() == pytest.approx(full)  # no step: full weight
+    # Without a warm-up (the paper) every step has the full term.
+    assert training.GateObjective(net, l1=0.3, budget="rate", target=0.2, weight=2.0)(gates, 0).item() == \
+        pytest.approx(full)
+    with pytest.raises(RecipeError, match="warm-up must be >= 0"):
+        training.GateObjective(net, l1=0.3, warmup_steps=-1)
+
+
 def test_gate_objective_refuses_plain_models_and_unknown_budgets() -> None:
     with pytest.raises(RecipeError, match="GaterNets only"):
         training.GateObjective(gaternet_zoo.create_model("cifar_resnet20"), budget="macs")

@@ -168,6 +168,9 @@ class TrainConfig:
     gate_budget_target: float = setting(0.5, 'target fraction of --gate-budget', group=GATERNET,
                                         check='>= 0 and <= 1')
     gate_budget_weight: float = setting(5.0, 'weight of the --gate-budget term', group=GATERNET, check='>= 0')
+    gate_loss_warmup_epochs: float = setting(
+        0.0, 'epochs over which the gate term (--gate-l1 and the budget) ramps in from 0, per optimizer step '
+             '(0: full weight from the start)', group=GATERNET, check='>= 0')
     gate_init_bias: float | None = setting(
         None, "initial bias of the gater's last FC, e.g. 3 to start with open gates (default: 0)", group=GATERNET)
     gate_discrete_prob_start: float | None = setting(

@@ -8,7 +8,8 @@
   (``lr_scale``, which timm's schedulers apply, and their own weight decay).
 * :class:`GateObjective`: the gate term of the loss: the paper's L1 (``gate_l1``) plus an optional sparsity budget
   (``gate_budget``: a target open rate per gated block, or a share of the backbone's MACs), and the share of the
-  backbone's MACs the gates use, logged every epoch.
+  backbone's MACs the gates use, logged every epoch; its weight may ramp in from 0 (``warmup_steps``), so that a
+  warm-started GaterNet's gates are not pushed shut before the gater has learnt which filters matter.
 """
 from __future__ import annotations
 
@@ -169,16 +170,21 @@ class GateObjective:
             (``include_gater=True``), so the target is the whole model's cost as a share of the plain backbone's.
         target: The budget's target fraction (open gates, or used share of the dense backbone MACs).
         weight: Factor of the budget term.
+        warmup_steps: Optimizer steps over which the whole gate term ramps linearly from 0 to full weight
+            (:meth:`scale`); 0: full weight from step 0 (the paper).
     """
 
     def __init__(self, model: nn.Module, l1: float = 0.0, budget: str = 'none', target: float = 0.5,
-                 weight: float = 5.0) -> None:
+                 weight: float = 5.0, warmup_steps: int = 0) -> None:
         if budget not in GATE_BUDGETS:
             raise RecipeError(f'gate_budget must be one of {", ".join(GATE_BUDGETS)}, got {budget!r}')
         if (l1 or budget != 'none') and not has_gates(model):
             raise RecipeError(f'gate_l1 and gate_budget apply to GaterNets only; {type(model).__name__} has no '
                               'gates. Unset them.')
         self.l1, self.budget, self.target, self.weight = float(l1), budget, float(target), float(weight)
+        if warmup_steps < 0:
+            raise RecipeError(f'the gate term\'s warm-up must be >= 0 steps, got {warmup_steps}')
+        self.warmup_steps = int(warmup_steps)
         self.sites = tuple(model.gate_sites) if has_gates(model) else ()
         # The MAC account is measured once (one forward pass under a FLOP counter); the 'macs' budget reuses it.
         self.macs = MacBudgetLoss(model, target, weight) if has_gates(model) else None
@@ -203,8 +209,21 @@ class GateObjective:
         """Whether the loss has a gate term at all (with none, the loss is the cross-entropy alone)."""
         return self.l1 > 0 or self.budget != 'none'
 
-    def __call__(self, gates: torch.Tensor) -> torch.Tensor:
-        """The gate term for a batch of training gates (B x gate_size)."""
+    def scale(self, step: int) -> float:
+        """Factor of the gate term at optimizer step ``step``: ``step / warmup_steps`` during the warm-up, then 1."""
+        if self.warmup_steps <= 0 or step >= self.warmup_steps:
+            return 1.0
+        return max(step, 0) / self.warmup_steps
+
+    def __call__(self, gates: torch.Tensor, step: int | None = None) -> torch.Tensor:
+        """The gate term for a batch of training gates (B x gate_size) at optimizer step ``step``.
+
+        ``step=None`` gives the full-weight term (no warm-up).
+        """
+        factor = 1.0 if step is None else self.scale(step)
+        return self._term(gates) * factor if factor != 1.0 else self._term(gates)
+
+    def _term(self, gates: torch.Tensor) -> torch.Tensor:
         gates = gates.float()
         term = gate_l1_loss(gates, self.l1) if self.l1 > 0 else gates.new_zeros(())
         if self.budget == 'rate':
