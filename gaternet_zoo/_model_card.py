@@ -104,6 +104,8 @@ def static_export_summary(info: dict[str, Any]) -> str:
             f'({info.get("calibration") or "unrecorded data"}): {info.get("gates_always_on")} always open, '
             f'{info.get("gates_always_off")} always closed; {info.get("filters_removed")} filters removed, '
             f'{info.get("filters_zeroed")} kept at 0 (round_to={info.get("round_to")})')
+    if info.get('branches_dropped'):  # absent from exports made before branches were dropped
+        text += f'; {info["branches_dropped"]} residual branches dropped (their blocks run as their shortcut)'
     dependent = info.get('gates_input_dependent') or 0
     if dependent:
         text += (f'; {dependent} input-dependent gates fixed by input_dependent="{info.get("input_dependent")}" '

@@ -238,6 +238,29 @@ class GatingPlugin:
         """
         return self.overrides('shortcut_only')
 
+    def kept_filters_forward(self, block: nn.Module, x: torch.Tensor, kept: torch.Tensor) -> torch.Tensor | None:
+        """The output of the residual ``block`` whose gated conv computes only the site's filters ``kept``, optional.
+
+        What a pruned site of a static export (:func:`~gaternet_zoo.export_static`) runs: no gate is left, and the
+        kept filters' outputs (in the order of ``kept``, sorted indices into the site's full width) are added into
+        the shortcut at their channels (:func:`~gaternet_zoo.layers.pruning.add_into_shortcut`), before whatever
+        follows the block's residual addition (its activation). No full-width zero map is filled and no zero is
+        added. The gate slot's place in ``block`` then holds a
+        :class:`~gaternet_zoo.layers.pruning.KeptChannels` (the drop-path module, or nothing), which the branch runs
+        where it ran the slot. ``None`` (the default): the plugin does not know, and :meth:`has_kept_filters_forward`
+        must say so.
+        """
+        return None
+
+    def has_kept_filters_forward(self, block: nn.Module) -> bool:
+        """Whether :meth:`kept_filters_forward` computes the output of the gated ``block`` (a static export then adds
+        a pruned site's kept channels into the shortcut rather than scattering them into zeros first).
+
+        The default: the plugin implements :meth:`kept_filters_forward` and knows the block's shortcut
+        (:meth:`has_shortcut`). A plugin that implements it for some of its blocks only overrides this too.
+        """
+        return self.overrides('kept_filters_forward') and self.has_shortcut(block)
+
     def overrides(self, hook: str) -> bool:
         """Whether this plugin implements the optional hook ``hook`` (e.g. ``'shortcut_only'``) itself."""
         return getattr(type(self), hook) is not getattr(GatingPlugin, hook)

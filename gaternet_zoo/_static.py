@@ -7,7 +7,9 @@ image, and the gated backbone computes a fixed function: always-closed filters a
 filter whose gate is always closed (one ``round_to`` added back) gets zero scale and shift in its norm, so it still
 outputs 0. :func:`export_static` returns that backbone as a :class:`~gaternet_zoo.StaticBackbone`: no gater, no gate
 slot, its logits equal to the GaterNet's (mask mode) on every input whose gates take those constant values, the
-calibration set by construction.
+calibration set by construction. Where the gating plugin knows a block's shortcut, a pruned block adds its kept
+channels into the shortcut at their indices (no zero map of the full width, no zeros added), and a block none of
+whose filters acts runs as its shortcut alone (``dropped_branches``): its branch does not run at all.
 
 Where gates are input-dependent the export is refused (:class:`InputDependentGatesError`), naming them, unless the
 caller fixes them explicitly: ``input_dependent="open"`` keeps their filters always open, ``"majority"`` fixes each at
@@ -159,25 +161,36 @@ def export_static(
     first = [first] if isinstance(first, str) else list(first or [])
     if [c for c in first if c.startswith('backbone.')]:
         cfg['first_conv'] = [c for c in first if c.startswith('backbone.')][0]
+    from ._plugins import get_plugin
+
+    plugin = get_plugin(model.plugin_name)
+    # Per site, the filters its conv keeps whose gate is fixed closed: they are zeroed in the weights below.
+    closed = {}
+    for site in model.gate_sites:
+        kept = pruned.pruned_filters.get(site.name, range(site.num_channels))
+        closed[site.name] = [j for j, f in enumerate(kept) if not fixed_open[site.offset + f]]
+    # A branch none of whose kept filters acts adds 0 to its shortcut: where the plugin knows that shortcut, the
+    # block runs as its shortcut alone rather than computing convs whose output is thrown away.
+    dropped = [s.name for s in model.gate_sites
+               if len(closed[s.name]) == len(pruned.pruned_filters.get(s.name, range(s.num_channels)))
+               and plugin.has_shortcut(pruned.backbone.get_submodule(s.name))]
     static = StaticBackbone(
         backbone=model.backbone_name, num_classes=model.num_classes, in_chans=model.in_chans,
         plugin=model.plugin_name, backbone_args=backbone_args or None, drop_rate=config.get('drop_rate') or 0.0,
-        global_pool=config.get('global_pool'), pruned_filters=pruned.pruned_filters or None)
+        global_pool=config.get('global_pool'), pruned_filters=pruned.pruned_filters or None,
+        dropped_branches=dropped or None)
     static.pretrained_cfg = static.default_cfg = dict(cfg, architecture='static_backbone')
     reference = next(iter(model.parameters()))
     static.to(device=reference.device)
     static.backbone.load_state_dict(pruned.backbone.state_dict(), strict=True)
 
-    from ._plugins import get_plugin
-
-    plugin = get_plugin(static.plugin_name)
     zeroed = 0
     for site in model.gate_sites:
-        kept = pruned.pruned_filters.get(site.name, range(site.num_channels))
-        closed = [j for j, f in enumerate(kept) if not fixed_open[site.offset + f]]
-        if closed:
-            plugin.zero_filters(static.backbone, site, torch.tensor(closed, dtype=torch.long))
-            zeroed += len(closed)
+        # A dropped branch's filters are zeroed too: its weights then say what the branch computes, should a
+        # model be rebuilt without `dropped_branches` (which runs the branch) and given them.
+        if closed[site.name]:
+            plugin.zero_filters(static.backbone, site, torch.tensor(closed[site.name], dtype=torch.long))
+            zeroed += len(closed[site.name])
     removed = sum(s.num_channels - len(pruned.pruned_filters.get(s.name, range(s.num_channels)))
                   for s in model.gate_sites)
     counts = {k: int(v.sum()) for k, v in states.items()}
@@ -189,6 +202,6 @@ def export_static(
         'gates_input_dependent': counts['input_dependent'], 'input_dependent': input_dependent,
         'input_dependent_opened': int((dependent & fixed_open).sum()), 'exact': not bool(dependent.any()),
         'filters_removed': removed, 'filters_zeroed': zeroed, 'sites_pruned': len(pruned.pruned_filters),
-        'round_to': int(round_to)}
+        'branches_dropped': len(dropped), 'round_to': int(round_to)}
     return static.eval()
 

@@ -1,6 +1,7 @@
 """Static export: a GaterNet whose kept gates are all constant becomes its plain backbone, with the same logits."""
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import torch
 import gaternet_zoo as gz
 from gaternet_zoo import GateStatistics, InputDependentGatesError, StaticBackbone, export_static, prune_gaternet
 from gaternet_zoo.layers import GateSlot
-from gaternet_zoo.layers.pruning import ScatterChannels
+from gaternet_zoo.layers.pruning import KeptChannels, ScatterChannels
 from gaternet_zoo.utils import count_params
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
@@ -73,7 +74,9 @@ def test_static_export_computes_what_the_gaternet_computes(name: str, size: int,
     static = export_static(model, stats, calibration='random images', source=name)
     assert isinstance(static, StaticBackbone) and not static.training
     assert not hasattr(static, 'gater') and not any(isinstance(m, GateSlot) for m in static.modules())
-    assert any(isinstance(m, ScatterChannels) for m in static.modules())
+    # Every block of both plugins knows its shortcut: the kept channels are added into it, nothing is scattered.
+    assert any(isinstance(m, KeptChannels) for m in static.modules())
+    assert not any(isinstance(m, ScatterChannels) for m in static.modules())
     assert count_params(static) < count_params(model.backbone)
     with torch.no_grad():
         expected = model(x)
@@ -287,3 +290,236 @@ def test_closed_branch_gates_export_as_the_shortcut() -> None:
         assert static.backbone.get_submodule(site.conv).out_channels <= 1
     with torch.no_grad():
         torch.testing.assert_close(static(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The scatter folded into the residual add, and branches that add nothing dropped.
+
+#: Per model, two sites whose gates are all made closed: one with an identity shortcut, one with a projection.
+_EMPTY_SITES = {'gaternet_resnet20': ['stage1.block2', 'stage2.block1'], 'test_resnet': ['layer1.0', 'layer3.0']}
+
+
+def _close_sites(model: torch.nn.Module, names: list[str]) -> None:
+    with torch.no_grad():
+        for site in model.gate_sites:
+            if site.name in names:
+                model.gater.fc2.bias[site.offset:site.offset + site.num_channels] = -50.0
+
+
+def _convs_run(model: torch.nn.Module, x: torch.Tensor) -> set[str]:
+    """Names of the convs of ``model.backbone`` that run in one forward pass of ``model`` on ``x``."""
+    ran: set[str] = set()
+    handles = [m.register_forward_hook(lambda *_, name=name: ran.add(name))
+               for name, m in model.backbone.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return ran
+
+
+def _branch_convs(static: StaticBackbone, name: str) -> set[str]:
+    """The convs of a block's residual branch: the block's convs outside its shortcut (native) or downsample (timm)."""
+    block = static.backbone.get_submodule(name)
+    return {f'{name}.{n}' for n, m in block.named_modules() if isinstance(m, torch.nn.Conv2d)
+            and not n.startswith(('shortcut', 'downsample'))}
+
+
+@pytest.mark.parametrize('name,size', [('gaternet_resnet20', 32), ('test_resnet', 64)])
+def test_folded_export_adds_kept_channels_into_the_shortcut_and_drops_empty_branches(
+        name: str, size: int, tmp_path: Path) -> None:
+    from gaternet_zoo.models.static_backbone import KeptFiltersForward, ShortcutOnlyForward
+
+    model = _model(name)
+    _constant_gates(model)
+    empty = _EMPTY_SITES[name]
+    _close_sites(model, empty)
+    _randomise_norms(model)
+    x = torch.randn(4, 3, size, size)
+    stats = _stats(model, x)
+    static = export_static(model, stats, source=name)
+    info = static.pretrained_cfg['static_export']
+    assert info['exact'] and info['branches_dropped'] == 2 and static.dropped_branches == empty
+    with torch.no_grad():
+        expected = model(x)
+        torch.testing.assert_close(static(x), expected, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(static(x[:1]), model(x[:1]), rtol=1e-5, atol=1e-5)  # batch 1, the case timed
+    # No zero map anywhere: every pruned block that runs its branch adds its kept channels into the shortcut.
+    assert not any(isinstance(m, ScatterChannels) for m in static.modules())
+    folded = [s.name for s in model.gate_sites if s.name in static.pruned_filters and s.name not in empty]
+    assert folded  # _constant_gates closes every third gate: every site is pruned
+    for site in folded:
+        block = static.backbone.get_submodule(site)
+        assert isinstance(block.forward, KeptFiltersForward) and block.forward.block is block
+        assert block.forward.kept.kept.tolist() == static.pruned_filters[site]
+        assert [m for m in block.children() if isinstance(m, KeptChannels)] == [block.forward.kept]
+    # A dropped branch runs none of its convs (a projection shortcut's conv still runs); every other conv runs.
+    all_convs = {n for n, m in static.backbone.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    dropped_convs = set().union(*(_branch_convs(static, site) for site in empty))
+    assert len(dropped_convs) >= 4
+    assert _convs_run(static, x) == all_convs - dropped_convs
+    assert any(c.startswith(f'{empty[1]}.') for c in all_convs - dropped_convs)  # the projection shortcut's conv
+    for site in empty:
+        assert isinstance(static.backbone.get_submodule(site).forward, ShortcutOnlyForward)
+    # The state_dict keys stay the GaterNet's backbone keys (a dropped branch keeps its unused weights) ...
+    assert set(static.state_dict()) == {f'backbone.{k}' for k in model.backbone.state_dict()}
+    # ... and the Hub round trip rebuilds the folded and dropped structure from config.json before a strict load.
+    static.save_pretrained(tmp_path / 'static')
+    config = json.loads((tmp_path / 'static' / 'config.json').read_text())
+    assert config['model_args']['dropped_branches'] == empty
+    loaded = gz.create_model(f'local-dir:{tmp_path / "static"}').eval()
+    assert loaded.dropped_branches == empty and _convs_run(loaded, x) == all_convs - dropped_convs
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_folded_export_traces_exports_and_copies() -> None:
+    model = _model('gaternet_resnet20')
+    _constant_gates(model)
+    _close_sites(model, _EMPTY_SITES['gaternet_resnet20'])
+    _randomise_norms(model)
+    x = torch.randn(2, 3, 32, 32)
+    static = export_static(model, _stats(model, x))
+    assert static.dropped_branches and static.pruned_filters
+    with torch.no_grad():
+        expected = model(x)
+        traced = torch.fx.symbolic_trace(static)
+        torch.testing.assert_close(traced(x), expected, rtol=1e-5, atol=1e-5)
+        # The traced graph adds into the shortcut and holds no conv of a dropped branch.
+        targets = [str(n.target) for n in traced.graph.nodes]
+        assert sum('index_add' in t for t in targets) == len(set(static.pruned_filters) - set(static.dropped_branches))
+        assert not any(t.startswith(('backbone.stage1.block2.conv', 'backbone.stage2.block1.conv')) for t in targets)
+        torch.testing.assert_close(torch.export.export(static, (x,)).module()(x), expected, rtol=1e-5, atol=1e-5)
+        # A deep copy's blocks run their own modules: changing the original does not change the copy.
+        copied = copy.deepcopy(static)
+        name = next(n for n in static.pruned_filters if n not in static.dropped_branches)
+        assert copied.backbone.get_submodule(name).forward.block is copied.backbone.get_submodule(name)
+        static.backbone.get_submodule(name).conv2.weight.zero_()
+        torch.testing.assert_close(copied(x), expected, rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(static(x), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('unknown', ['has_shortcut', 'has_kept_filters_forward'])
+def test_blocks_without_a_known_shortcut_fall_back_to_scatter_channels(
+        unknown: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # A plugin that does not know a block's shortcut (or cannot add kept filters into it) keeps the scatter: the
+    # block runs its own forward on the full-width map, and a branch with no acting filter still runs, at 0.
+    from gaternet_zoo.plugins.native import NativeSlotPlugin
+
+    monkeypatch.setattr(NativeSlotPlugin, unknown, lambda self, block: False)
+    model = _model('gaternet_resnet20')
+    _constant_gates(model)
+    empty = _EMPTY_SITES['gaternet_resnet20']
+    _close_sites(model, empty)
+    _randomise_norms(model)
+    x = torch.randn(4, 3, 32, 32)
+    static = export_static(model, _stats(model, x))
+    runs_branch = list(static.pruned_filters) if unknown == 'has_shortcut' else [
+        n for n in static.pruned_filters if n not in empty]
+    assert static.dropped_branches == ([] if unknown == 'has_shortcut' else empty)
+    assert static.pretrained_cfg['static_export']['branches_dropped'] == len(static.dropped_branches)
+    # KeptChannels only where a dropped branch's slot was (it never runs there); every other pruned site scatters.
+    kept_at = {n for n in static.pruned_filters if isinstance(static.backbone.get_submodule(n).gate, KeptChannels)}
+    assert kept_at == set(static.dropped_branches)
+    for site in runs_branch:
+        block = static.backbone.get_submodule(site)
+        assert isinstance(block.gate, ScatterChannels) and 'forward' not in block.__dict__  # the class's forward
+        assert block.gate.kept.tolist() == static.pruned_filters[site]
+    all_convs = {n for n, m in static.backbone.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    skipped = set().union(*(_branch_convs(static, s) for s in static.dropped_branches))
+    assert _convs_run(static, x) == all_convs - skipped
+    with torch.no_grad():
+        expected = model(x)
+        torch.testing.assert_close(static(x), expected, rtol=1e-5, atol=1e-5)
+    static.save_pretrained(tmp_path / 'static')
+    loaded = gz.create_model(f'local-dir:{tmp_path / "static"}').eval()
+    assert sum(isinstance(m, ScatterChannels) for m in loaded.modules()) == len(runs_branch)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_an_export_saved_before_the_fold_still_loads_and_computes_the_same(tmp_path: Path) -> None:
+    # An export saved before `dropped_branches` existed has no such argument in its config.json: it loads strictly
+    # (the keys are the same) and runs every branch, the dropped ones' zeroed filters adding 0.
+    from gaternet_zoo._model_card import static_export_summary
+
+    model = _model('gaternet_resnet20')
+    _constant_gates(model)
+    _close_sites(model, _EMPTY_SITES['gaternet_resnet20'])
+    _randomise_norms(model)
+    x = torch.randn(4, 3, 32, 32)
+    static = export_static(model, _stats(model, x))
+    # Saved as the code before the fold saved it: the same weights, a config without the new argument and count.
+    before = copy.deepcopy(static)
+    del before._hub_mixin_config['dropped_branches']
+    del before.pretrained_cfg['static_export']['branches_dropped']
+    before.save_pretrained(tmp_path / 'static')
+    assert 'dropped_branches' not in json.loads((tmp_path / 'static' / 'config.json').read_text())['model_args']
+    old = gz.create_model(f'local-dir:{tmp_path / "static"}').eval()
+    assert old.dropped_branches == [] and old.pruned_filters == static.pruned_filters
+    all_convs = {n for n, m in old.backbone.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    assert _convs_run(old, x) == all_convs
+    with torch.no_grad():
+        torch.testing.assert_close(old(x), model(x), rtol=1e-5, atol=1e-5)
+    assert 'dropped' not in static_export_summary(old.pretrained_cfg['static_export'])
+    assert '2 residual branches dropped' in static_export_summary(static.pretrained_cfg['static_export'])
+
+
+def test_dropped_branches_are_checked_against_the_backbone() -> None:
+    with pytest.raises(ValueError, match='does not have'):
+        StaticBackbone(dropped_branches=['stage9.block1'])
+    from gaternet_zoo.plugins.native import NativeSlotPlugin
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(NativeSlotPlugin, 'has_shortcut', lambda self, block: False)
+        with pytest.raises(ValueError, match='does not know'):
+            StaticBackbone(dropped_branches=['stage1.block1'])
+    static = StaticBackbone(dropped_branches=['stage2.block1', 'stage1.block3']).eval()
+    assert static.dropped_branches == ['stage1.block3', 'stage2.block1']  # in forward order
+    x = torch.randn(1, 3, 32, 32)
+    assert not _convs_run(static, x) & (_branch_convs(static, 'stage1.block3') | _branch_convs(static, 'stage2.block1'))
+
+
+def _native_blocks() -> list[torch.nn.Module]:
+    from gaternet_zoo.models.cifar_resnet import BasicBlock, PreActBasicBlock, PreActBottleneck
+
+    return [BasicBlock(8, 8), BasicBlock(8, 16, stride=2), PreActBasicBlock(8, 8), PreActBasicBlock(8, 16, stride=2),
+            PreActBottleneck(32, 8), PreActBottleneck(8, 8, stride=2)]
+
+
+def _timm_blocks() -> list[torch.nn.Module]:
+    import timm
+
+    backbone = timm.create_model('test_resnet', zero_init_last=False)
+    return [m for m in backbone.modules() if type(m).__name__ in ('BasicBlock', 'Bottleneck')]
+
+
+@pytest.mark.parametrize('plugin_name', ['native', 'timm_resnet'])
+def test_kept_filters_forward_with_every_filter_kept_is_the_blocks_forward(plugin_name: str) -> None:
+    # The plugin's own description of where the branch meets the shortcut, checked against the block's forward:
+    # with every filter kept (in order) the index_add is the plain residual add.
+    torch.manual_seed(0)
+    plugin = gz.get_plugin(plugin_name)
+    blocks = _native_blocks() if plugin_name == 'native' else _timm_blocks()
+    assert len(blocks) >= 3
+    for block in blocks:
+        _randomise_norms(block)
+        conv = block.conv3 if hasattr(block, 'conv3') else block.conv2
+        assert plugin.has_kept_filters_forward(block)
+        x = torch.randn(2, block.conv1.in_channels, 16, 16)
+        every = torch.arange(conv.out_channels)
+        for training in (False, True):  # the fold also trains: its norms see the same batch as the block's
+            block.train(training)
+            with torch.no_grad():
+                torch.testing.assert_close(plugin.kept_filters_forward(block, x.clone(), every), block(x.clone()))
+
+
+def test_timm_blocks_with_attention_keep_the_scatter() -> None:
+    from timm.models.resnet import BasicBlock
+
+    plugin = gz.get_plugin('timm_resnet')
+    block = BasicBlock(16, 16, attn_layer='se')
+    assert plugin.has_shortcut(block) and not plugin.has_kept_filters_forward(block)
+    assert plugin.kept_filters_forward(block, torch.randn(1, 16, 8, 8), torch.arange(16)) is None

@@ -5,17 +5,20 @@ multiplied by 0. Pruning takes such filters out of the gated conv (and out of th
 never computed; the gate slot puts the remaining channels back at their indices, with zeros for the removed ones,
 before the residual addition. See :func:`gaternet_zoo.prune_gaternet`.
 
-A static export (:func:`gaternet_zoo.export_static`) has no gates left: :class:`ScatterChannels` takes a pruned gate
-slot's place and only puts the kept channels back at their indices, and :func:`zero_conv_filters` /
-:func:`zero_batchnorm_channels` make a kept filter whose gate was always closed output exactly 0.
+A static export (:func:`gaternet_zoo.export_static`) has no gates left. Where the gating plugin knows the block's
+shortcut (``GatingPlugin.has_kept_filters_forward``), the block adds its kept channels into the shortcut at their
+indices (:func:`add_into_shortcut`) and a :class:`KeptChannels` takes the pruned gate slot's place; elsewhere a
+:class:`ScatterChannels` takes it and puts the kept channels back at their indices, with zeros for the others, before
+the block's own residual addition. :func:`zero_conv_filters` / :func:`zero_batchnorm_channels` make a kept filter
+whose gate was always closed output exactly 0.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-__all__ = ['PruningError', 'ScatterChannels', 'slice_batchnorm', 'slice_conv_out', 'zero_batchnorm_channels',
-           'zero_conv_filters']
+__all__ = ['KeptChannels', 'PruningError', 'ScatterChannels', 'add_into_shortcut', 'slice_batchnorm', 'slice_conv_out',
+           'zero_batchnorm_channels', 'zero_conv_filters']
 
 
 class PruningError(ValueError):
@@ -83,8 +86,10 @@ def zero_batchnorm_channels(norm: nn.BatchNorm2d, index: torch.Tensor) -> None:
 class ScatterChannels(nn.Module):
     """Puts a pruned conv's ``kept`` channels back at their indices among ``num_channels``, zeros elsewhere.
 
-    What a pruned gate slot does once no gate is left (a static export): the residual addition that follows needs the
-    block's full width. ``kept`` is not saved in the ``state_dict`` (the model's config rebuilds it).
+    What a pruned gate slot does once no gate is left (a static export) in a block whose shortcut the gating plugin
+    does not know: the residual addition that follows needs the block's full width. Where the plugin knows it, the
+    block adds the kept channels into the shortcut itself (:class:`KeptChannels`), which fills no zero map.
+    ``kept`` is not saved in the ``state_dict`` (the model's config rebuilds it).
 
     Args:
         kept: Sorted indices of the kept channels.
@@ -105,3 +110,46 @@ class ScatterChannels(nn.Module):
 
     def extra_repr(self) -> str:
         return f'kept={len(self.kept)}, num_channels={self.num_channels}'
+
+
+class KeptChannels(nn.Module):
+    """A pruned gate slot's place in a static export whose block adds the ``kept`` channels into its shortcut itself.
+
+    The block's forward (``GatingPlugin.kept_filters_forward``) runs this where it ran the gate slot, on the kept
+    channels only, and then adds them into the shortcut at the indices ``kept`` holds
+    (:func:`add_into_shortcut`): unlike :class:`ScatterChannels` it fills no zero map of the full width, and the
+    addition adds no zeros. It runs the parameter-free module the gate slot held (timm's drop-path module, which acts
+    per sample, so on the kept channels as on all of them), if any. ``kept`` is not saved in the ``state_dict``.
+
+    Args:
+        kept: Sorted indices of the kept channels among the block's ``num_channels``.
+        num_channels: The full width.
+        after: An optional parameter-free module run on the kept channels (the drop-path module the gate slot held).
+    """
+
+    def __init__(self, kept: torch.Tensor | list[int], num_channels: int, after: nn.Module | None = None) -> None:
+        super().__init__()
+        self.register_buffer('kept', torch.as_tensor(kept, dtype=torch.long), persistent=False)
+        self.num_channels = int(num_channels)
+        self.after = after
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.after is None else self.after(x)
+
+    def extra_repr(self) -> str:
+        return f'kept={len(self.kept)}, num_channels={self.num_channels}, added into the shortcut'
+
+
+def add_into_shortcut(shortcut: torch.Tensor, kept: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
+    """``shortcut`` with the ``branch`` channels added at the channel indices ``kept``: a pruned block's residual add.
+
+    Equal to ``shortcut + z`` where ``z`` is ``branch`` put back at ``kept`` among zeros (:class:`ScatterChannels`),
+    without making ``z``: channels outside ``kept`` are the shortcut's own, untouched by any addition. A new tensor
+    (``index_add``, not in place), so an in-place activation after it cannot change a shortcut that is the block's
+    input. In the dtype ``shortcut + z`` would have.
+    """
+    # index_add needs one dtype; under autocast both are the same, and then no conversion runs.
+    if not isinstance(branch, torch.fx.Proxy) and branch.dtype != shortcut.dtype:
+        dtype = torch.promote_types(branch.dtype, shortcut.dtype)
+        shortcut, branch = shortcut.to(dtype), branch.to(dtype)
+    return shortcut.index_add(1, kept, branch)

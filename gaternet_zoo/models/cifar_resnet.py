@@ -35,6 +35,7 @@ from .._builder import build_with_cfg
 from .._constants import CIFAR10_MEAN, CIFAR10_STD
 from .._hub_mixin import ZooHubMixin
 from .._pretrained import generate_default_cfgs
+from ..layers.pruning import add_into_shortcut
 from ..layers.skip import folded_conv_bn
 
 __all__ = ['CifarResNet', 'BasicBlock', 'PreActBasicBlock', 'PreActBottleneck']
@@ -76,9 +77,19 @@ class BasicBlock(nn.Module):
         self.inner_gate_convs = ('conv1', 'conv2')
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        branch, shortcut = self.branch_and_shortcut(x)
+        return self.act2(branch + shortcut)
+
+    def branch_and_shortcut(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two operands of the block's residual addition: the gated branch and the shortcut."""
         y = self.inner_gate(self.drop(self.act1(self.bn1(self.conv1(x)))))
-        y = self.gate(self.bn2(self.conv2(y)))
-        return self.act2(y + self.shortcut(x))
+        return self.gate(self.bn2(self.conv2(y))), self.shortcut(x)
+
+    def forward_kept(self, x: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+        """The block's output when conv2 computes only the filters ``kept`` (a pruned site of a static export): they
+        are added into the shortcut at those channels, rather than scattered into a zero map that is then added."""
+        branch, shortcut = self.branch_and_shortcut(x)
+        return self.act2(add_into_shortcut(shortcut, kept, branch))
 
     def shortcut_output(self, x: torch.Tensor) -> torch.Tensor:
         """The block's output when every gate is closed (the branch adds 0): skip execution's short cut."""
@@ -146,12 +157,23 @@ class PreActBasicBlock(nn.Module):
         self.inner_gate_convs = ('conv1', 'conv2')
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        branch, shortcut = self.branch_and_shortcut(x)
+        return branch + shortcut
+
+    def branch_and_shortcut(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two operands of the block's residual addition: the gated branch and the shortcut."""
         pre = self.act1(self.bn1(x))
         # A projection shortcut sees the pre-activated input, as in the WRN and pre-act ResNet papers.
         shortcut = self.shortcut(pre) if self.shortcut is not None else x
         y = self.conv1(pre)
         y = self.conv2(self.inner_gate(self.drop(self.act2(self.bn2(y)))))
-        return self.gate(y) + shortcut
+        return self.gate(y), shortcut
+
+    def forward_kept(self, x: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+        """The block's output when conv2 computes only the filters ``kept`` (a pruned site of a static export): they
+        are added into the shortcut at those channels, rather than scattered into a zero map that is then added."""
+        branch, shortcut = self.branch_and_shortcut(x)
+        return add_into_shortcut(shortcut, kept, branch)
 
     def shortcut_output(self, x: torch.Tensor) -> torch.Tensor:
         """The block's output when every gate is closed (the branch adds 0): skip execution's short cut."""
@@ -192,12 +214,23 @@ class PreActBottleneck(nn.Module):
         self.inner_gate_convs = ('conv2', 'conv3')
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        branch, shortcut = self.branch_and_shortcut(x)
+        return branch + shortcut
+
+    def branch_and_shortcut(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two operands of the block's residual addition: the gated branch and the shortcut."""
         pre = self.act1(self.bn1(x))
         shortcut = self.shortcut(pre) if self.shortcut is not None else x
         y = self.conv1(pre)
         y = self.conv2(self.act2(self.bn2(y)))
         y = self.conv3(self.inner_gate(self.drop(self.act3(self.bn3(y)))))
-        return self.gate(y) + shortcut
+        return self.gate(y), shortcut
+
+    def forward_kept(self, x: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+        """The block's output when conv3 computes only the filters ``kept`` (a pruned site of a static export): they
+        are added into the shortcut at those channels, rather than scattered into a zero map that is then added."""
+        branch, shortcut = self.branch_and_shortcut(x)
+        return add_into_shortcut(shortcut, kept, branch)
 
     def shortcut_output(self, x: torch.Tensor) -> torch.Tensor:
         """The block's output when every gate is closed (the branch adds 0): skip execution's short cut."""

@@ -5,7 +5,10 @@ third-party block: give it a ``gate = nn.Identity()`` attribute applied to the r
 ``gate_channels`` integer, and this plugin gates it. For inner gates (``GaterNet(gate_placement="inner")``) a block
 also has an ``inner_gate = nn.Identity()`` applied to its inner conv's activated output right before the next conv,
 and ``inner_gate_convs = (inner conv, next conv)`` naming both; only channelwise operations (norm, activation,
-dropout) may lie between them.
+dropout) may lie between them. A residual block says what its shortcut gives (``shortcut_output(x)``: skip execution
+and branch gates) and, for a static export, how it adds the kept filters of its pruned gated conv into the shortcut
+(``forward_kept(x, kept)``); without them, its branch always runs and a static export scatters the kept channels
+into a zero map first.
 """
 from __future__ import annotations
 
@@ -143,6 +146,14 @@ class NativeSlotPlugin(GatingPlugin):
     def has_shortcut(self, block: nn.Module) -> bool:
         # A block that says what its shortcut gives (`shortcut_output`): every block of the zoo's CIFAR ResNets.
         return callable(getattr(block, 'shortcut_output', None))
+
+    def kept_filters_forward(self, block: nn.Module, x: torch.Tensor, kept: torch.Tensor) -> torch.Tensor | None:
+        fn = getattr(block, 'forward_kept', None)
+        return fn(x, kept) if fn is not None else None
+
+    def has_kept_filters_forward(self, block: nn.Module) -> bool:
+        # A block that says what its shortcut gives and how it adds kept filters into it (`forward_kept`).
+        return self.has_shortcut(block) and callable(getattr(block, 'forward_kept', None))
 
     def open_filters_forward(self, block: nn.Module, x: torch.Tensor, index: torch.Tensor, channels: torch.Tensor,
                              gate: torch.Tensor) -> torch.Tensor | None:

@@ -13,6 +13,9 @@ activation: ``conv1`` of a ``BasicBlock`` (``conv2``'s input channels) and the 3
 there in both blocks, so the inner slot takes that attribute's place and runs the original module after the gate;
 a blur or pooling acts channel by channel, so a closed channel stays 0. SE/attention comes after the last conv and
 does not stand between the gated conv and the next one.
+
+In a static export, a pruned block without SE/attention runs ``kept_filters_forward``: timm's forward up to the
+``drop_path`` slot, then its kept filters added into the shortcut at their channels, then its last activation.
 """
 from __future__ import annotations
 
@@ -24,7 +27,13 @@ from torch import nn
 
 from .._plugins import GateSite, GatingPlugin, UnsupportedPlacementError, offsets_in_order, register_gating_plugin
 from ..layers.gates import GateSlot
-from ..layers.pruning import PruningError, slice_batchnorm, slice_conv_out, zero_batchnorm_channels
+from ..layers.pruning import (
+    PruningError,
+    add_into_shortcut,
+    slice_batchnorm,
+    slice_conv_out,
+    zero_batchnorm_channels,
+)
 from ..layers.skip import folded_conv_bn
 
 
@@ -147,6 +156,27 @@ class TimmResNetPlugin(GatingPlugin):
     def shortcut_only(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
         shortcut = block.downsample(x) if block.downsample is not None else x.clone()  # clone: act is in place
         return (block.act3 if isinstance(block, Bottleneck) else block.act2)(shortcut)
+
+    def kept_filters_forward(self, block: nn.Module, x: torch.Tensor, kept: torch.Tensor) -> torch.Tensor | None:
+        """timm's ``forward`` of the block up to its ``drop_path`` (where the gate slot ran), then the kept filters
+        added into the shortcut and the block's last activation. ``None`` for a block with SE/attention (never
+        pruned: it mixes the channels)."""
+        if block.se is not None:
+            return None
+        if isinstance(block, Bottleneck):
+            y = block.act1(block.bn1(block.conv1(x)))
+            y = block.aa(block.act2(block.drop_block(block.bn2(block.conv2(y)))))
+            y, act = block.bn3(block.conv3(y)), block.act3
+        else:
+            y = block.aa(block.act1(block.drop_block(block.bn1(block.conv1(x)))))
+            y, act = block.bn2(block.conv2(y)), block.act2
+        if block.drop_path is not None:  # a KeptChannels in a static export, running timm's drop-path module
+            y = block.drop_path(y)
+        shortcut = block.downsample(x) if block.downsample is not None else x
+        return act(add_into_shortcut(shortcut, kept, y))  # a new tensor: act in place is safe
+
+    def has_kept_filters_forward(self, block: nn.Module) -> bool:
+        return self.has_shortcut(block) and getattr(block, 'se', None) is None
 
     def matches_name(self, model_name: str) -> bool:
         # By file rather than by pattern: 'resnet*' also matches resnetv2_*, resnet50_clip (byobnet), resnet51q, ...
