@@ -145,7 +145,9 @@ def render_model_card(model: nn.Module, repo_id: str | None = None, **kwargs: An
             ('Gater', f'`{model.gater_name}` + FC bottleneck {model.gater.fc1.out_features} '
                       f'({count_params(model.gater) / 1e6:.3f} M params)'),
             ('Gates', f'{model.gate_size} over {len(model.gate_sites)} residual blocks' + (
-                f' ({model.num_filter_gates} filter gates and {model.num_branch_gates} branch gates, one per '
+                ' (branch gates only, one per residual branch: filter_gates=False, so every filter of an open '
+                'branch is on and a closed gate skips its whole branch)' if not getattr(model, 'filter_gates', True)
+                else f' ({model.num_filter_gates} filter gates and {model.num_branch_gates} branch gates, one per '
                 'residual branch)' if getattr(model, 'num_branch_gates', 0) else '') + (
                 ', on each branch\'s inner conv (gate_placement="inner": a closed gate removes a filter of that conv '
                 'and an input channel of the next)' if getattr(model, 'gate_placement', 'last') == 'inner' else '')),
@@ -179,10 +181,14 @@ def render_model_card(model: nn.Module, repo_id: str | None = None, **kwargs: An
     recipe = cfg.get('recipe') or 'No training recipe recorded for these weights.'
     if isinstance(recipe, dict):
         recipe = '\n'.join(f'- **{k}**: `{v}`' for k, v in recipe.items())
+    gated = ('one input-dependent binary gate per residual branch (`filter_gates=False`: no filter gates; a closed '
+             'gate makes its block its shortcut, and skip execution does not run the branch)'
+             if not getattr(model, 'filter_gates', True) else
+             'one input-dependent binary gate per filter of the last conv of each residual branch')
     description = cfg.get('description') or (
-        f'A GaterNet (Chen et al., CVPR 2019): the `{getattr(model, "backbone_name", "")}` backbone with one '
-        'input-dependent binary gate per filter of the last conv of each residual branch, produced by a separate '
-        'gater network.' if is_gaternet else f'The plain `{architecture}` backbone, as a baseline for GaterNets.')
+        f'A GaterNet (Chen et al., CVPR 2019): the `{getattr(model, "backbone_name", "")}` backbone with {gated}, '
+        'produced by a separate gater network.' if is_gaternet else
+        f'The plain `{architecture}` backbone, as a baseline for GaterNets.')
 
     pruning = cfg.get('pruning')
     if pruning:

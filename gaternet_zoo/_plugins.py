@@ -55,7 +55,9 @@ class GateSite:
     Attributes:
         name: Qualified name of the block that holds the site (``"stage1.block1"``, ``"layer3.0"``).
         num_channels: Number of gated filters.
-        offset: Index of the site's first gate in the flat gate vector (forward order).
+        offset: Index of the site's first filter among the gated filters of all sites (forward order), the column
+            of its first filter in ``effective_gates``; with filter gates (the default) also the index of its first
+            filter gate in the flat gate vector.
         conv: Qualified name of the conv whose output filters are gated (for MAC accounting).
         branch_offset: Index of the site's branch gate in the flat gate vector, or ``None`` when the site has none
             (the default; a GaterNet built with ``branch_gates=True`` gives one to every site whose block adds its
@@ -64,6 +66,9 @@ class GateSite:
             channels as its input channels, one for one, with only channelwise operations in between; a closed
             gate removes one of its input channels too. ``''`` (the default) for a site on the last conv of a
             branch, whose gated channels go to the residual add.
+        filter_gates: Whether the site's filters have gates of their own in the gate vector (the default). ``False``
+            in a GaterNet built with ``filter_gates=False``: the site has its branch gate only, and its filters act
+            whenever that gate is open (their filter gates count as constant ones).
     """
 
     name: str
@@ -72,6 +77,7 @@ class GateSite:
     conv: str = ''
     branch_offset: int | None = None
     next_conv: str = ''
+    filter_gates: bool = True
 
     @property
     def placement(self) -> str:

@@ -28,7 +28,8 @@ def always_off_filters(model: nn.Module, stats: GateStatistics) -> dict[str, lis
     """Per gate site, the filters whose gate never opened over the data ``stats`` accumulated.
 
     With branch gates, a filter whose gate opened only for samples whose branch gate was closed never acted either
-    (:attr:`GateStatistics.effective_firing_rate`), and is removed too.
+    (:attr:`GateStatistics.effective_firing_rate`), and is removed too. Without filter gates
+    (``filter_gates=False``) that leaves the filters of the branches whose gate never opened: every one of them.
     """
     fired = stats.firing_rate
     if fired.numel() != model.gate_size:
@@ -104,6 +105,6 @@ def prune_gaternet(model: nn.Module, stats: GateStatistics, calibration: str = '
     removed = sum(s.num_channels - len(kept.get(s.name, range(s.num_channels))) for s in model.gate_sites)
     pruned.pretrained_cfg = dict(getattr(model, 'pretrained_cfg', None) or {}, pruning={
         'calibration': calibration, 'calibration_samples': stats.count, 'filters_removed': removed,
-        'filters_gated': getattr(model, 'num_filter_gates', model.gate_size), 'sites_pruned': len(kept),
+        'filters_gated': sum(s.num_channels for s in model.gate_sites), 'sites_pruned': len(kept),
         'round_to': int(round_to), 'rule': 'filters whose gate was closed for every calibration image'})
     return pruned

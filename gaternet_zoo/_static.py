@@ -45,8 +45,9 @@ class InputDependentGatesError(PruningError):
 def gate_states(model: nn.Module, stats: GateStatistics) -> dict[str, torch.Tensor]:
     """Per gate over the data ``stats`` accumulated: ``always_on``, ``always_off`` and ``input_dependent`` masks.
 
-    One mask entry per filter gate. With branch gates a filter acts when its gate and its block's branch gate are
-    both open, so the states are those of the effective gates (a filter of an always-closed branch is always off).
+    One mask entry per gated filter. With branch gates a filter acts when its gate and its block's branch gate are
+    both open, so the states are those of the effective gates (a filter of an always-closed branch is always off;
+    without filter gates, ``filter_gates=False``, every filter of a site takes its branch gate's state).
     Gates of filters a pruned model no longer computes count as neither input-dependent nor always on: their
     filters output 0 whatever the gater says.
     """
@@ -143,9 +144,11 @@ def export_static(
         round_to = 1 if round_to is None else round_to
         # Gates fixed closed are pruned as always-closed ones are: statistics in which every gate is constant.
         fixed_fired = fixed_open.long() * stats.count
-        # Branch gates are folded into the filter gates above: in the fixed statistics every branch is open.
-        branch_open = torch.full((model.gate_size - fixed_fired.numel(),), stats.count, dtype=torch.long)
-        fixed = Stats(model.gate_sites, count=stats.count, fired=torch.cat([fixed_fired, branch_open]),
+        # Branch gates are folded into the filters' gates above: in the fixed statistics every branch is open. (A
+        # model without filter gates has only branch gates; the filters' fixed states are in effective_fired.)
+        own = fixed_fired[:stats.num_filter_gates]
+        branch_open = torch.full((model.gate_size - own.numel(),), stats.count, dtype=torch.long)
+        fixed = Stats(model.gate_sites, count=stats.count, fired=torch.cat([own, branch_open]),
                       effective_fired=fixed_fired if branch_open.numel() else None)
         pruned = prune_gaternet(model, fixed, calibration=calibration, round_to=round_to)
 
@@ -197,7 +200,7 @@ def export_static(
     static.pretrained_cfg['static_export'] = {
         'source': source or source_cfg.get('architecture') or type(model).__name__,
         'calibration': calibration, 'calibration_samples': stats.count,
-        'gates': model.gate_size, 'filter_gates': int(dependent.numel()),
+        'gates': model.gate_size, 'filter_gates': int(getattr(model, 'num_filter_gates', dependent.numel())),
         'gates_always_on': counts['always_on'], 'gates_always_off': counts['always_off'],
         'gates_input_dependent': counts['input_dependent'], 'input_dependent': input_dependent,
         'input_dependent_opened': int((dependent & fixed_open).sum()), 'exact': not bool(dependent.any()),

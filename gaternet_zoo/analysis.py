@@ -21,7 +21,7 @@ from torch import nn
 
 from ._constants import DEFAULT_DATA_SOURCE
 from .evaluation import default_accelerator, evaluate_model, has_gates, model_from_name, write_json
-from .utils.gate_stats import GateStatistics
+from .utils.gate_stats import GateStatistics, site_gate_columns
 
 __all__ = ['NoGatesError', 'analyze', 'plot_class_gate_heatmap', 'plot_firing_histogram', 'plot_site_open_fraction',
            'site_table', 'write_figures']
@@ -53,15 +53,18 @@ def _check_gated(model: nn.Module, name: str) -> None:
 
 def site_table(stats: GateStatistics) -> list[dict[str, Any]]:
     """Per gate site: name, channels, open fraction and its always-on/always-off/input-dependent gate counts, and
-    with branch gates the open fraction of the site's branch gate (``branch_open_fraction``)."""
+    with branch gates the open fraction of the site's branch gate (``branch_open_fraction``).
+
+    The gates of a site are its filter gates; a site without them (``filter_gates=False``) has its branch gate.
+    """
     fired = stats._require()
     rows = []
     for site in stats.gate_sites:
-        f = fired[site.offset:site.offset + site.num_channels]
+        f = fired[site_gate_columns(site)]
         on, off = int((f == stats.count).sum()), int((f == 0).sum())
         row = dict(name=site.name, channels=site.num_channels,
                    open_fraction=(f.float() / stats.count).mean().item(), always_on=on, always_off=off,
-                   input_dependent=site.num_channels - on - off)
+                   input_dependent=f.numel() - on - off)
         if getattr(site, 'branch_offset', None) is not None:  # a model with branch gates: reported apart
             row['branch_open_fraction'] = fired[site.branch_offset].item() / stats.count
         rows.append(row)
@@ -121,13 +124,15 @@ def plot_class_gate_heatmap(matrix: torch.Tensor, class_names: list[str] | tuple
     data = matrix.float().numpy()
     fig, ax = plt.subplots(figsize=(10.0, max(3.0, 0.3 * data.shape[0] + 1.5)), dpi=120)
     image = ax.imshow(data, aspect='auto', interpolation='nearest', cmap='viridis', vmin=0.0, vmax=1.0)
-    for site in gate_sites[1:]:
-        ax.axvline(site.offset - 0.5, color='red', linewidth=0.8)
-    if any(getattr(s, 'branch_offset', None) is not None for s in gate_sites):  # branch gates: the last columns
-        ax.axvline(sum(s.num_channels for s in gate_sites) - 0.5, color='white', linewidth=1.5, linestyle='--')
+    columns = [site_gate_columns(s) for s in gate_sites]  # a site without filter gates: its branch gate's column
+    for cols in columns[1:]:
+        ax.axvline(cols[0] - 0.5, color='red', linewidth=0.8)
+    filters = sum(s.num_channels for s in gate_sites if getattr(s, 'filter_gates', True))
+    if filters and any(getattr(s, 'branch_offset', None) is not None for s in gate_sites):  # the last columns
+        ax.axvline(filters - 0.5, color='white', linewidth=1.5, linestyle='--')
     step = max(1, math.ceil(len(gate_sites) / 30))
     shown = gate_sites[::step]
-    ax.set_xticks([s.offset + s.num_channels / 2 - 0.5 for s in shown])
+    ax.set_xticks([(cols[0] + cols[-1]) / 2 for cols in columns[::step]])
     ax.set_xticklabels([s.name for s in shown], rotation=60, ha='right', fontsize=7)
     ax.set_yticks(range(data.shape[0]))
     ax.set_yticklabels(list(class_names)[:data.shape[0]], fontsize=7 if data.shape[0] > 20 else 8)
@@ -175,7 +180,8 @@ def write_figures(stats: GateStatistics, out_dir: str | os.PathLike, class_names
                    class_gate_matrix=_nan_to_none(matrix.tolist()),
                    gate_sites=[dict(name=s.name, conv=s.conv, channels=s.num_channels, offset=s.offset,
                                     **({'branch_gate': s.branch_offset}
-                                       if getattr(s, 'branch_offset', None) is not None else {}))
+                                       if getattr(s, 'branch_offset', None) is not None else {}),
+                                    **({} if getattr(s, 'filter_gates', True) else {'filter_gates': False}))
                                for s in stats.gate_sites])
     paths['json'] = write_json(payload, out / FIGURE_NAMES['json'])
     return paths

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._constants import DEFAULT_DATA_SOURCE
-from .utils.gate_stats import GateStatistics, has_gates
+from .utils.gate_stats import GateStatistics, has_gates, site_gate_columns
 
 __all__ = ['EvalData', 'EvalResult', 'build_eval_data', 'default_accelerator', 'evaluate', 'evaluate_model',
            'format_report', 'has_gates', 'kept_gate_mask', 'measure_latency', 'model_from_name', 'write_json']
@@ -460,7 +460,7 @@ def evaluate_model(
             always_off=summary['always_off'], input_dependent=summary['input_dependent'],
             per_site_open_fraction=summary['per_site_open_fraction'])
         if 'branch_gates' in summary:  # reported apart: one gate per residual branch, after the filter gates
-            report.update(branch_gates=summary['branch_gates'],
+            report.update(branch_gates=summary['branch_gates'], filter_gates=summary['filter_gates'],
                           per_site_branch_open_fraction=summary['per_site_branch_open_fraction'])
         report.update(_kept_gate_summary(model, stats))
     else:
@@ -472,14 +472,15 @@ def evaluate_model(
 def kept_gate_mask(model: nn.Module) -> torch.Tensor | None:
     """For a pruned GaterNet, which of its ``gate_size`` gates still have a filter; ``None`` for an unpruned one.
 
-    The gater of a pruned export still emits every gate, but the gate of a removed filter acts on nothing.
+    The gater of a pruned export still emits every gate, but the gate of a removed filter acts on nothing. A site
+    without filter gates (``filter_gates=False``) keeps its branch gate, whatever filters it lost.
     """
     pruned = getattr(model, 'pruned_filters', None)
     if not pruned:
         return None
     mask = torch.ones(model.gate_size, dtype=torch.bool)
     for site in model.gate_sites:
-        if site.name in pruned:
+        if site.name in pruned and getattr(site, 'filter_gates', True):
             mask[site.offset:site.offset + site.num_channels] = False
             mask[[site.offset + i for i in pruned[site.name]]] = True
     return mask
@@ -498,8 +499,8 @@ def _kept_gate_summary(model: nn.Module, stats: GateStatistics) -> dict[str, Any
     always_on, always_off = int((rate[kept] == 1).sum()), int((rate[kept] == 0).sum())
     per_site = {}
     for site in model.gate_sites:
-        window = kept[site.offset:site.offset + site.num_channels]
-        per_site[site.name] = rate[site.offset:site.offset + site.num_channels][window].mean().item()
+        columns = torch.tensor(site_gate_columns(site))
+        per_site[site.name] = rate[columns][kept[columns]].mean().item()
     return dict(gates_pruned=int((~kept).sum()), mean_open_fraction=rate[kept].mean().item(), always_on=always_on,
                 always_off=always_off, input_dependent=int(kept.sum()) - always_on - always_off,
                 per_site_open_fraction=per_site)
@@ -539,6 +540,8 @@ def format_report(report: dict[str, Any]) -> str:
             *([('branch gates open', f"{100.0 * _mean(report['per_site_branch_open_fraction']):.1f} % of "
                                      f"{report['branch_gates']} (one per residual branch, counted above too)")]
               if report.get('branch_gates') else []),
+            *([('filter gates', 'none (filter_gates=False): every filter of an open branch is on')]
+              if report.get('branch_gates') and report.get('filter_gates') == 0 else []),
             ('gates always on', f"{report['always_on']:,}"),
             ('gates always off', f"{report['always_off']:,}"),
             ('gates input-dep.', f"{report['input_dependent']:,}"),

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .utils.gate_stats import effective_gates
+from .utils.gate_stats import effective_gates, own_filter_gates
 from .utils.macs import gaternet_macs
 
 __all__ = ['gate_l1_loss', 'gate_target_rate_loss', 'MacBudgetLoss']
@@ -96,7 +96,8 @@ class MacBudgetLoss(nn.Module):
     With branch gates (``GaterNet(branch_gates=True)``), a site's saving with branch gate ``b`` is
     ``(1 - b) * whole_branch + b * (its saving by the filter gates, as above)``, where ``whole_branch`` is every
     conv of the branch (the gated conv and the rest): exact for binary gates, what skip execution does not run,
-    and differentiable in ``b`` with the full branch's weight.
+    and differentiable in ``b`` with the full branch's weight. A model built with ``filter_gates=False`` has no
+    filter gates (they count as open): a site then saves ``(1 - b) * whole_branch``.
 
     With ``include_gater=True`` the used share counts the whole model, ``(gater + backbone MACs used) / dense
     backbone MACs``: the gater is paid in full on every input, so a target of 0.75 asks for a GaterNet that costs
@@ -126,8 +127,10 @@ class MacBudgetLoss(nn.Module):
                 f'{self.gater_share:.3f} of the backbone. Choose a larger target, or a cheaper gater '
                 '(gater="cifar_resnet8", gater_input_size=16).')
         self.gate_size = int(model.gate_size)
-        self.num_filter_gates = int(getattr(model, 'num_filter_gates', model.gate_size))
-        cost = torch.zeros(self.num_filter_gates, dtype=torch.float64)
+        self._sites = tuple(model.gate_sites)
+        #: Gated filters (the width of the effective gates), whether or not they have gates of their own.
+        self.num_filters = sum(s.num_channels for s in self._sites)
+        cost = torch.zeros(self.num_filters, dtype=torch.float64)
         for site in model.gate_sites:
             cost[site.offset:site.offset + site.num_channels] = macs['gateable_macs'][site.name] / site.num_channels
         self.target = float(target)
@@ -151,7 +154,7 @@ class MacBudgetLoss(nn.Module):
             raise ValueError(f'gates must be B x {self.gate_size} (the model\'s gate vector), got shape '
                              f'{tuple(gates.shape)}.')
         gates = gates.float()
-        closed = 1.0 - gates[:, :self.num_filter_gates]
+        closed = 1.0 - own_filter_gates(gates, self._sites)  # all 0 for filters without gates of their own
         cost = self._cost.to(gates.device)
         saved = closed @ cost
         for offset, width, rest, branch_gate, whole in self._branches:
@@ -170,13 +173,16 @@ class MacBudgetLoss(nn.Module):
         """Mean share of the dense backbone MACs used, from statistics over a data set.
 
         Args:
-            open_rate: Per filter gate, the fraction of samples for which it acted: it was open, and so was its
-                site's branch gate (``GateStatistics.effective_firing_rate``; ``firing_rate`` without branch
-                gates). A gate_size-long vector is cut to its filter gates.
+            open_rate: Per filter, the fraction of samples for which it acted: its gate was open (a filter without
+                one: always), and so was its site's branch gate (``GateStatistics.effective_firing_rate``;
+                ``firing_rate`` without branch gates). A gate_size-long vector is cut to its filter gates.
             branch_closed: Per gate site, in the model's site order, the fraction of samples whose branch did
                 not run: its gates all closed, or its branch gate closed (``per_site_closed_fraction``).
         """
-        saved = ((1.0 - open_rate.float().cpu()[:self.num_filter_gates]) @ self._cost).item()
+        if open_rate.numel() < self.num_filters:
+            raise ValueError(f'open_rate needs one rate per gated filter ({self.num_filters}), got '
+                             f'{open_rate.numel()}: pass GateStatistics.effective_firing_rate.')
+        saved = ((1.0 - open_rate.float().cpu()[:self.num_filters]) @ self._cost).item()
         if len(branch_closed) != len(self._branches):
             raise ValueError(f'branch_closed needs one fraction per gate site ({len(self._branches)}), '
                              f'got {len(branch_closed)}.')

@@ -221,6 +221,9 @@ class GateSlot(nn.Module):
         branch_offset: Index of the site's branch gate in the flat gate vector, or ``None`` (no branch gate). The
             site's filter gates are multiplied by it, so a closed branch gate zeroes the whole branch and the
             block gives its shortcut.
+        filter_gates: Whether the site has filter gates in the gate vector (at ``offset``). ``False`` (a GaterNet
+            built with ``filter_gates=False``): the branch gate alone multiplies every filter of the site, and
+            ``offset`` only tells the site apart.
     """
 
     def __init__(
@@ -231,14 +234,18 @@ class GateSlot(nn.Module):
             name: str = '',
             after: nn.Module | None = None,
             branch_offset: int | None = None,
+            filter_gates: bool = True,
     ) -> None:
         super().__init__()
+        if not filter_gates and branch_offset is None:
+            raise ValueError(f'gate slot {name!r} has neither filter gates nor a branch gate: it would gate nothing.')
         self.context = context
         self.offset = offset
         self.num_channels = num_channels
         self.name = name
         self.after = after
         self.branch_offset = branch_offset
+        self.filter_gates = filter_gates
         # Kept filters of a pruned site (sorted indices into num_channels), None when nothing is pruned. Not
         # persistent: a pruned model's config records them, and its conv and norm shapes follow from them.
         self.register_buffer('kept', None, persistent=False)
@@ -248,7 +255,12 @@ class GateSlot(nn.Module):
         self.kept = None if kept is None else torch.as_tensor(kept, dtype=torch.long)
 
     def site_gates(self, gates: torch.Tensor) -> torch.Tensor:
-        """The gates that act on this site's filters (B x num_channels): its filter gates times its branch gate."""
+        """The gates that act on this site's filters (B x num_channels): its filter gates times its branch gate.
+
+        Without filter gates, its branch gate for every filter (a view, expanded over the channels).
+        """
+        if not self.filter_gates:
+            return gates[:, self.branch_offset:self.branch_offset + 1].expand(-1, self.num_channels)
         gate = gates[:, self.offset:self.offset + self.num_channels]
         if self.branch_offset is not None:
             gate = gate * gates[:, self.branch_offset:self.branch_offset + 1]
@@ -263,9 +275,12 @@ class GateSlot(nn.Module):
                 f'Gate site {self.name!r} expects {width} channels but the feature map has '
                 f'{x.shape[1]}: the backbone was changed after the gates were installed.')
         if gates is not None:
-            gate = self.site_gates(gates)
-            if self.kept is not None:
-                gate = gate.index_select(1, self.kept)
+            if not self.filter_gates:  # one gate for the whole map: broadcast it rather than expand it per channel
+                gate = gates[:, self.branch_offset:self.branch_offset + 1]
+            else:
+                gate = self.site_gates(gates)
+                if self.kept is not None:
+                    gate = gate.index_select(1, self.kept)
             x = x * gate[:, :, None, None].to(x.dtype)
         if self.kept is not None:  # the pruned filters' outputs are 0 (their gates never open): scatter back
             full = x.new_zeros(x.shape[0], self.num_channels, *x.shape[2:])
@@ -277,4 +292,5 @@ class GateSlot(nn.Module):
     def extra_repr(self) -> str:
         pruned = '' if self.kept is None else f', kept={len(self.kept)}'
         branch = '' if self.branch_offset is None else f', branch_offset={self.branch_offset}'
-        return f'name={self.name!r}, offset={self.offset}, num_channels={self.num_channels}{branch}{pruned}'
+        filters = '' if self.filter_gates else ', filter_gates=False'
+        return f'name={self.name!r}, offset={self.offset}, num_channels={self.num_channels}{branch}{filters}{pruned}'

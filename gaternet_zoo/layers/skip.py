@@ -18,10 +18,10 @@ its shortcut: its last conv sees zeros and its norm adds its shift, which the pl
 (``GatingPlugin.inner_closed_output``) or, where it cannot, both gated convs compute nothing.
 
 A site's gates here are the gates that act on its filters: its filter gates times its branch gate where the model
-has branch gates (``GaterNet(branch_gates=True)``), so a branch gate closed for the whole batch skips the branch,
-and one closed for some samples only removes those samples from the open filters. Both read the gates of the
-forward call in progress from the site's gate slot. Convs this cannot slice (grouped convs, timm's ``CondConv2d``)
-run densely, which is still exact.
+has branch gates (``GaterNet(branch_gates=True)``; the branch gate alone with ``filter_gates=False``), so a branch
+gate closed for the whole batch skips the branch, and one closed for some samples only removes those samples from
+the open filters. Both read the gates of the forward call in progress from the site's gate slot. Convs this cannot
+slice (grouped convs, timm's ``CondConv2d``) run densely, which is still exact.
 """
 from __future__ import annotations
 

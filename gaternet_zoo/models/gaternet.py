@@ -34,6 +34,7 @@ from .._plugins import (
     find_plugin,
     get_plugin,
     list_plugins,
+    offsets_in_order,
     plugins_supporting,
 )
 from .._pretrained import generate_default_cfgs
@@ -42,14 +43,14 @@ from ..layers.gater import Gater
 from ..layers.gates import DEFAULT_THRESHOLD, GateContext, GateSlot, ImprovedSemHash
 from ..layers.pruning import PruningError
 from ..layers.skip import SkippingBlockForward, SkippingConvForward, SkippingInputForward, can_slice
-from ..utils.gate_stats import effective_gates
+from ..utils.gate_stats import effective_gates, own_filter_gates
 
 __all__ = ['GaterNet']
 
 #: Arguments added after weights were published, at the value that builds the model as before. They are recorded
 #: in config.json only when they differ from it, so a published model saved again keeps its config, and with it
 #: the fingerprint its registry entry pins.
-_NEUTRAL_LATER_ARGS = {'branch_gates': False, 'gate_placement': 'last'}
+_NEUTRAL_LATER_ARGS = {'branch_gates': False, 'gate_placement': 'last', 'filter_gates': True}
 
 
 
@@ -118,20 +119,29 @@ class GaterNet(nn.Module, ZooHubMixin, BackboneClassifierMixin):
             basic block's first conv, a bottleneck's 3x3 conv), after its norm and activation, so that a closed gate
             removes a filter of that conv and an input channel of the next one (``GateSite.next_conv``); skip
             execution and the MAC account save both. Plugins that support it: ``native`` and ``timm_resnet``
-            (:func:`~gaternet_zoo.plugins_supporting`). Not combined with ``branch_gates``, nor with pruning or the
-            static export (both refused).
+            (:func:`~gaternet_zoo.plugins_supporting`). Not combined with ``branch_gates`` (so not with
+            ``filter_gates=False`` either), nor with pruning or the static export (all refused).
+        filter_gates: Emit the paper's per-filter gates (the default). ``False``, only with ``branch_gates=True``:
+            the gater emits the branch gates alone, one per residual branch, and every filter of an open branch is
+            on: block skipping decided by a global gater (as ConvNet-AIG and SkipNet skip blocks). The sites whose
+            block has no shortcut the plugin knows would get no gate at all, so they are not gate sites: their
+            blocks run as the plain backbone's.
 
     Gate layout: the gate vector (``gate_size`` wide) holds the filter gates first, site after site in forward order
     (site ``s``'s at ``s.offset`` to ``s.offset + s.num_channels``; ``num_filter_gates`` in all), then, with
     ``branch_gates``, one branch gate per residual site in the same order (site ``s``'s at ``s.branch_offset``).
-    :meth:`gate_site_table`, :meth:`split_gates` and :meth:`split_branch_gates` read it.
+    With ``filter_gates=False`` it holds the branch gates only (``num_filter_gates == 0``, ``gate_size ==
+    num_branch_gates``); ``s.offset`` still numbers the site's filters among all ``num_filters`` gated filters, the
+    columns of :meth:`effective_gates`. :meth:`gate_site_table`, :meth:`split_gates` and :meth:`split_branch_gates`
+    read it.
 
     Raises:
         ValueError: If a gate slot the plugin installed does not run exactly once in a forward pass of the
-            backbone, a gate site's ``conv`` does not name a conv that runs with that site's width, or
-            ``branch_gates`` is asked of a backbone without a residual block whose shortcut the plugin knows.
+            backbone, a gate site's ``conv`` does not name a conv that runs with that site's width,
+            ``branch_gates`` is asked of a backbone without a residual block whose shortcut the plugin knows, or
+            ``filter_gates=False`` without ``branch_gates=True``.
         UnsupportedPlacementError: ``gate_placement="inner"`` with a plugin (or a block) that has no inner sites,
-            or with ``branch_gates``.
+            or with ``branch_gates`` or ``filter_gates=False``.
     """
 
     def __init__(
@@ -154,6 +164,7 @@ class GaterNet(nn.Module, ZooHubMixin, BackboneClassifierMixin):
             gater_input_size: int | list[int] | None = None,
             branch_gates: bool = False,
             gate_placement: str = 'last',
+            filter_gates: bool = True,
     ) -> None:
         super().__init__()
         import timm  # imported here so that gaternet_zoo's own models are registered first
@@ -165,6 +176,18 @@ class GaterNet(nn.Module, ZooHubMixin, BackboneClassifierMixin):
         if gate_placement not in GATE_PLACEMENTS:
             raise ValueError(f'gate_placement of GaterNet must be one of {", ".join(map(repr, GATE_PLACEMENTS))}, '
                              f'got {gate_placement!r}.')
+        if not isinstance(filter_gates, bool):
+            raise TypeError(f'filter_gates of GaterNet must be True or False, got {filter_gates!r}.')
+        if gate_placement == 'inner' and not filter_gates:
+            raise UnsupportedPlacementError(
+                'filter_gates=False cannot be combined with gate_placement="inner": without filter gates the model '
+                'gates whole branches only, at their end, so there is nothing to place on an inner conv. Build it '
+                'with gate_placement="last" (the default).')
+        if not filter_gates and not branch_gates:
+            raise ValueError(
+                'filter_gates=False needs branch_gates=True: without filter gates the branch gates are the only '
+                'gates, so a model with neither would gate nothing. Build it with branch_gates=True, '
+                'filter_gates=False (one gate per residual branch), or keep filter_gates=True.')
         if gate_placement == 'inner' and branch_gates:
             raise UnsupportedPlacementError(
                 'branch_gates=True cannot be combined with gate_placement="inner" yet: a branch gate closes the '
@@ -195,14 +218,20 @@ class GaterNet(nn.Module, ZooHubMixin, BackboneClassifierMixin):
         else:
             sites = gating_plugin.gate_sites(self.backbone)
             install = gating_plugin.install
-        #: Filter gates: the first ``num_filter_gates`` entries of the gate vector.
-        self.num_filter_gates = sum(s.num_channels for s in sites)
+        # The gater's width under each gate option, for the error a checkpoint of another one gets.
+        self._gate_widths = _gate_widths(self.backbone, sites, gating_plugin, gate_placement)
         self.branch_gates = branch_gates
+        self.filter_gates = filter_gates
         if branch_gates:
             sites = _with_branch_gates(self.backbone, sites, gating_plugin, backbone)
+        if not filter_gates:
+            sites = _branch_gates_only(sites)
+        #: Filter gates: the first ``num_filter_gates`` entries of the gate vector (0 with ``filter_gates=False``).
+        self.num_filter_gates = sum(s.num_channels for s in sites if s.filter_gates)
         for site in sites:
             install(self.backbone, site, GateSlot(
-                self._gate_context, site.offset, site.num_channels, site.name, branch_offset=site.branch_offset))
+                self._gate_context, site.offset, site.num_channels, site.name, branch_offset=site.branch_offset,
+                filter_gates=site.filter_gates))
         self.gate_sites: tuple[GateSite, ...] = tuple(sites)
         self.gate_size = _gate_size(self.gate_sites)
         _check_gate_sites(self.backbone, self.gate_sites, self._gate_context, gating_plugin.name, backbone, in_chans)
@@ -325,6 +354,8 @@ class GaterNet(nn.Module, ZooHubMixin, BackboneClassifierMixin):
 
     def _branch_text(self) -> str:
         n = self.num_branch_gates
+        if not self.filter_gates:
+            return f' ({n} branch gates, no filter gates: filter_gates=False)'
         return f' ({self.num_filter_gates} filter gates, then {n} branch gates)' if n else ''
 
     def forward_gate_logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -476,6 +507,12 @@ class GaterNet(nn.Module, ZooHubMixin, BackboneClassifierMixin):
         """Number of branch gates: the last entries of the gate vector (0 unless built with ``branch_gates``)."""
         return self.gate_size - self.num_filter_gates
 
+    @property
+    def num_filters(self) -> int:
+        """Number of gated filters, the width of :meth:`effective_gates`: ``num_filter_gates`` with filter gates,
+        the filters of the gated sites without them (``filter_gates=False``, where only branch gates act on them)."""
+        return sum(s.num_channels for s in self.gate_sites)
+
     def gate_site_table(self) -> list[dict[str, Any]]:
         """One row per gate site: block name, gated conv, channels, offset into the gate vector, the index of its
         branch gate (``branch_gate``; ``None`` for a site without one, and for every site without
@@ -487,10 +524,12 @@ class GaterNet(nn.Module, ZooHubMixin, BackboneClassifierMixin):
     def split_gates(self, gates: torch.Tensor) -> dict[str, torch.Tensor]:
         """Split a B x gate_size gate tensor into one B x channels tensor of filter gates per gate site.
 
-        The branch gates are not in it (:meth:`split_branch_gates`); :meth:`effective_gates` gives what acts.
+        The branch gates are not in it (:meth:`split_branch_gates`); :meth:`effective_gates` gives what acts. A
+        model built with ``filter_gates=False`` has no filter gates: its filters' gates are constant ones.
         """
         self._check_gates(gates, gates.shape[0])
-        return {s.name: gates[:, s.offset:s.offset + s.num_channels] for s in self.gate_sites}
+        filters = own_filter_gates(gates, self.gate_sites)
+        return {s.name: filters[:, s.offset:s.offset + s.num_channels] for s in self.gate_sites}
 
     def split_branch_gates(self, gates: torch.Tensor) -> dict[str, torch.Tensor]:
         """The branch gate (a B-long tensor) of every site that has one, from a B x gate_size gate tensor."""
@@ -498,10 +537,11 @@ class GaterNet(nn.Module, ZooHubMixin, BackboneClassifierMixin):
         return {s.name: gates[:, s.branch_offset] for s in self.gate_sites if s.branch_offset is not None}
 
     def effective_gates(self, gates: torch.Tensor) -> torch.Tensor:
-        """The gates that act on the filters (B x num_filter_gates): each filter gate times its site's branch gate.
+        """The gates that act on the filters (B x num_filters): each filter gate times its site's branch gate.
 
-        Without branch gates, the gates themselves. A filter whose effective gate is 0 contributes nothing, and a
-        site whose effective gates are all 0 for a sample has its branch skipped (skip execution).
+        Without branch gates, the gates themselves; without filter gates (``filter_gates=False``), each site's
+        branch gate repeated over its filters. A filter whose effective gate is 0 contributes nothing, and a site
+        whose effective gates are all 0 for a sample has its branch skipped (skip execution).
         """
         self._check_gates(gates, gates.shape[0])
         return effective_gates(gates, self.gate_sites)
@@ -509,24 +549,25 @@ class GaterNet(nn.Module, ZooHubMixin, BackboneClassifierMixin):
     def state_dict_mismatch_hint(self, state_dict: dict[str, torch.Tensor], prefix: str = '') -> str | None:
         """Why ``state_dict`` cannot load, when its gater emits another number of gates than this model's.
 
-        A checkpoint of a model built with another ``branch_gates`` (or another backbone) has a gater head of
-        another width; loading stays strict, and this says what to build instead. ``None`` when the widths agree.
+        A checkpoint of a model built with other gate options (``branch_gates``, ``filter_gates``) or another
+        backbone has a gater head of another width; loading stays strict, and this says what to build instead.
+        ``None`` when the widths agree.
         """
         weight = state_dict.get(prefix + 'gater.fc2.weight')
         if weight is None or weight.shape[0] == self.gate_size:
             return None
-        if self.num_branch_gates and weight.shape[0] == self.num_filter_gates:
-            why = ('the checkpoint has no branch gates (a model built with branch_gates=False): build the model '
-                   'with branch_gates=False to load it')
-        elif not self.num_branch_gates and weight.shape[0] > self.num_filter_gates:
-            why = (f'the checkpoint has {weight.shape[0] - self.num_filter_gates} gates more than this model\'s '
-                   f'{self.num_filter_gates} filter gates, as a model built with branch_gates=True has: build the '
-                   'model with branch_gates=True to load it')
+        width = weight.shape[0]
+        options = [name for name, n in getattr(self, '_gate_widths', {}).items() if n == width]
+        if options and not self.filter_gates and 'filter_gates' not in options[0]:
+            options[0] += ', filter_gates=True'  # this model's filter_gates=False must go too
+        if options:
+            why = (f'{width} gates is the width of this backbone\'s gater with {options[0]}: build the model with '
+                   f'{options[0]} to load it')
         else:
             why = ('it was saved from a model with another backbone or other gate options (branch_gates, '
-                   'gate_placement)')
-        return (f'the gater of this checkpoint emits {weight.shape[0]} gates but this GaterNet has '
-                f'{self.gate_size}{self._branch_text()}: {why}')
+                   'filter_gates, gate_placement)')
+        return f'the gater of this checkpoint emits {width} gates but this GaterNet has {self.gate_size}' \
+               f'{self._branch_text()}: {why}'
 
     def _load_from_state_dict(self, state_dict: dict[str, torch.Tensor], prefix: str, local_metadata: dict,
                               strict: bool, missing_keys: list[str], unexpected_keys: list[str],
@@ -541,8 +582,30 @@ class GaterNet(nn.Module, ZooHubMixin, BackboneClassifierMixin):
 
 
 def _gate_size(sites: tuple[GateSite, ...] | list[GateSite]) -> int:
-    """Width of the gate vector: every site's filter gates and its branch gate, where it has one."""
-    return sum(s.num_channels for s in sites) + sum(s.branch_offset is not None for s in sites)
+    """Width of the gate vector: every site's filter gates (where it has them) and its branch gate (where it has
+    one)."""
+    return sum(s.num_channels for s in sites if s.filter_gates) + sum(s.branch_offset is not None for s in sites)
+
+
+def _gate_widths(backbone: nn.Module, sites: list[GateSite], plugin: GatingPlugin, placement: str) -> dict[str, int]:
+    """The gate vector's width for each combination of gate options a model of these sites can be built with.
+
+    Keyed by the options as a user writes them, e.g. ``'branch_gates=True, filter_gates=False'``.
+    """
+    filters = sum(s.num_channels for s in sites)
+    widths = {'branch_gates=False': filters}
+    residual = sum(plugin.has_shortcut(backbone.get_submodule(s.name)) for s in sites) if placement == 'last' else 0
+    if residual:
+        widths.update({'branch_gates=True': filters + residual,
+                       'branch_gates=True, filter_gates=False': residual})
+    return widths
+
+
+def _branch_gates_only(sites: list[GateSite]) -> list[GateSite]:
+    """The sites of a model built with ``filter_gates=False``: those with a branch gate, which is then their only
+    gate (at 0, 1, ... in forward order); their offsets number their filters among these sites' filters."""
+    kept = [s for s in sites if s.branch_offset is not None]
+    return offsets_in_order(dataclasses.replace(s, branch_offset=i, filter_gates=False) for i, s in enumerate(kept))
 
 
 def _with_branch_gates(backbone: nn.Module, sites: list[GateSite], plugin: GatingPlugin,

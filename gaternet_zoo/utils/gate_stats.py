@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ['GateStatistics', 'effective_gates', 'has_gates']
+__all__ = ['GateStatistics', 'effective_gates', 'has_gates', 'own_filter_gates', 'site_gate_columns']
 
 
 def has_gates(model: nn.Module) -> bool:
@@ -26,20 +26,51 @@ def has_gates(model: nn.Module) -> bool:
     return hasattr(base, 'forward_with_gates') and hasattr(base, 'gate_sites')
 
 
+def _has_filter_gates(site: Any) -> bool:
+    return getattr(site, 'filter_gates', True)
+
+
+def site_gate_columns(site: Any) -> list[int]:
+    """The columns of the gate vector that belong to ``site``: its filter gates, or its branch gate alone for a site
+    without filter gates (``GaterNet(filter_gates=False)``). A branch gate beside filter gates is not among them."""
+    if _has_filter_gates(site):
+        return list(range(site.offset, site.offset + site.num_channels))
+    return [site.branch_offset]
+
+
+def own_filter_gates(gates: torch.Tensor, gate_sites: Sequence[Any]) -> torch.Tensor:
+    """Each filter's own gate (B x filters, the sites' ``num_channels`` in order), branch gates not applied.
+
+    Args:
+        gates: B x gate_size gates, laid out as a GaterNet's.
+        gate_sites: The model's ``gate_sites``.
+
+    Returns:
+        ``gates[:, :filters]`` where the sites have filter gates; ones (constant, no gradient) in the columns of a
+        site without them (``filter_gates=False``), whose filters are on unless its branch gate is closed.
+    """
+    filters = sum(s.num_channels for s in gate_sites)
+    if all(map(_has_filter_gates, gate_sites)):
+        return gates[:, :filters]
+    ones = gates.new_ones(gates.shape[0], 1)
+    return torch.cat([gates[:, s.offset:s.offset + s.num_channels] if _has_filter_gates(s)
+                      else ones.expand(-1, s.num_channels) for s in gate_sites], 1)
+
+
 def effective_gates(gates: torch.Tensor, gate_sites: Sequence[Any]) -> torch.Tensor:
-    """The gates that act on the filters (B x filter gates): each filter gate times its site's branch gate.
+    """The gates that act on the filters (B x filters): each filter gate times its site's branch gate.
 
     Args:
         gates: B x gate_size gates, laid out as a GaterNet's (filter gates first, then the branch gates).
         gate_sites: The model's ``gate_sites``; a site's ``branch_offset`` (``None``: no branch gate) says where
-            its branch gate is.
+            its branch gate is, and ``filter_gates=False`` that it has no filter gates (they count as ones).
 
     Returns:
         ``gates[:, :filter gates]`` with each site's slice multiplied by its branch gate; without branch gates,
-        that slice itself. Differentiable in both.
+        that slice itself; for a site without filter gates, its branch gate in every column of its filters.
+        Differentiable in every gate.
     """
-    filters = sum(s.num_channels for s in gate_sites)
-    out = gates[:, :filters]
+    out = own_filter_gates(gates, gate_sites)
     branch_sites = [s for s in gate_sites if getattr(s, 'branch_offset', None) is not None]
     if not branch_sites:
         return out
@@ -72,7 +103,12 @@ class GateStatistics:
 
     @property
     def num_filter_gates(self) -> int:
-        """Filter gates: the first entries of the gate vector."""
+        """Filter gates: the first entries of the gate vector (none for a model built with ``filter_gates=False``)."""
+        return sum(s.num_channels for s in self.gate_sites if _has_filter_gates(s))
+
+    @property
+    def num_filters(self) -> int:
+        """Gated filters, with or without gates of their own: the width of :attr:`effective_firing_rate`."""
         return sum(s.num_channels for s in self.gate_sites)
 
     @property
@@ -95,13 +131,11 @@ class GateStatistics:
         if self.fired is None:
             self.fired = torch.zeros(self.gate_size, dtype=torch.long)
         self.fired += on.sum(0)
-        acting = on[:, :self.num_filter_gates]
-        if self.branch_sites:  # a closed branch gate closes its site's filters
-            acting = acting.clone()
-            for s in self.branch_sites:
-                acting[:, s.offset:s.offset + s.num_channels] &= on[:, s.branch_offset:s.branch_offset + 1]
+        # The filters that acted: own gate open (a site without filter gates: always) and branch gate open.
+        acting = effective_gates(on.float(), self.gate_sites) > 0.5
+        if self.branch_sites:
             if self.effective_fired is None:
-                self.effective_fired = torch.zeros(self.num_filter_gates, dtype=torch.long)
+                self.effective_fired = torch.zeros(self.num_filters, dtype=torch.long)
             self.effective_fired += acting.sum(0)
         if self.site_closed is None:
             self.site_closed = torch.zeros(len(self.gate_sites), dtype=torch.long)
@@ -131,8 +165,9 @@ class GateStatistics:
 
     @property
     def effective_firing_rate(self) -> torch.Tensor:
-        """Per filter gate (``num_filter_gates``): fraction of samples for which it acted, i.e. it was open and so
-        was its site's branch gate. The filter part of :attr:`firing_rate` for a model without branch gates."""
+        """Per filter (``num_filters``): fraction of samples for which it acted, i.e. its gate was open (a filter
+        without a gate of its own: always) and so was its site's branch gate. The filter part of
+        :attr:`firing_rate` for a model without branch gates."""
         fired = self._require()
         if self.effective_fired is None:
             return fired[:self.num_filter_gates].float() / self.count
@@ -145,9 +180,10 @@ class GateStatistics:
         return self._open_sum / (self.count * self.gate_size)
 
     def per_site_open_fraction(self) -> dict[str, float]:
-        """Mean open fraction of each gate site (block)."""
+        """Mean open fraction of each gate site's (block's) own gates (:func:`site_gate_columns`): its filter gates,
+        or, for a site without filter gates (``filter_gates=False``), its branch gate."""
         rate = self.firing_rate
-        return {s.name: rate[s.offset:s.offset + s.num_channels].mean().item() for s in self.gate_sites}
+        return {s.name: rate[site_gate_columns(s)].mean().item() for s in self.gate_sites}
 
     def per_site_closed_fraction(self) -> dict[str, float]:
         """Per gate site (block): fraction of samples whose gates there were all closed, or whose branch gate was
@@ -183,14 +219,15 @@ class GateStatistics:
     def summary(self) -> dict[str, Any]:
         """JSON-ready summary: samples, mean open fraction, counts, per-site open and all-closed fractions.
 
-        With branch gates also ``branch_gates`` (their number), ``per_site_branch_open_fraction`` and
+        With branch gates also ``branch_gates`` and ``filter_gates`` (their numbers; no filter gates for a model
+        built with ``filter_gates=False``), ``per_site_branch_open_fraction`` and
         ``per_site_effective_open_fraction``; the counts and the mean cover every gate, branch gates included.
         """
         out = dict(samples=self.count, gate_size=self.gate_size, mean_open_fraction=self.mean_open_fraction,
                    **self.counts(), per_site_open_fraction=self.per_site_open_fraction(),
                    per_site_closed_fraction=self.per_site_closed_fraction())
         if self.branch_sites:
-            out.update(branch_gates=len(self.branch_sites),
+            out.update(branch_gates=len(self.branch_sites), filter_gates=self.num_filter_gates,
                        per_site_branch_open_fraction=self.per_site_branch_open_fraction(),
                        per_site_effective_open_fraction=self.per_site_effective_open_fraction())
         return out

@@ -7,7 +7,8 @@ MACs of the one output filter of the gated conv that the gate discards, and minu
 block whose gates are all closed, the rest of that block's branch (which skip execution does not run, where the
 block's plugin knows its shortcut). With branch gates (``GaterNet(branch_gates=True)``) the gates that count are
 the effective ones (each filter gate times its branch gate): a closed branch gate closes all of its site's filters,
-and so counts the whole branch, every conv of it, as saved.
+and so counts the whole branch, every conv of it, as saved. A model built with ``filter_gates=False`` has branch
+gates only: each of its gated filters acts exactly when its branch gate is open.
 
 With inner gates (``GaterNet(gate_placement="inner")``) a closed gate saves one output filter of the inner conv
 (its MACs / its filters) *and* one input channel of the next conv (its MACs / its input channels), each where skip
@@ -105,8 +106,8 @@ def _skippable_branch_macs(model: nn.Module, per_module: dict[str, int], gateabl
 
 
 def _effective_gates(model: nn.Module, gates: torch.Tensor) -> torch.Tensor:
-    """N x num_filter_gates gates that act on the filters, from N x gate_size gates or effective ones already."""
-    filters = getattr(model, 'num_filter_gates', model.gate_size)
+    """N x num_filters gates that act on the filters, from N x gate_size gates or effective ones already."""
+    filters = getattr(model, 'num_filters', getattr(model, 'num_filter_gates', model.gate_size))
     if gates.ndim == 2 and gates.shape[1] == model.gate_size:
         return model.effective_gates(gates) if filters != model.gate_size else gates
     if gates.ndim == 2 and gates.shape[1] == filters:
@@ -127,7 +128,7 @@ def gaternet_macs(model: nn.Module, input_size: tuple[int, ...] | None = None,
         model: A :class:`~gaternet_zoo.GaterNet`.
         input_size: ``(C, H, W)``; defaults to ``model.pretrained_cfg['input_size']``.
         gates: Optional gates for the "used" backbone MACs: N x gate_size binary gates of N samples (a model's
-            branch gates applied to their sites' filter gates), or N x ``num_filter_gates`` rows of effective
+            branch gates applied to their sites' filter gates), or N x ``num_filters`` rows of effective
             gates or open rates (e.g. ``GateStatistics.effective_firing_rate``: per filter, the fraction of samples
             for which it acted). A row of ``firing_rate`` (gate_size wide) is right only without branch gates.
         branch_closed: Per site, the fraction of samples whose branch did not run (its effective gates all
