@@ -25,6 +25,10 @@ __all__ = ['GateContext', 'GateSlot', 'ImprovedSemHash', 'autocast_enabled', 'st
 #: The step threshold of the released GaterNet code (not 0.5: ``clamp`` maps a logit of 0 to exactly 0.5).
 DEFAULT_THRESHOLD = 0.49999
 
+#: Key of a forward call's memo (:meth:`GateContext.memo`) under which skip execution leaves the offsets of the gate
+#: sites whose gates are all exactly 1 for every sample of the call (``gaternet_zoo.layers.skip.SkipPlan``).
+UNIT_GATE_SITES = 'unit_gate_sites'
+
 
 class _StepSTE(torch.autograd.Function):
     """Hard step in the forward pass, identity gradient in the backward pass (straight-through estimator)."""
@@ -173,8 +177,8 @@ class GateContext:
     def memo(self) -> dict | None:
         """A dict that lives as long as this thread's innermost forward call (``None`` outside one, or traced).
 
-        Skip execution keeps there what it derives from the gates once per call (each site's open filters), so
-        that a block and its gated conv do not derive it twice.
+        Skip execution keeps there what it derives from the gates once per call (every site's open filters, and
+        which sites' gates are all 1: :data:`UNIT_GATE_SITES`), so that no block or conv derives it again.
         """
         memos = self._memos()
         return memos[-1] if memos else None
@@ -274,7 +278,7 @@ class GateSlot(nn.Module):
             raise RuntimeError(
                 f'Gate site {self.name!r} expects {width} channels but the feature map has '
                 f'{x.shape[1]}: the backbone was changed after the gates were installed.')
-        if gates is not None:
+        if gates is not None and not self._multiply_is_identity(gates):
             if not self.filter_gates:  # one gate for the whole map: broadcast it rather than expand it per channel
                 gate = gates[:, self.branch_offset:self.branch_offset + 1]
             else:
@@ -288,6 +292,20 @@ class GateSlot(nn.Module):
         if self.after is not None:
             x = self.after(x)
         return x
+
+    def _multiply_is_identity(self, gates: torch.Tensor) -> bool:
+        """Whether multiplying by this site's gates can be left out in this call, the result being the same.
+
+        Only where skip execution found them all exactly 1 for the whole batch (``x * 1.0`` is ``x``, bit for bit)
+        and autograd does not record the gates, whose gradient needs the multiply. Mask mode never records that, so
+        it always multiplies; traced and compiled calls have no memo, and multiply too.
+        """
+        memo = self.context.memo()
+        if not memo:
+            return False
+        unit = memo.get(UNIT_GATE_SITES)
+        return (unit is not None and self.offset in unit
+                and not (torch.is_grad_enabled() and gates.requires_grad))
 
     def extra_repr(self) -> str:
         pruned = '' if self.kept is None else f', kept={len(self.kept)}'

@@ -42,7 +42,7 @@ from ..hub import timm_pretrained_args
 from ..layers.gater import Gater
 from ..layers.gates import DEFAULT_THRESHOLD, GateContext, GateSlot, ImprovedSemHash
 from ..layers.pruning import PruningError
-from ..layers.skip import SkippingBlockForward, SkippingConvForward, SkippingInputForward, can_slice
+from ..layers.skip import SkippingBlockForward, SkippingConvForward, SkippingInputForward, SkipPlan, can_slice
 from ..utils.gate_stats import effective_gates, own_filter_gates
 
 __all__ = ['GaterNet']
@@ -423,21 +423,23 @@ class GaterNet(nn.Module, ZooHubMixin, BackboneClassifierMixin):
             slots = {m.name: m for m in self.backbone.modules() if isinstance(m, GateSlot)}
             fast_path = plugin.open_filters_forward if plugin.overrides('open_filters_forward') else None
             inner_fast_path = plugin.open_inner_forward if plugin.overrides('open_inner_forward') else None
+            # One plan for all sites: it reads each forward call's gates once, for every site together.
+            plan = SkipPlan([slots[site.name] for site in self.gate_sites])
+            multiple = int(width_multiple)
             for site in self.gate_sites:
                 conv, slot = self.backbone.get_submodule(site.conv), slots[site.name]
                 if plugin.channelwise_after_conv(self.backbone, site) and can_slice(conv):
-                    conv.forward = SkippingConvForward(conv, slot, int(width_multiple))
+                    conv.forward = SkippingConvForward(conv, slot, multiple, plan)
                 block = self.backbone.get_submodule(site.name)
                 if site.next_conv:  # inner: the next conv reads the open channels only
                     after = self.backbone.get_submodule(site.next_conv)
                     if type(after) is nn.Conv2d and can_slice(after):
-                        after.forward = SkippingInputForward(after, slot, int(width_multiple))
+                        after.forward = SkippingInputForward(after, slot, multiple, plan)
                     if plugin.overrides('inner_closed_output') or inner_fast_path is not None:
                         block.forward = SkippingBlockForward(block, slot, plugin.inner_closed_output,
-                                                             inner_fast_path, int(width_multiple))
+                                                             inner_fast_path, multiple, plan)
                 elif plugin.has_shortcut(block):
-                    block.forward = SkippingBlockForward(block, slot, plugin.shortcut_only, fast_path,
-                                                         int(width_multiple))
+                    block.forward = SkippingBlockForward(block, slot, plugin.shortcut_only, fast_path, multiple, plan)
         return self
 
     def _gated_features(self, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
