@@ -287,6 +287,23 @@ def test_a_plan_first_made_in_inference_mode_serves_calls_with_autograd() -> Non
     assert gates.grad.abs().sum() > 0
 
 
+def test_folded_weights_first_made_in_inference_mode_serve_calls_with_autograd() -> None:
+    """A partly open block's fast path folds conv and norm once; made under torch.inference_mode, the folded
+    weights must still be saved for the backward pass of a later call with autograd (the gates' gradient)."""
+    model = _variant('pruned_branch_gates').set_execution('skip')
+    x = images(1, 32)
+    gates = torch.ones(1, model.gate_size)
+    site = model.gate_sites[1]
+    gates[:, site.offset:site.offset + site.num_channels // 2] = 0  # partly open: the folded fast path
+    with torch.inference_mode():
+        expected = model(x, gates=gates)
+    gates.requires_grad_(True)
+    out = model(x, gates=gates)
+    out.sum().backward()
+    assert torch.equal(out.detach(), expected)
+    assert gates.grad[:, site.offset:site.offset + site.num_channels].abs().sum() > 0
+
+
 def test_deepcopy_gives_the_copy_its_own_plan_over_its_own_slots() -> None:
     model = build_tiny_gaternet('cifar_resnet20', {}, branch_gates=True).set_execution('skip')
     clone = copy.deepcopy(model)

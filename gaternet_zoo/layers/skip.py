@@ -316,7 +316,9 @@ def folded_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, t
     cached = conv.__dict__.get('_skip_folded')
     if cached is not None and cached[0] == key:
         return cached[1]
-    with torch.no_grad():
+    # Normal tensors even when first made under torch.inference_mode: a later call with autograd recording (the
+    # gates' gradient in evaluation) saves them for the backward pass, which an inference tensor refuses.
+    with torch.inference_mode(False), torch.no_grad():
         scale = bn.running_var.add(bn.eps).rsqrt()
         if bn.weight is not None:
             scale = scale * bn.weight
