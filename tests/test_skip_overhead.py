@@ -271,37 +271,29 @@ def test_mask_mode_and_training_multiply_by_gates_of_one() -> None:
         assert gates.grad[:, site.branch_offset].abs().sum() > 0, site.name
 
 
-def test_a_plan_first_made_in_inference_mode_serves_calls_with_autograd() -> None:
-    """The plan's column indices, first made under torch.inference_mode, are saved for the backward pass later."""
+@pytest.mark.parametrize('pattern', ['open_or_closed', 'partly_open'])
+def test_what_is_first_made_in_inference_mode_serves_calls_with_autograd(pattern: str) -> None:
+    """Made under torch.inference_mode, what skip execution caches is still saved for the backward pass of a later
+    call with autograd (the gates' gradient): the plan's column indices (sites all open or all closed: the blocks'
+    own forwards or their shortcuts) and a partly open block's conv and norm folded once (its fast path)."""
     model = _variant('pruned_branch_gates').set_execution('skip')  # both column indices (filters and branches)
     x = images(1, 32)
     gates = torch.ones(1, model.gate_size)
-    for site in model.gate_sites[::2]:  # sites all open or all closed: the blocks' own forwards or their shortcuts
-        _close(gates, site)
+    if pattern == 'open_or_closed':
+        for site in model.gate_sites[::2]:
+            _close(gates, site)
+        watched = slice(None)
+    else:
+        site = model.gate_sites[1]
+        gates[:, site.offset:site.offset + site.num_channels // 2] = 0
+        watched = slice(site.offset, site.offset + site.num_channels)
     with torch.inference_mode():
         expected = model(x, gates=gates)
     gates.requires_grad_(True)
     out = model(x, gates=gates)
     out.sum().backward()
     assert torch.equal(out.detach(), expected)
-    assert gates.grad.abs().sum() > 0
-
-
-def test_folded_weights_first_made_in_inference_mode_serve_calls_with_autograd() -> None:
-    """A partly open block's fast path folds conv and norm once; made under torch.inference_mode, the folded
-    weights must still be saved for the backward pass of a later call with autograd (the gates' gradient)."""
-    model = _variant('pruned_branch_gates').set_execution('skip')
-    x = images(1, 32)
-    gates = torch.ones(1, model.gate_size)
-    site = model.gate_sites[1]
-    gates[:, site.offset:site.offset + site.num_channels // 2] = 0  # partly open: the folded fast path
-    with torch.inference_mode():
-        expected = model(x, gates=gates)
-    gates.requires_grad_(True)
-    out = model(x, gates=gates)
-    out.sum().backward()
-    assert torch.equal(out.detach(), expected)
-    assert gates.grad[:, site.offset:site.offset + site.num_channels].abs().sum() > 0
+    assert gates.grad[:, watched].abs().sum() > 0
 
 
 def test_deepcopy_gives_the_copy_its_own_plan_over_its_own_slots() -> None:

@@ -83,7 +83,18 @@ def zero_batchnorm_channels(norm: nn.BatchNorm2d, index: torch.Tensor) -> None:
     norm.bias.index_fill_(0, idx, 0.0)
 
 
-class ScatterChannels(nn.Module):
+class _KeptIndices(nn.Module):
+    """What a pruned gate slot's replacement holds: the kept channels' indices (not saved in the ``state_dict``: the
+    model's config rebuilds them), the full width and the parameter-free module the slot ran afterwards."""
+
+    def __init__(self, kept: torch.Tensor | list[int], num_channels: int, after: nn.Module | None = None) -> None:
+        super().__init__()
+        self.register_buffer('kept', torch.as_tensor(kept, dtype=torch.long), persistent=False)
+        self.num_channels = int(num_channels)
+        self.after = after
+
+
+class ScatterChannels(_KeptIndices):
     """Puts a pruned conv's ``kept`` channels back at their indices among ``num_channels``, zeros elsewhere.
 
     What a pruned gate slot does once no gate is left (a static export) in a block whose shortcut the gating plugin
@@ -97,12 +108,6 @@ class ScatterChannels(nn.Module):
         after: An optional parameter-free module run afterwards (the drop-path module the gate slot held).
     """
 
-    def __init__(self, kept: torch.Tensor | list[int], num_channels: int, after: nn.Module | None = None) -> None:
-        super().__init__()
-        self.register_buffer('kept', torch.as_tensor(kept, dtype=torch.long), persistent=False)
-        self.num_channels = int(num_channels)
-        self.after = after
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         full = x.new_zeros(x.shape[0], self.num_channels, x.shape[2], x.shape[3])
         x = full.index_copy_(1, self.kept, x)
@@ -112,7 +117,7 @@ class ScatterChannels(nn.Module):
         return f'kept={len(self.kept)}, num_channels={self.num_channels}'
 
 
-class KeptChannels(nn.Module):
+class KeptChannels(_KeptIndices):
     """A pruned gate slot's place in a static export whose block adds the ``kept`` channels into its shortcut itself.
 
     The block's forward (``GatingPlugin.kept_filters_forward``) runs this where it ran the gate slot, on the kept
@@ -126,12 +131,6 @@ class KeptChannels(nn.Module):
         num_channels: The full width.
         after: An optional parameter-free module run on the kept channels (the drop-path module the gate slot held).
     """
-
-    def __init__(self, kept: torch.Tensor | list[int], num_channels: int, after: nn.Module | None = None) -> None:
-        super().__init__()
-        self.register_buffer('kept', torch.as_tensor(kept, dtype=torch.long), persistent=False)
-        self.num_channels = int(num_channels)
-        self.after = after
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.after is None else self.after(x)
