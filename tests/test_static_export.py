@@ -320,6 +320,17 @@ def _convs_run(model: torch.nn.Module, x: torch.Tensor) -> set[str]:
     return ran
 
 
+def _with_empty_branches(name: str = 'gaternet_resnet20', batch: int = 4,
+                         size: int = 32) -> tuple[torch.nn.Module, torch.Tensor, GateStatistics]:
+    """``name`` with constant gates, its ``_EMPTY_SITES`` all closed and random norms; an input and its statistics."""
+    model = _model(name)
+    _constant_gates(model)
+    _close_sites(model, _EMPTY_SITES[name])
+    _randomise_norms(model)
+    x = torch.randn(batch, 3, size, size)
+    return model, x, _stats(model, x)
+
+
 def _branch_convs(static: StaticBackbone, name: str) -> set[str]:
     """The convs of a block's residual branch: the block's convs outside its shortcut (native) or downsample (timm)."""
     block = static.backbone.get_submodule(name)
@@ -332,13 +343,8 @@ def test_folded_export_adds_kept_channels_into_the_shortcut_and_drops_empty_bran
         name: str, size: int, tmp_path: Path) -> None:
     from gaternet_zoo.models.static_backbone import KeptFiltersForward, ShortcutOnlyForward
 
-    model = _model(name)
-    _constant_gates(model)
+    model, x, stats = _with_empty_branches(name, 4, size)
     empty = _EMPTY_SITES[name]
-    _close_sites(model, empty)
-    _randomise_norms(model)
-    x = torch.randn(4, 3, size, size)
-    stats = _stats(model, x)
     static = export_static(model, stats, source=name)
     info = static.pretrained_cfg['static_export']
     assert info['exact'] and info['branches_dropped'] == 2 and static.dropped_branches == empty
@@ -376,12 +382,8 @@ def test_folded_export_adds_kept_channels_into_the_shortcut_and_drops_empty_bran
 
 
 def test_folded_export_traces_exports_and_copies() -> None:
-    model = _model('gaternet_resnet20')
-    _constant_gates(model)
-    _close_sites(model, _EMPTY_SITES['gaternet_resnet20'])
-    _randomise_norms(model)
-    x = torch.randn(2, 3, 32, 32)
-    static = export_static(model, _stats(model, x))
+    model, x, stats = _with_empty_branches(batch=2)
+    static = export_static(model, stats)
     assert static.dropped_branches and static.pruned_filters
     with torch.no_grad():
         expected = model(x)
@@ -409,13 +411,9 @@ def test_blocks_without_a_known_shortcut_fall_back_to_scatter_channels(
     from gaternet_zoo.plugins.native import NativeSlotPlugin
 
     monkeypatch.setattr(NativeSlotPlugin, unknown, lambda self, block: False)
-    model = _model('gaternet_resnet20')
-    _constant_gates(model)
+    model, x, stats = _with_empty_branches()
     empty = _EMPTY_SITES['gaternet_resnet20']
-    _close_sites(model, empty)
-    _randomise_norms(model)
-    x = torch.randn(4, 3, 32, 32)
-    static = export_static(model, _stats(model, x))
+    static = export_static(model, stats)
     runs_branch = list(static.pruned_filters) if unknown == 'has_shortcut' else [
         n for n in static.pruned_filters if n not in empty]
     assert static.dropped_branches == ([] if unknown == 'has_shortcut' else empty)
@@ -445,12 +443,8 @@ def test_an_export_saved_before_the_fold_still_loads_and_computes_the_same(tmp_p
     # (the keys are the same) and runs every branch, the dropped ones' zeroed filters adding 0.
     from gaternet_zoo._model_card import static_export_summary
 
-    model = _model('gaternet_resnet20')
-    _constant_gates(model)
-    _close_sites(model, _EMPTY_SITES['gaternet_resnet20'])
-    _randomise_norms(model)
-    x = torch.randn(4, 3, 32, 32)
-    static = export_static(model, _stats(model, x))
+    model, x, stats = _with_empty_branches()
+    static = export_static(model, stats)
     # Saved as the code before the fold saved it: the same weights, a config without the new argument and count.
     before = copy.deepcopy(static)
     del before._hub_mixin_config['dropped_branches']
