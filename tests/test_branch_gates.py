@@ -249,6 +249,20 @@ def test_save_and_load_keep_branch_gates(tmp_path: Path) -> None:
         gz.create_model(f'local-dir:{tmp_path / "saved"}', branch_gates=False)
 
 
+def test_every_family_names_its_classifier_and_loads_from_its_folder(family, tmp_path: Path) -> None:
+    """The Hub loader reads the classifier's name (``get_classifier(name_only=True)``), which most timm backbones
+    (all but timm's ResNet) do not take as an argument: the name is found where the backbone holds the module."""
+    model, size = family
+    assert model.get_submodule(model.get_classifier(name_only=True)) is model.get_classifier()
+    x = images(2, size)
+    with torch.no_grad():
+        expected = model(x)
+    model.save_pretrained(tmp_path / 'saved')
+    loaded = gz.create_model(f'local-dir:{tmp_path / "saved"}').eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(x), expected)
+
+
 # ------------------------------------------------------------------------------------------- MACs (item 4)
 
 
