@@ -102,8 +102,13 @@ def static_export_summary(info: dict[str, Any]) -> str:
     """One sentence on what a static export did, from its ``pretrained_cfg['static_export']``."""
     text = (f'{info.get("gates")} gates fixed from {info.get("calibration_samples")} calibration images '
             f'({info.get("calibration") or "unrecorded data"}): {info.get("gates_always_on")} always open, '
-            f'{info.get("gates_always_off")} always closed; {info.get("filters_removed")} filters removed, '
-            f'{info.get("filters_zeroed")} kept at 0 (round_to={info.get("round_to")})')
+            f'{info.get("gates_always_off")} always closed; ')
+    if info.get('plugin_prunes') is False:  # absent from exports made before plugins that cannot prune exported
+        text += (f'no filter removed (gating plugin {info.get("plugin")!r} cannot prune), '
+                 f'{info.get("filters_zeroed")} kept at 0')
+    else:
+        text += (f'{info.get("filters_removed")} filters removed, {info.get("filters_zeroed")} kept at 0 '
+                 f'(round_to={info.get("round_to")})')
     if info.get('branches_dropped'):  # absent from exports made before branches were dropped
         text += f'; {info["branches_dropped"]} residual branches dropped (their blocks run as their shortcut)'
     dependent = info.get('gates_input_dependent') or 0

@@ -210,15 +210,18 @@ class GatingPlugin:
         """Make the output filters ``index`` of ``site``'s gated conv reach the gate as exactly 0, for any input.
 
         The static export (:func:`~gaternet_zoo.export_static`) needs it for the filters whose gate was always closed
-        but that stay computed (``round_to`` keeps them): without a gate, their output must be 0 by the weights.
-        ``index`` counts the conv's current filters (after any pruning). Plugins that can prune override this too,
-        zeroing the scale and shift of the norm after the conv (or the conv's filters when the gate follows it).
+        but that stay computed (``round_to`` keeps them, or the plugin cannot prune): without a gate, their output
+        must be 0 by the weights. ``index`` counts the conv's current filters (after any pruning). The plugins that
+        can prune override this, zeroing the scale and shift of the norm after the conv (or the conv's filters when
+        the gate follows it); a :class:`BlockGatingPlugin` does it where its gate points declare ``zero_at``.
 
         Raises:
             PruningError: This plugin cannot (the default).
         """
         raise PruningError(f'gating plugin {self.name!r} cannot zero filters; the static export with closed filters '
-                           'covers the native (CIFAR ResNets) and timm_resnet plugins')
+                           'covers the native (CIFAR ResNets) and timm_resnet plugins and the block plugins whose gate '
+                           'points declare zero_at (timm_resnetv2, timm_regnet, timm_convnext, timm_efficientnet, '
+                           'timm_densenet)')
 
     def channelwise_after_conv(self, model: nn.Module, site: GateSite) -> bool:
         """Whether only per-channel operations lie between ``site``'s gated conv and its gate.
@@ -307,6 +310,8 @@ def offsets_in_order(sites: Iterable[GateSite]) -> list[GateSite]:
 
 #: A block-relative module name, or a function of the block returning one (for layouts that vary per block).
 ModulePath = str | Callable[[nn.Module], str]
+#: Block-relative names (of modules or parameters), or a function of the block returning them.
+ModulePaths = tuple[str, ...] | Callable[[nn.Module], tuple[str, ...]]
 #: Whether a block adds its branch to a shortcut: a constant, the name of the block's boolean flag, or a function.
 ResidualFlag = bool | str | Callable[[nn.Module], bool]
 
@@ -324,15 +329,37 @@ class GatePoint:
             shortcut``: ``True``/``False``, the name of the block's boolean flag (``"has_skip"``), or a function of
             the block. Such a block is gated in its ``drop_path`` slot, right before the add; a block without a
             residual (timm then never calls its ``drop_path``) is gated on its output, which is its branch's.
+        zero_at: Block-relative name of what a static export (:func:`~gaternet_zoo.export_static`) zeroes to make
+            a gated filter output 0 for any input, in place of a gate fixed closed: the norm right after ``conv``
+            (its scale and shift), or ``conv`` itself (its filter's weights and bias) where the gate follows the
+            conv with no norm in between (pre-activation blocks, ConvNeXt's ``mlp.fc2``). ``None`` (the default):
+            not declared, and the static export refuses a model with a filter of such a block fixed closed
+            (except in a branch it drops) rather than guess.
+        before_gate: Block-relative names of what lies between ``zero_at`` and the gate, each of which must keep
+            a zero channel at zero: activations and anti-aliasing pools (checked on a zero map) and layer scales
+            (a ``gamma`` parameter, or a module holding one, zeroed at those channels too). Names the block does
+            not hold, or holds as ``None``, are skipped.
     """
 
     block: type | tuple[type, ...]
     conv: ModulePath
     residual: ResidualFlag = True
+    zero_at: ModulePath | None = None
+    before_gate: ModulePaths = ()
 
 
 def _resolve(path: ModulePath, block: nn.Module) -> str:
     return path(block) if callable(path) else path
+
+
+def _held(block: nn.Module, path: str) -> Any:
+    """What ``block`` holds at the dotted attribute ``path`` (a module, a parameter), or ``None`` if nothing."""
+    held: Any = block
+    for part in path.split('.'):
+        held = getattr(held, part, None)
+        if held is None:
+            return None
+    return held
 
 
 def _has_residual(flag: ResidualFlag, block: nn.Module) -> bool:
@@ -411,6 +438,54 @@ class BlockGatingPlugin(GatingPlugin):
         activation, layer scale) up to the gate, in every family built on this base (SE/attention, where a family
         has it, comes before that conv). A family for which this does not hold overrides it."""
         return True
+
+    def zero_filters(self, model: nn.Module, site: GateSite, index: torch.Tensor) -> None:
+        """Zero the filters ``index`` where the block's gate point says (``GatePoint.zero_at``).
+
+        That is the scale and shift of the norm after the gated conv, or the conv's own filters where the gate
+        follows it directly; a layer scale among ``GatePoint.before_gate`` is zeroed at ``index`` too, and every
+        other module there is checked to keep a zero channel at zero, before any weight changes.
+
+        Raises:
+            PruningError: The gate point declares no ``zero_at``, or what it names cannot give 0 exactly (a norm
+                of another kind, an activation that does not send 0 to 0); the message names the module (the
+                caller knows the site).
+        """
+        from .layers.pruning import sends_zero_to_zero, zero_conv_filters, zero_norm_channels
+
+        block = model.get_submodule(site.name)
+        point = self.gate_point(block)
+        if point is None:
+            raise RuntimeError(f'{site.name!r} ({type(block).__name__}) is not a block plugin {self.name!r} gates.')
+        if point.zero_at is None:
+            raise PruningError(f'gating plugin {self.name!r} does not say how to zero a filter of a '
+                               f'{type(block).__name__} (its GatePoint declares no zero_at)')
+        target = block.get_submodule(_resolve(point.zero_at, block))
+        names = point.before_gate(block) if callable(point.before_gate) else point.before_gate
+        reference = next(iter(block.parameters()))  # the device and dtype of the zero maps the checks run
+        scales = []
+        for name in names:
+            held = _held(block, name)
+            if held is None:
+                continue
+            gamma = held if isinstance(held, nn.Parameter) else getattr(held, 'gamma', None)
+            if isinstance(gamma, nn.Parameter) and tuple(gamma.shape) == (site.num_channels,):
+                scales.append(gamma)  # a layer scale: multiplies each channel, so 0 stays 0; zeroed below too
+            elif not isinstance(held, nn.Module) or isinstance(gamma, nn.Parameter) or not sends_zero_to_zero(
+                    held, site.num_channels, reference):
+                raise PruningError(f'{type(block).__name__}.{name} ({type(held).__name__}), between the zeroed '
+                                   f'{_resolve(point.zero_at, block)} and the gate, is not known to keep a zero '
+                                   'channel at zero')
+        try:
+            if isinstance(target, (nn.Conv2d, nn.Linear)):
+                zero_conv_filters(target, index)
+            else:
+                zero_norm_channels(target, index)
+        except PruningError as e:
+            raise PruningError(f'{type(block).__name__}.{_resolve(point.zero_at, block)}: {e}') from None
+        with torch.no_grad():
+            for gamma in scales:
+                gamma.index_fill_(0, index.to(gamma.device, torch.long), 0.0)
 
     def supported_models(self) -> list[str]:
         import timm

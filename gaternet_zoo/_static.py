@@ -15,6 +15,13 @@ Where gates are input-dependent the export is refused (:class:`InputDependentGat
 caller fixes them explicitly: ``input_dependent="open"`` keeps their filters always open, ``"majority"`` fixes each at
 the state it took for most calibration images. Either changes what the model computes; its card says so, with
 the number of gates fixed.
+
+A gating plugin that cannot prune (the block plugins: ``timm_resnetv2``, ``timm_regnet``, ``timm_convnext``,
+``timm_efficientnet``, ``timm_densenet``) still exports: no filter is removed (``round_to`` does not apply), a filter
+whose gate is fixed closed is zeroed where its gate point says (``GatePoint.zero_at``: the scale and shift of the
+norm after the gated conv, or the conv's own weights and bias, and a layer scale, where no norm comes before the
+gate), and a branch with no acting filter is dropped where the plugin knows the block's shortcut. A filter the
+plugin cannot zero exactly, in a branch that still runs, is refused (``PruningError``, naming the sites).
 """
 from __future__ import annotations
 
@@ -81,6 +88,26 @@ def _refusal(model: nn.Module, stats: GateStatistics, dependent: torch.Tensor) -
         'computes, so measure the exported model\'s accuracy before using it.')
 
 
+def _zeroing_refusal(plugin: str, refused: list, closed: dict[str, list[int]],
+                     pruned_filters: dict[str, list[int]]) -> PruningError:
+    """The error for filters fixed closed that the plugin cannot make output 0 in a model without gates."""
+    def filters(site) -> str:  # the site's own filter indices, not those of a pruned conv
+        kept = pruned_filters.get(site.name, range(site.num_channels))
+        own = [kept[j] for j in closed[site.name]]
+        return f'{site.name} (filters {", ".join(map(str, own[:6]))}{", ..." if len(own) > 6 else ""})'
+
+    shown = ', '.join(filters(site) for site, _ in refused[:6]) + (
+        f' and {len(refused) - 6} more sites' if len(refused) > 6 else '')
+    reasons = list(dict.fromkeys(str(error) for _, error in refused))  # distinct, in site order
+    why = '; '.join(reasons[:2]) + (f'; and {len(reasons) - 2} other reasons' if len(reasons) > 2 else '')
+    return PruningError(
+        f'{sum(len(closed[s.name]) for s, _ in refused)} filters whose gates are fixed closed cannot be made to output '
+        f'0 without their gates by gating plugin {plugin!r}, at {len(refused)} gate sites whose branches still run: '
+        f'{shown}. Why: {why}. A static model would compute something else there, so none is exported. Keep the '
+        'GaterNet (set_execution("skip") does not compute those filters), or give the plugin a way to zero them '
+        '(GatePoint.zero_at, or GatingPlugin.zero_filters).')
+
+
 @torch.no_grad()
 def export_static(
         model: nn.Module,
@@ -101,7 +128,8 @@ def export_static(
             architecture when empty.
         round_to: For a model not yet pruned: keep a multiple of this many filters per gate site (see
             :func:`~gaternet_zoo.prune_gaternet`; the extra filters are zeroed, so the logits do not change). 1 by
-            default. A pruned model keeps its own pruning.
+            default. A pruned model keeps its own pruning. A model whose gating plugin cannot prune keeps every
+            filter, so only ``None`` or 1 apply to it.
         input_dependent: ``"refuse"`` (the default): raise :class:`InputDependentGatesError` if any gate the model
             keeps is input-dependent over ``stats``' data. ``"open"``: keep those filters always open;
             ``"majority"``: open those that opened for at least half of the images and remove the others. Both
@@ -114,11 +142,13 @@ def export_static(
 
     Raises:
         InputDependentGatesError: Input-dependent gates and ``input_dependent="refuse"``; the message names them.
-        PruningError: The gating plugin cannot prune or zero the filters that need it (e.g. SE blocks), or the
-            model's gates are inner ones (``gate_placement="inner"``).
-        ValueError: A bad ``round_to`` or ``input_dependent``, or one ``round_to`` for a model already pruned with
-            another.
+        PruningError: The gating plugin cannot prune (where it prunes at all: e.g. SE blocks of ``timm_resnet``) or
+            zero the filters that need it, in a branch that still runs; the message names the sites and filters.
+            Or the model's gates are inner ones (``gate_placement="inner"``).
+        ValueError: A bad ``round_to`` or ``input_dependent``, one ``round_to`` for a model already pruned with
+            another, or a ``round_to`` above 1 for a model whose gating plugin cannot prune.
     """
+    from ._plugins import get_plugin
     from .models.static_backbone import StaticBackbone
     from .utils.gate_stats import GateStatistics as Stats
 
@@ -134,12 +164,23 @@ def export_static(
     rate = stats.effective_firing_rate
     fixed_open = states['always_on'] | (dependent if input_dependent == 'open' else dependent & (rate >= 0.5))
 
+    plugin = get_plugin(model.plugin_name)
+    # A plugin that cannot prune (the block plugins: timm_resnetv2, timm_regnet, timm_convnext, ...) still exports:
+    # every filter stays, and the closed ones are zeroed in the weights below.
+    prunes = plugin.overrides('prune_site')
     if getattr(model, 'pruned_filters', None):
         recorded = int(((getattr(model, 'pretrained_cfg', None) or {}).get('pruning') or {}).get('round_to', 1))
         if round_to is not None and round_to != recorded:
             raise ValueError(f'this model is already pruned (round_to={recorded}); export it as it is, or export the '
                              f'original GaterNet with round_to={round_to}')
         pruned, round_to = model, recorded
+    elif not prunes:
+        if round_to not in (None, 1):
+            raise ValueError(
+                f'round_to={round_to} does not apply to this model: its gating plugin {plugin.name!r} cannot prune, '
+                'so the static export keeps every filter (the always-closed ones zeroed) and has no kept filters '
+                'to round. Export it with round_to=None (without --round-to).')
+        pruned, round_to = model, 1
     else:
         round_to = 1 if round_to is None else round_to
         # Gates fixed closed are pruned as always-closed ones are: statistics in which every gate is constant.
@@ -164,9 +205,6 @@ def export_static(
     first = [first] if isinstance(first, str) else list(first or [])
     if [c for c in first if c.startswith('backbone.')]:
         cfg['first_conv'] = [c for c in first if c.startswith('backbone.')][0]
-    from ._plugins import get_plugin
-
-    plugin = get_plugin(model.plugin_name)
     # Per site, the filters its conv keeps whose gate is fixed closed: they are zeroed in the weights below.
     closed = {}
     for site in model.gate_sites:
@@ -187,13 +225,20 @@ def export_static(
     static.to(device=reference.device)
     static.backbone.load_state_dict(pruned.backbone.state_dict(), strict=True)
 
-    zeroed = 0
+    zeroed, refused = 0, []
     for site in model.gate_sites:
-        # A dropped branch's filters are zeroed too: its weights then say what the branch computes, should a
-        # model be rebuilt without `dropped_branches` (which runs the branch) and given them.
+        # A dropped branch's filters are zeroed too where the plugin can: its weights then say what the branch
+        # computes, should a model be rebuilt without `dropped_branches` (which runs the branch) and given them.
+        # Where it cannot, the export stays exact (the branch does not run), so only the other sites refuse.
         if closed[site.name]:
-            plugin.zero_filters(static.backbone, site, torch.tensor(closed[site.name], dtype=torch.long))
-            zeroed += len(closed[site.name])
+            try:
+                plugin.zero_filters(static.backbone, site, torch.tensor(closed[site.name], dtype=torch.long))
+                zeroed += len(closed[site.name])
+            except PruningError as e:
+                if site.name not in dropped:
+                    refused.append((site, e))
+    if refused:
+        raise _zeroing_refusal(plugin.name, refused, closed, pruned.pruned_filters)
     removed = sum(s.num_channels - len(pruned.pruned_filters.get(s.name, range(s.num_channels)))
                   for s in model.gate_sites)
     counts = {k: int(v.sum()) for k, v in states.items()}
@@ -205,6 +250,6 @@ def export_static(
         'gates_input_dependent': counts['input_dependent'], 'input_dependent': input_dependent,
         'input_dependent_opened': int((dependent & fixed_open).sum()), 'exact': not bool(dependent.any()),
         'filters_removed': removed, 'filters_zeroed': zeroed, 'sites_pruned': len(pruned.pruned_filters),
-        'branches_dropped': len(dropped), 'round_to': int(round_to)}
+        'branches_dropped': len(dropped), 'round_to': int(round_to), 'plugin': plugin.name, 'plugin_prunes': prunes}
     return static.eval()
 

@@ -102,7 +102,8 @@ def add_prune_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument('--round-to', type=int, default=None, metavar='N',
                    help='keep a multiple of N filters per block (e.g. 8: CPU conv kernels are vectorised over 8 or 16 '
                         'channels); the extra kept filters stay gated (zeroed with --static), so the logits do not '
-                        'change (default: 1; with --static, a model pruned already keeps its own)')
+                        'change (default: 1; with --static, a model pruned already keeps its own, and a model whose '
+                        'gating plugin cannot prune takes none)')
     p.add_argument('--static', action='store_true', default=False,
                    help='export a plain backbone without the gater (export_static): needs every gate that is kept to '
                         'be constant (always open or always closed) on the calibration data; refused, naming the '

@@ -1,6 +1,8 @@
-"""Small GaterNets for the tests of gate options (branch gates, inner gate sites): shared so that both build alike."""
+"""Small GaterNets for the tests of gate options (branch gates, inner gate sites): shared so that both build alike;
+and the check those tests share, that skip execution gives mask execution's logits."""
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import torch
@@ -34,3 +36,38 @@ def build_tiny_gaternet(backbone: str, backbone_args: dict[str, Any], **model_ar
 def images(batch: int, size: int) -> torch.Tensor:
     """A fixed batch of random images."""
     return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(3))
+
+
+def assert_skip_equals_mask(model: nn.Module, x: torch.Tensor, gates: dict[str, torch.Tensor], *,
+                            rtol: float = 1e-5, atol: float = 1e-5,
+                            bitwise: Collection[str] = ()) -> dict[str, torch.Tensor]:
+    """Assert that ``model`` in skip mode gives its mask-mode logits on ``x`` for each named gate pattern of
+    ``gates``, and for its own gates (the gater's).
+
+    The mask-mode logits come first; then the model runs in skip mode, where at least one block must run skip
+    execution's block forward (else the check would compare mask mode with itself). A pattern named in ``bitwise``
+    must give the same logits bit for bit, the others within ``rtol``/``atol`` (skip execution's fast path folds
+    norms into convs, which changes the float rounding). The model is back in mask mode afterwards, even when a
+    check fails.
+
+    Returns:
+        The mask-mode logits of each pattern, by name.
+    """
+    from gaternet_zoo.layers.skip import SkippingBlockForward
+
+    with torch.no_grad():
+        masked = {name: model(x, gates=g) for name, g in gates.items()}
+        own = model(x)
+        try:
+            model.set_execution('skip')
+            assert any(isinstance(m.__dict__.get('forward'), SkippingBlockForward) for m in model.backbone.modules())
+            for name, g in gates.items():
+                out = model(x, gates=g)
+                if name in bitwise:
+                    assert torch.equal(out, masked[name]), name
+                else:
+                    torch.testing.assert_close(out, masked[name], rtol=rtol, atol=atol, msg=name)
+            torch.testing.assert_close(model(x), own, rtol=rtol, atol=atol, msg='the gater\'s own gates')
+        finally:
+            model.set_execution('mask')
+    return masked

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from builders import TINY_GATER_ARGS, build_tiny_gaternet, images
+from builders import TINY_GATER_ARGS, assert_skip_equals_mask, build_tiny_gaternet, images
 from safetensors.torch import load_file
 from torch import nn
 
@@ -19,7 +19,6 @@ import gaternet_zoo as gz
 from gaternet_zoo import GateStatistics, MacBudgetLoss
 from gaternet_zoo._plugins import get_plugin
 from gaternet_zoo.hub import StateDictMismatchError
-from gaternet_zoo.layers.skip import SkippingBlockForward
 from gaternet_zoo.utils import gaternet_macs
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
@@ -173,17 +172,7 @@ def test_skip_mode_logits_equal_mask_mode(family, batch: int) -> None:
         random[:, s.branch_offset] = 0
     cases = {'random': random, 'closed': torch.zeros(batch, model.gate_size),
              'open': torch.ones(batch, model.gate_size)}
-    try:
-        with torch.no_grad():
-            masked = {k: model(x, gates=g) for k, g in cases.items()}
-            own = model(x)
-            model.set_execution('skip')
-            assert any(isinstance(m.__dict__.get('forward'), SkippingBlockForward) for m in model.backbone.modules())
-            for k, g in cases.items():
-                torch.testing.assert_close(model(x, gates=g), masked[k], rtol=1e-5, atol=1e-5, msg=k)
-            torch.testing.assert_close(model(x), own, rtol=1e-5, atol=1e-5)
-    finally:
-        model.set_execution('mask')
+    assert_skip_equals_mask(model, x, cases, rtol=1e-5, atol=1e-5)
 
 
 def test_skip_mode_does_not_run_a_closed_branch(family) -> None:
@@ -247,6 +236,20 @@ def test_save_and_load_keep_branch_gates(tmp_path: Path) -> None:
             assert torch.equal(loaded(x), expected)
     with pytest.raises(StateDictMismatchError, match='branch_gates=True'):
         gz.create_model(f'local-dir:{tmp_path / "saved"}', branch_gates=False)
+
+
+def test_every_family_names_its_classifier_and_loads_from_its_folder(family, tmp_path: Path) -> None:
+    """The Hub loader reads the classifier's name (``get_classifier(name_only=True)``), which most timm backbones
+    (all but timm's ResNet) do not take as an argument: the name is found where the backbone holds the module."""
+    model, size = family
+    assert model.get_submodule(model.get_classifier(name_only=True)) is model.get_classifier()
+    x = images(2, size)
+    with torch.no_grad():
+        expected = model(x)
+    model.save_pretrained(tmp_path / 'saved')
+    loaded = gz.create_model(f'local-dir:{tmp_path / "saved"}').eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(x), expected)
 
 
 # ------------------------------------------------------------------------------------------- MACs (item 4)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from builders import TINY_GATER_ARGS, build_tiny_gaternet, images
+from builders import TINY_GATER_ARGS, assert_skip_equals_mask, build_tiny_gaternet, images
 from torch import nn
 
 import gaternet_zoo as gz
@@ -128,20 +128,13 @@ def test_logits_equal_a_branch_gated_model_with_every_filter_open_in_mask_and_sk
     random[:, ::2] = 0  # every other branch closed for the whole batch: skip mode does not run it
     cases = {'random': random, 'closed': torch.zeros(batch, only.gate_size),
              'open': torch.ones(batch, only.gate_size)}
-    try:
-        with torch.no_grad():
-            masked = {k: only(x, gates=g) for k, g in cases.items()}
-            for k, g in cases.items():
-                torch.testing.assert_close(masked[k], both(x, gates=_with_open_filters(both, g)), rtol=1e-6,
-                                           atol=1e-6, msg=k)
-            logits, own = only(x, return_gates=True)
-            assert own.shape == (batch, only.gate_size) and set(own.unique().tolist()) <= {0.0, 1.0}
-            only.set_execution('skip')
-            for k, g in cases.items():
-                torch.testing.assert_close(only(x, gates=g), masked[k], rtol=1e-5, atol=1e-5, msg=k)
-            torch.testing.assert_close(only(x), logits, rtol=1e-5, atol=1e-5)
-    finally:
-        only.set_execution('mask')
+    masked = assert_skip_equals_mask(only, x, cases, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        for k, g in cases.items():
+            torch.testing.assert_close(masked[k], both(x, gates=_with_open_filters(both, g)), rtol=1e-6, atol=1e-6,
+                                       msg=k)
+        _, own = only(x, return_gates=True)
+    assert own.shape == (batch, only.gate_size) and set(own.unique().tolist()) <= {0.0, 1.0}
 
 
 def test_skip_mode_does_not_run_a_closed_branch(pair) -> None:

@@ -1,8 +1,10 @@
 """Static export: a GaterNet whose kept gates are all constant becomes its plain backbone, with the same logits."""
 from __future__ import annotations
 
+import collections
 import copy
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -517,3 +519,282 @@ def test_timm_blocks_with_attention_keep_the_scatter() -> None:
     block = BasicBlock(16, 16, attn_layer='se')
     assert plugin.has_shortcut(block) and not plugin.has_kept_filters_forward(block)
     assert plugin.kept_filters_forward(block, torch.randn(1, 16, 8, 8), torch.arange(16)) is None
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Plugins that cannot prune (the block plugins): nothing removed, closed filters zeroed, closed branches dropped.
+
+#: One tiny backbone per block plugin that knows its blocks' shortcuts: (backbone, backbone_args, input side).
+NO_PRUNING = {
+    'timm_resnetv2_basic': ('resnetv2_18', dict(layers=[1, 1, 1, 1], channels=(8, 16, 32, 64), stem_chs=8), 32),
+    'timm_resnetv2_bottleneck': ('resnetv2_50', dict(layers=[1, 1, 1, 1], channels=(16, 32, 64, 128), stem_chs=8),
+                                 32),
+    'timm_regnet': ('regnetx_002', {}, 32),
+    'timm_convnext': ('test_convnext', {}, 32),
+    'timm_efficientnet': ('mobilenetv3_small_050', {}, 32),  # inverted residuals with and without their skip
+}
+
+
+def _randomise_vectors(module: torch.nn.Module, seed: int = 5) -> None:
+    """Random per-channel parameters and running statistics: norm scales and shifts, conv and linear biases, layer
+    scales (ConvNeXt's start at 1e-6, which would hide a wrong filter), GRN's weights. A filter zeroed in the wrong
+    place, a bias or shift left, then changes the output."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if p.dim() == 1:
+                if name.endswith(('bias', 'beta')):
+                    p.normal_(0.0, 0.1, generator=g)
+                else:
+                    p.uniform_(0.5, 1.5, generator=g)
+        for m in module.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+                m.running_mean.normal_(0.0, 0.1, generator=g)
+                m.running_var.uniform_(0.5, 1.5, generator=g)
+
+
+def _block_model(family: str) -> tuple[torch.nn.Module, int]:
+    """A tiny GaterNet with branch gates and constant gates: every third filter gate closed, every other branch gate
+    closed (those branches are dropped), everything else open."""
+    from builders import build_tiny_gaternet
+
+    backbone, args, size = NO_PRUNING[family]
+    model = build_tiny_gaternet(backbone, args, branch_gates=True)
+    _randomise_vectors(model.backbone)
+    with torch.no_grad():
+        bias = model.gater.fc2.bias
+        bias.fill_(50.0)
+        bias[:model.num_filter_gates:3] = -50.0
+        bias[[s.branch_offset for s in model.gate_sites if s.branch_offset is not None][::2]] = -50.0
+    return model.eval(), size
+
+
+@pytest.fixture(scope='module', params=list(NO_PRUNING))
+def block_family(request: pytest.FixtureRequest) -> tuple[torch.nn.Module, int]:
+    return _block_model(request.param)
+
+
+def _branch_modules(block: torch.nn.Module) -> list[torch.nn.Module]:
+    """The convs (and linears) of a block's residual branch: every one outside its shortcut/downsample."""
+    return [m for n, m in block.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
+            and not n.startswith(('shortcut', 'downsample'))]
+
+
+def _at_gate_places(static: StaticBackbone, sites: list, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What reaches each site's gate place in ``static``: the input of the block's drop-path module (where the gate
+    slot was) for a block that runs it, the block's output for one without its residual."""
+    seen: dict[str, torch.Tensor] = {}
+    handles = []
+    for site in sites:
+        block = static.backbone.get_submodule(site.name)
+        handles.append(block.register_forward_hook(
+            lambda m, a, out, name=site.name: seen.setdefault(name, out.detach().clone())))
+        if isinstance(getattr(block, 'drop_path', None), torch.nn.Module):
+            handles.append(block.drop_path.register_forward_pre_hook(
+                lambda m, a, name=site.name: seen.__setitem__(name, a[0].detach().clone())))
+    try:
+        with torch.no_grad():
+            static(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seen
+
+
+def test_block_plugins_export_without_pruning_exactly(block_family, tmp_path: Path) -> None:
+    """Closed filters zeroed in place (none removed), closed branches dropped, the logits the GaterNet's."""
+    model, size = block_family
+    plugin = gz.get_plugin(model.plugin_name)
+    assert not plugin.overrides('prune_site')
+    x = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(7))
+    stats = _stats(model, x)
+    assert stats.counts()['input_dependent'] == 0
+    before = copy.deepcopy(model.state_dict())
+    static = export_static(model, stats, calibration='random images', source='tiny')
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # zeroed in the copy only
+    info = static.pretrained_cfg['static_export']
+    effective = stats.effective_firing_rate
+    closed_branches = [s.name for s in model.gate_sites if s.branch_offset is not None
+                       and stats.firing_rate[s.branch_offset] == 0]
+    assert closed_branches and static.dropped_branches == closed_branches
+    assert info['exact'] and info['plugin'] == model.plugin_name and info['plugin_prunes'] is False
+    assert info['filters_removed'] == 0 and info['sites_pruned'] == 0 and info['round_to'] == 1
+    assert info['branches_dropped'] == len(closed_branches)
+    assert info['filters_zeroed'] == int((effective == 0).sum()) > 0
+    # Nothing pruned: the backbone's state_dict is the GaterNet's, key for key and shape for shape.
+    assert static.pruned_filters == {}
+    assert {k: v.shape for k, v in static.state_dict().items()} == {
+        f'backbone.{k}': v.shape for k, v in model.backbone.state_dict().items()}
+    assert not any(isinstance(m, (GateSlot, KeptChannels, ScatterChannels)) for m in static.modules())
+    with torch.no_grad():
+        expected = model(x)
+        torch.testing.assert_close(static(x), expected, rtol=1e-5, atol=1e-5)
+        # The closed gates matter: with every gate open the GaterNet computes something else.
+        assert not torch.allclose(model(x, gates=torch.ones(1, model.gate_size)), expected, rtol=1e-4, atol=1e-4)
+    # At every branch that still runs, a closed filter reaches the gate's place as exactly 0, an open one does not.
+    running = [s for s in model.gate_sites if s.name not in closed_branches]
+    seen = _at_gate_places(static, running, x)
+    for site in running:
+        acting = effective[site.offset:site.offset + site.num_channels] > 0
+        assert (seen[site.name][:, ~acting] == 0).all(), site.name
+        assert (seen[site.name][:, acting] != 0).any(dim=(0, 2, 3)).all(), site.name
+    # A dropped branch runs none of its convs; every branch that runs does.
+    calls = collections.Counter()
+    handles = [m.register_forward_hook(lambda *_, name=s.name: calls.update([name]))
+               for s in model.gate_sites for m in _branch_modules(static.backbone.get_submodule(s.name))]
+    try:
+        with torch.no_grad():
+            static(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert set(calls) == {s.name for s in running}
+    # Both name their classifier, which most timm backbones (no `name_only`) do not say: the Hub loader reads it.
+    for net in (model, static):
+        assert net.get_submodule(net.get_classifier(name_only=True)) is net.get_classifier()
+    # The Hub round trip rebuilds the same model (the dropped branches from config.json) before a strict load.
+    static.save_pretrained(tmp_path / 'static')
+    config = json.loads((tmp_path / 'static' / 'config.json').read_text())
+    assert config['model_args']['dropped_branches'] == closed_branches
+    assert config['model_args']['plugin'] == model.plugin_name
+    loaded = gz.create_model(f'local-dir:{tmp_path / "static"}').eval()
+    assert isinstance(loaded, StaticBackbone) and loaded.dropped_branches == closed_branches
+    assert loaded.pretrained_cfg['static_export'] == info
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), expected, rtol=1e-5, atol=1e-5)
+    card = (tmp_path / 'static' / 'README.md').read_text()
+    assert 'without its gater' in card
+    assert (f"no filter removed (gating plugin '{model.plugin_name}' cannot prune), {info['filters_zeroed']} kept "
+            f"at 0; {len(closed_branches)} residual branches dropped") in card
+
+
+def test_round_to_is_refused_where_the_plugin_cannot_prune() -> None:
+    model, size = _block_model('timm_convnext')
+    stats = _stats(model, torch.randn(2, 3, size, size))
+    with pytest.raises(ValueError, match=r"round_to=8 does not apply.*'timm_convnext' cannot prune.*round_to=None"):
+        export_static(model, stats, round_to=8)
+    assert export_static(model, stats, round_to=1).pretrained_cfg['static_export']['round_to'] == 1
+
+
+def test_filters_a_plugin_cannot_zero_are_refused_unless_their_branch_is_dropped(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A gate point without `zero_at` (a third-party plugin that does not say how): a filter fixed closed in a branch
+    # that runs cannot be represented without its gate, and the export names it; one in a dropped branch can.
+    from timm.models.convnext import ConvNeXtBlock
+
+    from gaternet_zoo._plugins import GatePoint
+    from gaternet_zoo.plugins.timm_convnext import TimmConvNeXtPlugin
+
+    monkeypatch.setattr(TimmConvNeXtPlugin, 'gate_points', (GatePoint(ConvNeXtBlock, conv='mlp.fc2'),))
+    model, size = _block_model('timm_convnext')
+    x = torch.randn(2, 3, size, size)
+    with pytest.raises(gz.PruningError) as info:
+        export_static(model, _stats(model, x))
+    message = str(info.value)
+    first = next(s for s in model.gate_sites if model.gater.fc2.bias[s.branch_offset] > 0)  # a branch that runs
+    closed = [j for j in range(first.num_channels) if (first.offset + j) % 3 == 0]
+    assert f'{first.name} (filters {closed[0]}, {closed[1]}, {closed[2]}' in message and 'GatePoint.zero_at' in message
+    assert "cannot be made to output 0 without their gates by gating plugin 'timm_convnext'" in message
+    # With every filter gate open, the only closed filters are those of the closed branches, which are dropped.
+    with torch.no_grad():
+        model.gater.fc2.bias[:model.num_filter_gates] = 50.0
+    static = export_static(model, _stats(model, x))
+    assert static.dropped_branches and static.pretrained_cfg['static_export']['filters_zeroed'] == 0
+    with torch.no_grad():
+        torch.testing.assert_close(static(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def _blocks() -> dict[str, tuple[str, Callable[[], torch.nn.Module]]]:
+    """One instance of every block type the block plugins gate (several layouts of some): (plugin, factory)."""
+    from timm.layers import GroupNormAct
+    from timm.models import _efficientnet_blocks as eb
+    from timm.models import convnext, densenet, regnet
+    from timm.models import resnetv2 as rv2
+
+    def gn4(channels: int, **kwargs) -> torch.nn.Module:
+        return GroupNormAct(channels, num_groups=4, **kwargs)
+
+    return {
+        # timm's defaults for these: StdConv2d (weights standardised per filter) and GroupNormAct.
+        'PreActBasic': ('timm_resnetv2', lambda: rv2.PreActBasic(8, 8, norm_layer=gn4)),
+        'PreActBottleneck': ('timm_resnetv2', lambda: rv2.PreActBottleneck(64, 128, proj_layer=rv2.DownsampleConv)),
+        'Bottleneck (post-activation, group norm)': (
+            'timm_resnetv2', lambda: rv2.Bottleneck(64, 128, proj_layer=rv2.DownsampleConv)),
+        'RegNet Bottleneck': ('timm_regnet', lambda: regnet.Bottleneck(8, 16, stride=2, group_size=4)),
+        'RegNet Bottleneck without shortcut (act3 before the gate)': (
+            'timm_regnet', lambda: regnet.Bottleneck(8, 16, downsample=None)),
+        'RegNet PreBottleneck': ('timm_regnet', lambda: regnet.PreBottleneck(8, 8)),
+        'ConvNeXt (linear MLP, layer scale)': ('timm_convnext', lambda: convnext.ConvNeXtBlock(16)),
+        'ConvNeXt V2 (conv MLP, GRN)': (
+            'timm_convnext', lambda: convnext.ConvNeXtBlock(16, conv_mlp=True, use_grn=True, ls_init_value=None)),
+        'DepthwiseSeparableConv (activation after the norm)': (
+            'timm_efficientnet', lambda: eb.DepthwiseSeparableConv(8, 8, pw_act=True)),
+        'InvertedResidual': ('timm_efficientnet', lambda: eb.InvertedResidual(8, 8, exp_ratio=2.0)),
+        'EdgeResidual': ('timm_efficientnet', lambda: eb.EdgeResidual(8, 8, exp_ratio=2.0)),
+        'UniversalInvertedResidual (dw_end, layer scale)': ('timm_efficientnet', lambda: eb.UniversalInvertedResidual(
+            8, 8, dw_kernel_size_start=3, dw_kernel_size_mid=3, dw_kernel_size_end=3, layer_scale_init_value=1.0)),
+        'UniversalInvertedResidual (pw_proj)': (
+            'timm_efficientnet', lambda: eb.UniversalInvertedResidual(8, 8, dw_kernel_size_mid=3)),
+        'ConvBnAct (skip)': ('timm_efficientnet', lambda: eb.ConvBnAct(8, 8, kernel_size=3, skip=True)),
+        'ConvBnAct (no skip, stride 2, blur)': ('timm_efficientnet', lambda: eb.ConvBnAct(
+            8, 16, kernel_size=3, stride=2, aa_layer='blurpc')),
+        'DenseLayer': ('timm_densenet', lambda: densenet.DenseLayer(8, growth_rate=4, bn_size=2)),
+    }
+
+
+@pytest.mark.parametrize('block_type', list(_blocks()))
+def test_zero_filters_gives_what_closed_gates_give_in_every_block_type(block_type: str) -> None:
+    # The block with some gates closed (a gate slot installed by the plugin, as in a GaterNet) against the same
+    # block with those filters zeroed and every gate open: the output is the same, for a block that runs its branch.
+    from gaternet_zoo.layers.gates import GateContext
+
+    plugin_name, factory = _blocks()[block_type]
+    plugin = gz.get_plugin(plugin_name)
+    torch.manual_seed(0)
+    holder = torch.nn.Sequential(factory()).eval()
+    _randomise_vectors(holder)
+    (site,) = plugin.gate_sites(holder)
+    context = GateContext()
+    plugin.install(holder, site, GateSlot(context, site.offset, site.num_channels, site.name))
+    in_chs = next(m for m in holder.modules() if isinstance(m, torch.nn.Conv2d)).in_channels
+    x = torch.randn(2, in_chs, 8, 8, generator=torch.Generator().manual_seed(8))
+    closed = torch.arange(0, site.num_channels, 3)
+    gates = torch.ones(1, site.num_channels)
+    gates[0, closed] = 0
+    with torch.no_grad():
+        with context.bind(gates):
+            expected = holder(x)
+        with context.bind(torch.ones(1, site.num_channels)):
+            assert not torch.allclose(holder(x), expected, rtol=1e-4, atol=1e-4)  # the closed gates matter
+        plugin.zero_filters(holder, site, closed)
+        with context.bind(torch.ones(1, site.num_channels)):
+            torch.testing.assert_close(holder(x), expected, rtol=1e-5, atol=1e-6)
+    # A layer scale between the zeroed filters and the gate is zeroed there too (ConvNeXt's gamma, UIR's).
+    for name, p in holder.named_parameters():
+        if name.endswith('gamma') and p.shape == (site.num_channels,):
+            assert (p[closed] == 0).all() and (p[gates[0] > 0] != 0).all(), name
+
+
+def test_zeroing_refuses_what_would_not_give_zero() -> None:
+    from timm.layers import EvoNorm2dS0, FilterResponseNormTlu2d
+    from timm.models import regnet
+
+    from gaternet_zoo.layers.pruning import zero_norm_channels
+
+    plugin = gz.get_plugin('timm_regnet')
+    # A block without shortcut is gated after its act3: a sigmoid sends the zeroed channel to 0.5, not 0.
+    holder = torch.nn.Sequential(regnet.Bottleneck(8, 16, downsample=None, act_layer=torch.nn.Sigmoid))
+    (site,) = plugin.gate_sites(holder)
+    before = copy.deepcopy(holder.state_dict())
+    with pytest.raises(gz.PruningError, match=r'Bottleneck.act3 \(Sigmoid\).*not known to keep a zero channel'):
+        plugin.zero_filters(holder, site, torch.tensor([0, 1]))
+    assert all(torch.equal(v, before[k]) for k, v in holder.state_dict().items())  # refused before any change
+    # A norm whose channel is not 0 with zero scale and shift (filter response norm's threshold), or whose forward
+    # the export does not know, is refused by name; so is a norm-act layer whose activation does not send 0 to 0.
+    for norm in (FilterResponseNormTlu2d(8), EvoNorm2dS0(8, group_size=4)):
+        with pytest.raises(gz.PruningError, match=type(norm).__name__):
+            zero_norm_channels(norm, torch.tensor([0]))
+    from timm.layers import BatchNormAct2d
+
+    with pytest.raises(gz.PruningError, match=r'act of BatchNormAct2d \(Sigmoid\) does not send 0 to 0'):
+        zero_norm_channels(BatchNormAct2d(8, act_layer=torch.nn.Sigmoid), torch.tensor([0]))

@@ -9,8 +9,8 @@ A static export (:func:`gaternet_zoo.export_static`) has no gates left. Where th
 shortcut (``GatingPlugin.has_kept_filters_forward``), the block adds its kept channels into the shortcut at their
 indices (:func:`add_into_shortcut`) and a :class:`KeptChannels` takes the pruned gate slot's place; elsewhere a
 :class:`ScatterChannels` takes it and puts the kept channels back at their indices, with zeros for the others, before
-the block's own residual addition. :func:`zero_conv_filters` / :func:`zero_batchnorm_channels` make a kept filter
-whose gate was always closed output exactly 0.
+the block's own residual addition. :func:`zero_conv_filters`, :func:`zero_batchnorm_channels` and
+:func:`zero_norm_channels` make a kept filter whose gate was always closed output exactly 0.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 __all__ = ['KeptChannels', 'PruningError', 'ScatterChannels', 'add_into_shortcut', 'slice_batchnorm', 'slice_conv_out',
-           'zero_batchnorm_channels', 'zero_conv_filters']
+           'sends_zero_to_zero', 'zero_batchnorm_channels', 'zero_conv_filters', 'zero_norm_channels']
 
 
 class PruningError(ValueError):
@@ -63,10 +63,15 @@ def slice_batchnorm(norm: nn.BatchNorm2d, keep: torch.Tensor) -> nn.BatchNorm2d:
 
 
 @torch.no_grad()
-def zero_conv_filters(conv: nn.Conv2d, index: torch.Tensor) -> None:
-    """Make the output filters ``index`` of ``conv`` compute 0 for any finite input (weights and bias zeroed)."""
-    if not isinstance(conv, nn.Conv2d):
-        raise PruningError(f'only nn.Conv2d filters can be zeroed, got {type(conv).__name__}')
+def zero_conv_filters(conv: nn.Conv2d | nn.Linear, index: torch.Tensor) -> None:
+    """Make the output filters ``index`` of ``conv`` compute 0 for any finite input (weights and bias zeroed).
+
+    An ``nn.Linear`` used as a 1x1 conv (ConvNeXt's channels-last MLP) counts its output features as filters. Conv
+    subclasses that standardise their weights per filter (timm's ``StdConv2d``) also give 0: a zero filter
+    standardises to 0.
+    """
+    if not isinstance(conv, (nn.Conv2d, nn.Linear)):
+        raise PruningError(f'only nn.Conv2d filters (or nn.Linear outputs) can be zeroed, got {type(conv).__name__}')
     idx = _index(index, conv.weight.device)
     conv.weight.index_fill_(0, idx, 0.0)
     if conv.bias is not None:
@@ -81,6 +86,59 @@ def zero_batchnorm_channels(norm: nn.BatchNorm2d, index: torch.Tensor) -> None:
     idx = _index(index, norm.weight.device)
     norm.weight.index_fill_(0, idx, 0.0)
     norm.bias.index_fill_(0, idx, 0.0)
+
+
+#: timm's norm classes whose output is ``act(drop(affine(normalised input)))`` channel by channel (the norm + activation
+#: layers; ``GroupNorm``/``GroupNorm1`` without either): zeroing a channel's scale and shift gives ``act(0)`` there.
+_TIMM_NORMS = ('BatchNormAct2d', 'SyncBatchNormAct', 'GroupNormAct', 'GroupNorm1Act', 'GroupNorm', 'GroupNorm1')
+
+
+@torch.no_grad()
+def zero_norm_channels(norm: nn.Module, index: torch.Tensor) -> None:
+    """Make the channels ``index`` of ``norm`` output exactly 0 whatever its input: their scale and shift zeroed.
+
+    Covers PyTorch's batch norms (in evaluation: their running statistics do not involve the affine parameters) and
+    group norms (in any mode: the other channels' statistics do not involve them either, whereas zeroing the conv
+    filter before a group norm would change them), and timm's layers built on them (``BatchNormAct2d``,
+    ``GroupNormAct``, ...) whose activation sends 0 to 0 (ReLU, SiLU, GELU, hard-swish; not a sigmoid), checked on
+    a zero map before any weight changes. Any other class is refused rather than assumed to work the same way.
+
+    Raises:
+        PruningError: Another norm (EvoNorm, filter response norm, a subclass whose forward is not known), one
+            without affine parameters, or an activation that does not send 0 to 0.
+    """
+    cls = type(norm)
+    known = isinstance(norm, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)) and (
+        cls.__module__.startswith('torch.nn.') or (cls.__module__.startswith('timm.') and cls.__name__ in _TIMM_NORMS))
+    if not known:
+        raise PruningError(f'only batch and group norms (PyTorch\'s, and timm\'s {", ".join(_TIMM_NORMS)}) can have '
+                           f'channels zeroed, got {cls.__module__}.{cls.__name__}')
+    if not norm.affine:
+        raise PruningError(f'{type(norm).__name__} has no affine scale and shift to zero')
+    idx = _index(index, norm.weight.device)
+    for name in ('drop', 'act'):  # what timm's norm + activation layers apply after the affine, in this order
+        module = getattr(norm, name, None)
+        if module is not None and not sends_zero_to_zero(module, norm.weight.numel(), norm.weight):
+            raise PruningError(f'the {name} of {type(norm).__name__} ({type(module).__name__}) does not send 0 to 0, '
+                               'so a channel with zero scale and shift would not output 0')
+    norm.weight.index_fill_(0, idx, 0.0)
+    norm.bias.index_fill_(0, idx, 0.0)
+
+
+@torch.no_grad()
+def sends_zero_to_zero(module: nn.Module, channels: int, reference: torch.Tensor) -> bool:
+    """Whether ``module`` maps an all-zero map of ``channels`` channels (on ``reference``'s device and dtype) to zeros.
+
+    For what may lie between a gated conv (or its norm) and its gate, an activation, an anti-aliasing blur or a
+    pooling layer, that is what matters: each acts on a channel's values alone, and a zero channel stays zero
+    exactly when the module maps 0 to 0. Run in evaluation mode, restored afterwards.
+    """
+    training = module.training
+    try:
+        out = module.eval()(torch.zeros(1, channels, 4, 4, device=reference.device, dtype=reference.dtype))
+    finally:
+        module.train(training)
+    return bool((out == 0).all())
 
 
 class _KeptIndices(nn.Module):

@@ -12,6 +12,7 @@ parameter-free gate slots into it) and the gater's encoder is any timm model bui
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections import Counter
 from typing import Any
 
@@ -64,10 +65,16 @@ class BackboneClassifierMixin:
         return self.backbone.num_classes
 
     @torch.jit.ignore
-    def get_classifier(self, name_only: bool = False) -> str | nn.Module:
-        if name_only:
+    def get_classifier(self, name_only: bool = False) -> str | nn.Module | None:
+        if not name_only:
+            return self.backbone.get_classifier()
+        if 'name_only' in inspect.signature(self.backbone.get_classifier).parameters:
             return 'backbone.' + self.backbone.get_classifier(name_only=True)
-        return self.backbone.get_classifier()
+        # Most timm models (ResNetV2, RegNet, ConvNeXt, EfficientNet, ...) have no `name_only`: the classifier's
+        # name is where the backbone holds the module it returns.
+        classifier = self.backbone.get_classifier()
+        name = next((n for n, m in self.backbone.named_modules() if m is classifier and n), None)
+        return f'backbone.{name}' if name is not None else None
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """Replace the backbone's classifier (a GaterNet's gater is unaffected)."""

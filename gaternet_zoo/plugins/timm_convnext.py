@@ -9,6 +9,9 @@ its residual add.
 ConvNeXt V1 initialises ``gamma`` at 1e-6 (``ls_init_value``): a freshly built backbone's branches contribute almost
 nothing, so gates start with a tiny effect. That is timm's recipe for training from scratch and is kept; from
 timm's pretrained weights ``gamma`` is learned. V2 has no layer scale.
+
+The plugin cannot prune; a static export (:func:`~gaternet_zoo.export_static`) keeps every filter and zeroes one whose
+gate is fixed closed at ``fc2`` (its weights and bias, and ``gamma`` there), as no norm comes before the gate.
 """
 from __future__ import annotations
 
@@ -28,7 +31,8 @@ class TimmConvNeXtPlugin(BlockGatingPlugin):
     timm_modules = ('convnext',)
     model_types = (ConvNeXt,)
     representative_models = ('test_convnext', 'convnextv2_atto')  # Linear MLP (V1), conv MLP + GRN (V2)
-    gate_points = (GatePoint(ConvNeXtBlock, conv='mlp.fc2'),)
+    # No norm between fc2 and the gate: a static export zeroes fc2's filter (weights and bias) and its layer scale.
+    gate_points = (GatePoint(ConvNeXtBlock, conv='mlp.fc2', zero_at='mlp.fc2', before_gate=('mlp.drop2', 'gamma')),)
 
     def shortcut_only(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
         # `drop_path(branch) + shortcut(x)`, the shortcut an identity or a downsampling conv.

@@ -23,4 +23,4 @@ class TimmDenseNetPlugin(BlockGatingPlugin):
     timm_modules = ('densenet',)
     model_types = (DenseNet,)
     representative_models = ('densenet121',)
-    gate_points = (GatePoint(DenseLayer, conv='conv2', residual=False),)
+    gate_points = (GatePoint(DenseLayer, conv='conv2', residual=False, zero_at='conv2'),)  # no norm before the gate

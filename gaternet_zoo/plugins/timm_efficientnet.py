@@ -18,6 +18,10 @@ many blocks have none (stride 2 or a change of width): timm then never calls the
 gated on their output, which is their branch's. Not gated: the stem and head convs (not
 blocks), and MobileNetV4's ``MobileAttention`` blocks (hybrid models), whose main branch ends in an attention
 output projection rather than a conv with a norm; the conv blocks of hybrid models are gated.
+
+The plugin cannot prune; a static export (:func:`~gaternet_zoo.export_static`) keeps every filter and zeroes one whose
+gate is fixed closed in the norm after the gated conv (its activation, where it has one, must send 0 to 0; a UIR's
+layer scale is zeroed there too).
 """
 from __future__ import annotations
 
@@ -40,6 +44,14 @@ def _uir_last_conv(block: nn.Module) -> str:
     return 'pw_proj.conv' if isinstance(block.dw_end, nn.Identity) else 'dw_end.conv'
 
 
+def _uir_last_norm(block: nn.Module) -> str:
+    return _uir_last_conv(block).replace('.conv', '.bn')
+
+
+def _uir_before_gate(block: nn.Module) -> tuple[str, ...]:
+    return (_uir_last_conv(block).replace('.conv', '.aa'), 'layer_scale')
+
+
 @register_gating_plugin
 class TimmEfficientNetPlugin(BlockGatingPlugin):
     """Gates the last conv of every EfficientNet-family block (DS, IR, ER, UIR, ConvBnAct)."""
@@ -51,12 +63,15 @@ class TimmEfficientNetPlugin(BlockGatingPlugin):
     model_types = (EfficientNet, MobileNetV3)
     # ConvBnAct+EdgeResidual+InvertedResidual; DepthwiseSeparableConv+SE; UniversalInvertedResidual
     representative_models = ('test_efficientnet', 'mobilenetv3_small_050', 'mobilenetv4_conv_small')
+    # A static export zeroes a filter at the norm after the gated conv (its activation, where it has one, must
+    # send 0 to 0), through the anti-aliasing pool or the layer scale that may follow.
     gate_points = (
-        GatePoint(DepthwiseSeparableConv, conv='conv_pw', residual='has_skip'),
-        GatePoint(InvertedResidual, conv='conv_pwl', residual='has_skip'),  # CondConvResidual is a subclass
-        GatePoint(EdgeResidual, conv='conv_pwl', residual='has_skip'),
-        GatePoint(UniversalInvertedResidual, conv=_uir_last_conv, residual='has_skip'),
-        GatePoint(ConvBnAct, conv='conv', residual='has_skip'),
+        GatePoint(DepthwiseSeparableConv, conv='conv_pw', residual='has_skip', zero_at='bn2'),
+        GatePoint(InvertedResidual, conv='conv_pwl', residual='has_skip', zero_at='bn3'),  # and CondConvResidual
+        GatePoint(EdgeResidual, conv='conv_pwl', residual='has_skip', zero_at='bn2'),
+        GatePoint(UniversalInvertedResidual, conv=_uir_last_conv, residual='has_skip', zero_at=_uir_last_norm,
+                  before_gate=_uir_before_gate),
+        GatePoint(ConvBnAct, conv='conv', residual='has_skip', zero_at='bn1', before_gate=('aa',)),
     )
 
     def shortcut_only(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor | None:

@@ -12,6 +12,10 @@ timm zero-initialises the last norm of each block by default (``zero_init_last=T
 backbone with ``zero_init_last=False``, else every gated branch would output zeros whatever its gates. The
 ``regnetz`` entry points set that themselves (they have no residual to protect) and get nothing extra.
 The ``regnetz_b16``-style models of ``byobnet.py`` are another family (ByobNet) and are not covered.
+
+The plugin cannot prune; a static export (:func:`~gaternet_zoo.export_static`) keeps every filter and zeroes one whose
+gate is fixed closed: in ``conv3``'s norm (whose ``act3`` must then send 0 to 0 in a block without shortcut), in the
+bare ``conv3`` of a ``PreBottleneck``.
 """
 from __future__ import annotations
 
@@ -28,6 +32,11 @@ def _has_shortcut(block: nn.Module) -> bool:
     return block.downsample is not None  # timm's regnet blocks add drop_path(x) + downsample(shortcut) only then
 
 
+def _between_norm_and_gate(block: nn.Module) -> tuple[str, ...]:
+    # conv3's own anti-aliasing (if any); in a block without shortcut the gate is on the output, after act3 too.
+    return ('conv3.aa',) if _has_shortcut(block) else ('conv3.aa', 'act3')
+
+
 @register_gating_plugin
 class TimmRegNetPlugin(BlockGatingPlugin):
     """Gates the last conv (``conv3``) of every RegNet block."""
@@ -38,8 +47,9 @@ class TimmRegNetPlugin(BlockGatingPlugin):
     model_types = (RegNet,)
     representative_models = ('regnetx_002', 'regnety_002', 'regnetz_005', 'regnetv_040')
     gate_points = (
-        GatePoint(Bottleneck, conv='conv3.conv', residual=_has_shortcut),
-        GatePoint(PreBottleneck, conv='conv3', residual=_has_shortcut),
+        GatePoint(Bottleneck, conv='conv3.conv', residual=_has_shortcut, zero_at='conv3.bn',
+                  before_gate=_between_norm_and_gate),
+        GatePoint(PreBottleneck, conv='conv3', residual=_has_shortcut, zero_at='conv3'),
     )
 
     def shortcut_only(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
