@@ -13,6 +13,19 @@ import gaternet_zoo as gz
 #: A thin ResNet-8 gater: these tests check the backbone's gating, not the gater.
 TINY_GATER_ARGS = dict(widths=[4, 8, 16], stem_width=4)
 
+#: One tiny backbone per plugin family that knows its blocks' shortcuts: (backbone, backbone_args, input side).
+SHORTCUT_FAMILIES: dict[str, tuple[str, dict[str, Any], int]] = {
+    'native_basic': ('cifar_resnet8', TINY_GATER_ARGS, 16),
+    'native_preact_bottleneck': ('cifar_resnet164', dict(layers=[1, 1, 1], widths=[4, 8, 16], stem_width=8), 16),
+    'timm_resnet': ('test_resnet', {}, 32),  # BasicBlock and Bottleneck
+    'timm_resnetv2_basic': ('resnetv2_18', dict(layers=[1, 1, 1, 1], channels=(8, 16, 32, 64), stem_chs=8), 32),
+    'timm_resnetv2_bottleneck': ('resnetv2_50', dict(layers=[1, 1, 1, 1], channels=(16, 32, 64, 128), stem_chs=8),
+                                 32),
+    'timm_regnet': ('regnetx_002', {}, 32),
+    'timm_convnext': ('test_convnext', {}, 32),
+    'timm_efficientnet': ('mobilenetv3_small_050', {}, 32),  # inverted residuals with and without their skip
+}
+
 
 def build_tiny_gaternet(backbone: str, backbone_args: dict[str, Any], **model_args: Any) -> nn.Module:
     """An eval-mode GaterNet over ``backbone`` with the tiny gater and its norms moved away from identity.

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from builders import TINY_GATER_ARGS, assert_skip_equals_mask, build_tiny_gaternet, images
+from builders import SHORTCUT_FAMILIES, TINY_GATER_ARGS, assert_skip_equals_mask, build_tiny_gaternet, images
 from safetensors.torch import load_file
 from torch import nn
 
@@ -25,18 +25,7 @@ pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = TINY_GATER_ARGS
-#: One small backbone per plugin family that knows its blocks' shortcuts: (backbone, backbone_args, input side).
-FAMILIES = {
-    'native_basic': ('cifar_resnet8', TINY, 16),
-    'native_preact_bottleneck': ('cifar_resnet164', dict(layers=[1, 1, 1], widths=[4, 8, 16], stem_width=8), 16),
-    'timm_resnet': ('test_resnet', {}, 32),  # BasicBlock and Bottleneck
-    'timm_resnetv2_basic': ('resnetv2_18', dict(layers=[1, 1, 1, 1], channels=(8, 16, 32, 64), stem_chs=8), 32),
-    'timm_resnetv2_bottleneck': ('resnetv2_50', dict(layers=[1, 1, 1, 1], channels=(16, 32, 64, 128), stem_chs=8),
-                                 32),
-    'timm_regnet': ('regnetx_002', {}, 32),
-    'timm_convnext': ('test_convnext', {}, 32),
-    'timm_efficientnet': ('mobilenetv3_small_050', {}, 32),  # inverted residuals with and without their skip
-}
+FAMILIES = SHORTCUT_FAMILIES
 
 
 def _build(backbone: str, backbone_args: dict, branch_gates: bool = True) -> nn.Module:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from builders import SHORTCUT_FAMILIES
 
 import gaternet_zoo as gz
 from gaternet_zoo import GateStatistics, InputDependentGatesError, StaticBackbone, export_static, prune_gaternet
@@ -311,15 +312,19 @@ def _close_sites(model: torch.nn.Module, names: list[str]) -> None:
 def _convs_run(model: torch.nn.Module, x: torch.Tensor) -> set[str]:
     """Names of the convs of ``model.backbone`` that run in one forward pass of ``model`` on ``x``."""
     ran: set[str] = set()
-    handles = [m.register_forward_hook(lambda *_, name=name: ran.add(name))
-               for name, m in model.backbone.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    _run_with_hooks(model, x, [m.register_forward_hook(lambda *_, name=name: ran.add(name))
+                               for name, m in model.backbone.named_modules() if isinstance(m, torch.nn.Conv2d)])
+    return ran
+
+
+def _run_with_hooks(model: torch.nn.Module, x: torch.Tensor, handles: list) -> None:
+    """One forward pass of ``model`` on ``x`` without gradients; the hooks ``handles`` are removed after it."""
     try:
         with torch.no_grad():
             model(x)
     finally:
         for handle in handles:
             handle.remove()
-    return ran
 
 
 def _with_empty_branches(name: str = 'gaternet_resnet20', batch: int = 4,
@@ -524,15 +529,8 @@ def test_timm_blocks_with_attention_keep_the_scatter() -> None:
 # ------------------------------------------------------------------------------------------------------------------
 # Plugins that cannot prune (the block plugins): nothing removed, closed filters zeroed, closed branches dropped.
 
-#: One tiny backbone per block plugin that knows its blocks' shortcuts: (backbone, backbone_args, input side).
-NO_PRUNING = {
-    'timm_resnetv2_basic': ('resnetv2_18', dict(layers=[1, 1, 1, 1], channels=(8, 16, 32, 64), stem_chs=8), 32),
-    'timm_resnetv2_bottleneck': ('resnetv2_50', dict(layers=[1, 1, 1, 1], channels=(16, 32, 64, 128), stem_chs=8),
-                                 32),
-    'timm_regnet': ('regnetx_002', {}, 32),
-    'timm_convnext': ('test_convnext', {}, 32),
-    'timm_efficientnet': ('mobilenetv3_small_050', {}, 32),  # inverted residuals with and without their skip
-}
+#: The block plugins among the shortcut families (those that cannot prune).
+NO_PRUNING = {k: v for k, v in SHORTCUT_FAMILIES.items() if not k.startswith('native') and k != 'timm_resnet'}
 
 
 def _randomise_vectors(module: torch.nn.Module, seed: int = 5) -> None:
@@ -592,12 +590,7 @@ def _at_gate_places(static: StaticBackbone, sites: list, x: torch.Tensor) -> dic
         if isinstance(getattr(block, 'drop_path', None), torch.nn.Module):
             handles.append(block.drop_path.register_forward_pre_hook(
                 lambda m, a, name=site.name: seen.__setitem__(name, a[0].detach().clone())))
-    try:
-        with torch.no_grad():
-            static(x)
-    finally:
-        for handle in handles:
-            handle.remove()
+    _run_with_hooks(static, x, handles)
     return seen
 
 
