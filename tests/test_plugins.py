@@ -462,6 +462,33 @@ def test_example_plugin_is_installed_and_registered():
     assert {b.use_shortcut for b in blocks} == {True, False}
 
 
+def test_example_plugin_exports_static_with_closed_filters():
+    """The example declares where a closed filter is zeroed (GatePoint.zero_at), so a ReXNet GaterNet whose gates are
+    constant exports static exactly: nothing pruned, no branch dropped (it knows no shortcut), the logits the same."""
+    model = gz.gate('rexnet_100', gater=GATER, num_classes=NUM_CLASSES).eval()
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for norm in (m for m in model.backbone.modules() if isinstance(m, nn.BatchNorm2d)):
+            # Random norms: with fresh ones a filter zeroed at the wrong place would output 0 all the same.
+            for tensor in (norm.weight, norm.bias, norm.running_mean):
+                tensor.copy_(torch.randn(tensor.shape, generator=generator))
+            norm.running_var.uniform_(0.5, 2.0, generator=generator)
+        model.gater.fc2.bias.fill_(50.0)
+        model.gater.fc2.bias[::3] = -50.0  # every third gate always closed, the others always open
+    x = torch.randn(BATCH, 3, SIDE, SIDE, generator=generator)
+    stats = gz.GateStatistics(model.gate_sites)
+    with torch.no_grad():
+        stats.update(model.forward_gates(x))
+        static = gz.export_static(model, stats)
+        info = static.pretrained_cfg['static_export']
+        assert (info['plugin'], info['filters_removed'], info['branches_dropped']) == ('rexnet', 0, 0)
+        assert info['filters_zeroed'] == len(range(0, model.gate_size, 3)) and info['exact']
+        expected = model(x)
+        torch.testing.assert_close(static(x), expected, rtol=1e-4, atol=1e-4)
+        model.gater.fc2.bias.fill_(50.0)
+        assert not torch.allclose(model(x), expected, rtol=1e-3, atol=1e-3)  # the closed filters mattered
+
+
 # ------------------------------------------------------------------------------------------- zoo names
 
 #: zoo name -> (backbone, plugin, default gater, gates)

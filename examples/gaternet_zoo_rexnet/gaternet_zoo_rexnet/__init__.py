@@ -23,4 +23,7 @@ class ReXNetPlugin(BlockGatingPlugin):
     timm_modules = ('rexnet',)
     model_types = (RexNet,)
     representative_models = ('rexnet_100',)
-    gate_points = (GatePoint(LinearBottleneck, conv='conv_pwl.conv', residual='use_shortcut'),)
+    # zero_at: a static export makes a filter whose gate is fixed closed output 0 by zeroing its scale and shift in
+    # the norm after the projection (no activation follows it), where the gate multiplies.
+    gate_points = (GatePoint(LinearBottleneck, conv='conv_pwl.conv', residual='use_shortcut',
+                             zero_at='conv_pwl.bn'),)
