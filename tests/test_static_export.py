@@ -635,12 +635,7 @@ def test_block_plugins_export_without_pruning_exactly(block_family, tmp_path: Pa
     calls = collections.Counter()
     handles = [m.register_forward_hook(lambda *_, name=s.name: calls.update([name]))
                for s in model.gate_sites for m in _branch_modules(static.backbone.get_submodule(s.name))]
-    try:
-        with torch.no_grad():
-            static(x)
-    finally:
-        for handle in handles:
-            handle.remove()
+    _run_with_hooks(static, x, handles)
     assert set(calls) == {s.name for s in running}
     # Both name their classifier, which most timm backbones (no `name_only`) do not say: the Hub loader reads it.
     for net in (model, static):
